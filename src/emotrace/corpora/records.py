@@ -1,0 +1,33 @@
+"""The utterance record every corpus reader produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled (or unlabelled) utterance.
+
+    ``audio`` is a path; ``start``/``end`` (seconds) select a segment of it for corpora
+    whose utterances live inside longer recordings. ``label`` is a canonical emotion name
+    (see :mod:`emotrace.labels`) or ``None`` when unknown. ``group`` is the corpus's
+    natural grouping for folds (IEMOCAP session, MELD dialogue, RAVDESS fold).
+    """
+
+    id: str
+    audio: str | None
+    label: str | None
+    speaker: str
+    dataset: str = ""
+    group: str | None = None
+    start: float | None = None
+    end: float | None = None
+    transcript: str | None = None
+    video: str | None = None
+
+    def with_label(self, label: str | None) -> "Utterance":
+        return replace(self, label=label)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
