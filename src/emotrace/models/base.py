@@ -1,0 +1,138 @@
+"""The contract every model keeps: its config fields, its inputs, and its loss.
+
+**Inputs.** ``forward`` takes keyword tensors named after the modalities: ``audio``,
+``text``, ``video``, each ``(B, T, D)`` or ``(B, L, T, D)`` (``L`` stacked encoder layers),
+and ``audio_lengths``, ``text_lengths``, ``video_lengths`` ``(B,)`` counting valid frames
+or tokens (``None`` means every frame is valid). A model reads the modalities named in
+``config.modalities`` and ignores the others, so training feeds every model from the same
+batch dict: ``model(**{k: v for k, v in batch.items() if k != "labels"})``; any other name
+is a TypeError, so a misspelt input cannot be silently ignored.
+
+**Loss.** ``model.loss(output, labels)`` returns a :class:`LossOutput`; the default is
+cross-entropy with the config's label smoothing and class weights, and methods with a
+regulariser add their terms to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emotrace.models.layers import FrameFrontEnd
+from emotrace.models.outputs import LossOutput, ModelOutput
+
+MODALITIES: tuple[str, ...] = ("audio", "text", "video")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Fields every model has.
+
+    ``input_dims`` maps each consumed modality to its feature width; ``num_layers_in``
+    to its number of stacked encoder layers (absent = 1, a plain ``(B, T, D)`` stream).
+    The front-end fields (``input_norm``, ``input_dropout``, ``projection_dim``) configure
+    :class:`~emotrace.models.layers.FrameFrontEnd`. ``class_weights`` (one per class)
+    reweight the cross-entropy, e.g. inverse class frequencies of a training fold.
+    """
+
+    num_classes: int
+    input_dims: dict[str, int]
+    modalities: tuple[str, ...] = ("audio",)
+    num_layers_in: dict[str, int] = field(default_factory=dict)
+    input_norm: bool = True
+    input_dropout: float = 0.1
+    projection_dim: int | None = 256
+    label_smoothing: float = 0.0
+    class_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # JSON and YAML give lists; keep tuples so configs compare equal after a round trip.
+        self.modalities = tuple(self.modalities)
+        if self.class_weights is not None:
+            self.class_weights = tuple(float(w) for w in self.class_weights)
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be drawn from {MODALITIES}, got {self.modalities}")
+        missing = [m for m in self.modalities if m not in self.input_dims]
+        if missing:
+            raise ValueError(f"input_dims has no width for {missing}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} values for {self.num_classes} classes"
+            )
+
+    def layers_in(self, modality: str) -> int:
+        return self.num_layers_in.get(modality, 1)
+
+    def front_end(self, modality: str) -> FrameFrontEnd:
+        """A fresh front-end for ``modality`` built from these fields."""
+        return FrameFrontEnd(
+            self.input_dims[modality],
+            self.layers_in(modality),
+            self.input_norm,
+            self.input_dropout,
+            self.projection_dim,
+        )
+
+
+class EmotionModel(nn.Module):
+    """Base class: holds the config, gathers input streams, computes the default loss."""
+
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def streams(
+        self, inputs: dict[str, Tensor | None], optional: bool = False
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{modality: (features, lengths)}`` for the config's modalities.
+
+        Lengths default to full. Unless ``optional``, every configured modality must be
+        given and every item must have at least one frame; with ``optional`` (models that
+        handle missing modalities) absent ones are left out and empty items are allowed.
+        """
+        allowed = {name for m in MODALITIES for name in (m, f"{m}_lengths")}
+        unknown = sorted(set(inputs) - allowed)
+        if unknown:
+            raise TypeError(f"unexpected model inputs {unknown}; expected names from {sorted(allowed)}")
+        streams = {}
+        for modality in self.config.modalities:
+            features = inputs.get(modality)
+            if features is None:
+                if optional:
+                    continue
+                raise ValueError(f"{type(self).__name__} needs `{modality}` features")
+            lengths = inputs.get(f"{modality}_lengths")
+            if lengths is None:
+                lengths = torch.full((features.shape[0],), features.shape[-2], dtype=torch.long)
+            lengths = lengths.to(features.device)
+            shortest = 0 if optional else 1
+            if lengths.min() < shortest or lengths.max() > features.shape[-2]:
+                raise ValueError(
+                    f"{modality}_lengths must lie in [{shortest}, {features.shape[-2]}], "
+                    f"got {lengths.min().item()}..{lengths.max().item()}"
+                )
+            streams[modality] = (features, lengths)
+        return streams
+
+    def classification_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy with the config's label smoothing and class weights."""
+        weights = self.config.class_weights
+        return F.cross_entropy(
+            logits,
+            labels,
+            weight=None if weights is None else logits.new_tensor(weights),
+            label_smoothing=self.config.label_smoothing,
+        )
+
+    def loss(self, output: ModelOutput, labels: Tensor) -> LossOutput:
+        """Cross-entropy of the utterance logits; methods with more terms override this."""
+        ce = self.classification_loss(output.logits, labels)
+        return LossOutput(total=ce, parts={"ce": ce})

