@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 TESTS = Path(__file__).resolve().parent
 
@@ -62,3 +63,13 @@ def write_tone(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One torch thread for modules of tiny models: on 2 shared cores, two threads made
+    them about 13x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,6 +21,8 @@ from emotrace.models import (
     model_from_config,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 NUM_CLASSES = 4
 AUDIO_DIM, TEXT_DIM, VIDEO_DIM, SPECTROGRAM_BINS = 12, 10, 6, 16
 AUDIO_LAYERS = 3
@@ -91,13 +93,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These models are tiny: thread hand-offs cost more than they save on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(case: str, **overrides) -> torch.nn.Module:

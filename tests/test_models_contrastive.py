@@ -7,15 +7,11 @@ import torch
 
 from emotrace.models import ContrastiveConfig, ContrastiveFusion
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 NUM_CLASSES, B = 4, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(**overrides) -> ContrastiveFusion:

@@ -7,15 +7,11 @@ import torch
 
 from emotrace.models import QueryFusion, QueryFusionConfig
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 B, T_AUDIO, T_TEXT = 6, 20, 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(**overrides) -> QueryFusion:

@@ -7,13 +7,9 @@ import torch
 
 from emotrace.models import ROIAttention, ROIAttentionConfig, Segment, roi_segments
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def make_model(**overrides) -> ROIAttention:
