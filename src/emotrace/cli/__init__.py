@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from emotrace.cli import data, demo, features
+from emotrace.cli import data, demo, features, predict, train
 
 app = typer.Typer(
     name="emotrace",
@@ -16,6 +16,13 @@ app.add_typer(data.app, name="data")
 app.command("extract")(features.extract)
 app.add_typer(features.app, name="features")
 app.command("demo")(demo.demo)
+app.command("predict")(predict.predict)
+app.add_typer(predict.models_app, name="models")
+app.command("export")(predict.export)
+app.command("cv")(train.cv)
+app.command("train")(train.train)
+app.command("evaluate")(train.evaluate)
+app.command("compare")(train.compare)
 
 
 def main() -> None:

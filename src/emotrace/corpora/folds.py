@@ -223,6 +223,13 @@ def speaker_dependent_folds(
     return Folds(SPEAKER_DEPENDENT, description, tuple(folds))
 
 
+def all_data_fold(utterances: Sequence[Utterance], seed: int = 0, val_fraction: float = VAL_FRACTION) -> Fold:
+    """No test side: every speaker trains except a seeded validation share (for the final
+    model of a run, whose test figures come from the cross-validation folds)."""
+    speakers = sorted({u.speaker for u in utterances})
+    return Fold("all", (), _validation(speakers, "all", seed, val_fraction), "speaker")
+
+
 def _validation(training: list[str], fold: str, seed: int, fraction: float) -> tuple[str, ...]:
     """Seeded draw of validation speakers among a fold's training speakers."""
     if len(training) < 2:

@@ -93,21 +93,3 @@ def normalise_by_speaker(
         raise ValueError(f"no speaker moments for {missing}")
     return {utt_id: moments[speakers[utt_id]].normalise(data) for utt_id, data in features.items()}
 
-
-def pool_frames(data: np.ndarray, factor: int) -> np.ndarray:
-    """Average each run of ``factor`` frames of ``(layers, frames, dims)`` features.
-
-    Emotion changes over hundreds of milliseconds, so 50 Hz encoder frames can be pooled
-    to 25 or 12.5 Hz: recurrent models then train several times faster and see longer
-    context per step. The last, shorter run is averaged over the frames it has.
-    """
-    if factor < 1:
-        raise ValueError(f"frame pooling factor must be at least 1, got {factor}")
-    if factor == 1 or data.shape[1] == 0:
-        return data
-    layers, frames, dims = data.shape
-    whole = frames // factor * factor
-    pooled = data[:, :whole].reshape(layers, whole // factor, factor, dims).mean(2)
-    if whole < frames:
-        pooled = np.concatenate([pooled, data[:, whole:].mean(1, keepdims=True)], axis=1)
-    return pooled.astype(np.float32, copy=False)

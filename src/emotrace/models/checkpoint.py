@@ -6,7 +6,7 @@ trained on, so that training, evaluation, prediction and export agree by constru
     {"format": 1,
      "model": {"name": "roi_attention", ...config fields},
      "labels": ["neutral", "calm", ...],            # class index -> canonical emotion
-     "inputs": {"audio": {"features": "whisper-base:layers=2,3,4,5", "frame_pooling": 2}},
+     "inputs": {"audio": {"features": "whisper-base", "layers": [2, 3, 4, 5], "frame_pooling": 2}},
      "protocol": "utterance-level",                 # or "speaker-adaptive"
      "info": {...}}                                 # training config, metrics, provenance
 
@@ -26,20 +26,17 @@ from typing import Any
 
 from safetensors.torch import load_model, save_model
 
+from emotrace.features.transforms import InputSpec
 from emotrace.models.base import EmotionModel
-from emotrace.models.registry import model_config_from_dict, model_config_to_dict, model_from_config
+from emotrace.models.registry import (
+    model_config_from_dict,
+    model_config_to_dict,
+    model_from_config,
+)
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How one modality's model input is made: an extractor spec, then frame pooling."""
-
-    features: str
-    frame_pooling: int = 1
 
 
 @dataclass

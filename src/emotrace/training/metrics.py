@@ -12,7 +12,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+)
 
 #: the figures every report gives, in this order
 HEADLINE = ("ua", "wa", "macro_f1", "weighted_f1")
@@ -35,7 +41,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
         "weighted_f1": 100 * f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0),
         "recall": {labels[c]: 100 * float(r) for c, r in zip(present, recalls)},
         "confusion": confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).tolist(),
-        "count": int(len(y_true)),
+        "count": len(y_true),
     }
 
 

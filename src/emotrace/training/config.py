@@ -1,0 +1,200 @@
+"""Experiment configs: one YAML file names the corpus, the inputs, the method and how to train.
+
+A config is plain dataclasses (nanoGPT-style), loaded from YAML with dotted overrides from
+the command line (``model.lstm_hidden=64 optim.lr=3e-4``). ``${VAR}`` and ``~`` in paths
+expand, so the same file works on every machine (``root: ${EMOTRACE_DATA}/ravdess``).
+Example (``configs/ravdess/roi_attention.yaml``)::
+
+    name: ravdess-roi-attention
+    corpus: {name: ravdess, root: ${EMOTRACE_DATA}/ravdess}
+    inputs:
+      audio: {features: whisper-base, layers: [2, 3, 4, 5], frame_pooling: 2}
+    protocol: utterance-level
+    model: {name: roi_attention, lstm_hidden: 128}
+    data: {batch_size: 32, time_mask: 0.1, crop_seconds: 2.5}
+    optim: {lr: 1.0e-3, max_epochs: 40, patience: 10}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emotrace.features.normalization import check_protocol
+from emotrace.features.transforms import InputSpec
+from emotrace.atomic import write_text_atomically
+
+#: where feature stores live unless a config or ``EMOTRACE_STORE`` says otherwise
+DEFAULT_STORE = "~/.cache/emotrace/features"
+
+
+@dataclass
+class CorpusConfig:
+    name: str
+    root: str
+    label_set: str | None = None
+    speaker_dependent: bool = False  # only on explicit request; every report says so
+    subset: int | None = None  # at most this many utterances per speaker (quick trials, tests)
+
+
+@dataclass
+class DataConfig:
+    """Batching, sampling and augmentation of training batches (validation and test
+    batches are never augmented)."""
+
+    batch_size: int = 32
+    bucket_by_length: bool = True  # batches of similar lengths: less padding, faster
+    balanced_sampling: bool = False  # draw classes equally often (replaces bucketing)
+    class_weights: bool = False  # inverse-frequency weights in the cross-entropy
+    crop_seconds: float | None = None  # random crops of at most this length
+    time_mask: float = 0.0  # share of frames zeroed in random spans (SpecAugment-style)
+    time_mask_spans: int = 2
+    workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    max_epochs: int = 40
+    patience: int = 10  # epochs without a better validation UA before stopping
+    warmup_epochs: float = 1.0
+    gradient_clip: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    """Where training runs: Lightning's accelerator, devices and strategy (``ddp`` for
+    several GPUs or nodes; on CPUs it uses the gloo backend)."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    threads: int | None = None  # torch intra-op threads per process (default: torch's)
+    jobs: int = 1  # folds trained at once by `emotrace cv`
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    corpus: CorpusConfig
+    inputs: dict[str, InputSpec]
+    model: dict[str, Any]
+    protocol: str = "utterance-level"
+    store: str = DEFAULT_STORE
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    folds: list[str] | None = None  # None: every fold of the corpus's protocol
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_protocol(self.protocol)
+        if "name" not in self.model:
+            raise ValueError("model needs a 'name' naming the method (e.g. roi_attention)")
+        if not self.inputs:
+            raise ValueError("inputs must name at least one modality's features")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for spec in data["inputs"].values():
+            if spec["layers"] is not None:
+                spec["layers"] = list(spec["layers"])
+        return data
+
+    def store_root(self) -> Path:
+        return Path(expand(os.environ.get("EMOTRACE_STORE", self.store) if self.store == DEFAULT_STORE else self.store))
+
+
+def expand(value: str) -> str:
+    """``${VAR}`` and ``~`` expanded; an unset variable is an error, not an empty string."""
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    if "$" in expanded:
+        raise ValueError(f"{value!r}: environment variable not set")
+    return expanded
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from nested dicts, rejecting unknown keys by name."""
+    data = dict(data)
+    sections = {"corpus": CorpusConfig, "data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig}
+    for key, section in sections.items():
+        if key in data:
+            data[key] = _build(section, data[key], key)
+    inputs = data.get("inputs") or {}
+    data["inputs"] = {modality: _build(InputSpec, spec, f"inputs.{modality}") for modality, spec in inputs.items()}
+    return _build(ExperimentConfig, data, "config")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if isinstance(values, str) and cls is InputSpec:
+        values = {"features": values}
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping, got {values!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Numbers YAML reads as strings (``3e-4`` is a string in YAML 1.1) become numbers."""
+    numeric = [t for t in (float, int) if t == hint or t in typing.get_args(hint)]
+    if not numeric or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return value
+    try:
+        return numeric[0](value)
+    except ValueError:
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``["model.lstm_hidden=64", "optim.lr=3e-4"]`` applied to nested dicts (YAML values)."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {override!r} is not key=value")
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {part} is not a section")
+        node[last] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment in a YAML file, with overrides; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read config ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a YAML mapping")
+    try:
+        config = config_from_dict(apply_overrides(data, overrides))
+        config.corpus.root = expand(config.corpus.root)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return config
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    write_text_atomically(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,328 @@
+"""Cross-validation runs: every fold of a corpus's protocol, resumable, into one directory.
+
+::
+
+    RUN_DIR/config.yaml                   the resolved experiment (another config is refused)
+    RUN_DIR/folds/<fold>/model/           checkpoint: model.safetensors + config.json
+    RUN_DIR/folds/<fold>/predictions.jsonl
+    RUN_DIR/folds/<fold>/metrics.json     test metrics; written last, it marks the fold done
+    RUN_DIR/folds/<fold>/log/version_*/   per-epoch training loss and validation UA (CSV), per attempt
+    RUN_DIR/folds/<fold>/lightning/       resume state while the fold trains
+    RUN_DIR/model/                        the final model on all speakers (``emotrace train``)
+    RUN_DIR/metrics.json, predictions.jsonl, confusion.png, report.md   (see report.py)
+
+A fold whose ``metrics.json`` exists is never trained again; a fold killed mid-training
+resumes from its last epoch. Model selection uses validation UA on the fold's validation
+speakers, never the test fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from rich.console import Console
+
+from emotrace.atomic import write_json_atomically, write_jsonl_atomically
+from emotrace.corpora import CorpusData, Fold, load_corpus
+from emotrace.corpora.folds import all_data_fold
+from emotrace.errors import BatchReport
+from emotrace.features.pipeline import extract_corpus, resolve_extractor
+from emotrace.features.store import FeatureStore
+from emotrace.models import model_config, model_from_config
+from emotrace.models.base import EmotionModel
+from emotrace.models.checkpoint import Checkpoint
+from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
+from emotrace.training.data import FeatureDataset, FoldDataModule, ModalityInputs, inverse_frequency_weights, load_inputs
+from emotrace.training.metrics import classification_metrics
+from emotrace.training.module import EmotionModule, predict_probabilities
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@dataclass
+class Experiment:
+    """A config with its corpus loaded and its model inputs in memory."""
+
+    config: ExperimentConfig
+    corpus: CorpusData
+    inputs: dict[str, ModalityInputs]
+    skipped: list[str]  # utterances left out because their features could not be made
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.corpus.label_set.classes
+
+
+def prepare(config: ExperimentConfig, progress: bool = True, console: Console | None = None) -> Experiment:
+    """Load the corpus, extract whatever features are missing, and read the model inputs."""
+    corpus = load_corpus(
+        config.corpus.name,
+        config.corpus.root,
+        config.corpus.label_set,
+        speaker_dependent=config.corpus.speaker_dependent,
+        seed=config.seed,
+    )
+    if config.corpus.subset:
+        corpus = _subset(corpus, config.corpus.subset)
+    store_root = config.store_root()
+    extractors = {modality: resolve_extractor(spec.features) for modality, spec in config.inputs.items()}
+    report = BatchReport()
+    extract_corpus(corpus.utterances, list(extractors.values()), store_root, report=report,
+                   progress=progress, console=console)
+    stores = {
+        modality: FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version)
+        for modality, extractor in extractors.items()
+    }
+    usable = [u for u in corpus.utterances if all(u.id in store for store in stores.values())]
+    skipped = sorted({u.id for u in corpus.utterances} - {u.id for u in usable})
+    inputs = load_inputs(usable, stores, config.inputs, config.protocol)
+    for store in stores.values():
+        store.close()
+    kept = CorpusData(corpus.name, corpus.label_set, tuple(usable), corpus.folds, corpus.dropped)
+    return Experiment(config, kept, inputs, skipped)
+
+
+def _subset(corpus: CorpusData, per_speaker: int) -> CorpusData:
+    """At most ``per_speaker`` utterances of each speaker, spread evenly over its list."""
+    by_speaker: dict[str, list] = {}
+    for utterance in corpus.utterances:
+        by_speaker.setdefault(utterance.speaker, []).append(utterance)
+    kept = set()
+    for utterances in by_speaker.values():
+        step = max(1, len(utterances) // per_speaker)
+        kept.update(u.id for u in utterances[::step][:per_speaker])
+    chosen = tuple(u for u in corpus.utterances if u.id in kept)
+    return CorpusData(corpus.name, corpus.label_set, chosen, corpus.folds, corpus.dropped)
+
+
+def is_main_process() -> bool:
+    """False in the extra processes a distributed (DDP) launch starts: they train, and
+    leave writing reports to rank 0."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+
+
+def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionModel:
+    """The config's model sized to the data: classes, input widths, stacked layers."""
+    hparams = dict(experiment.config.model)
+    name = hparams.pop("name")
+    hparams.setdefault("modalities", tuple(experiment.inputs))
+    hparams["num_classes"] = len(experiment.labels)
+    hparams["input_dims"] = {m: inputs.dims for m, inputs in experiment.inputs.items()}
+    hparams["num_layers_in"] = {m: inputs.layers for m, inputs in experiment.inputs.items() if inputs.stacked}
+    if experiment.config.data.class_weights:
+        hparams["class_weights"] = inverse_frequency_weights(train_labels, len(experiment.labels))
+    return model_from_config(model_config(name, **hparams))
+
+
+def _dataset(experiment: Experiment, utterances, augment: bool = False) -> FeatureDataset:
+    labels = [experiment.corpus.label_set.index(u.label) for u in utterances]
+    return FeatureDataset(
+        [u.id for u in utterances], labels, experiment.inputs, experiment.config.data, augment, experiment.config.seed
+    )
+
+
+def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Train one fold (resuming if interrupted), test it, write its files; returns its
+    metrics. A fold that is already done returns its metrics without any work."""
+    metrics_path = fold_dir / METRICS_FILE
+    if metrics_path.exists():
+        return json.loads(metrics_path.read_text())
+    config = experiment.config
+    started = time.perf_counter()
+    train_part, val_part, test_part = fold.split(experiment.corpus.utterances)
+    if not train_part:
+        raise ValueError(f"fold {fold.name} has no training utterances")
+    train, val = _dataset(experiment, train_part, augment=True), _dataset(experiment, val_part)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(experiment, train.labels)
+    module = EmotionModule(model, config.optim, experiment.labels)
+
+    state_dir = fold_dir / "lightning"
+    selection = ModelCheckpoint(dirpath=state_dir, filename="best", monitor="val_ua", mode="max",
+                                save_top_k=1, save_last=True) if val_part else ModelCheckpoint(dirpath=state_dir, save_last=True)
+    callbacks: list[Any] = [selection]
+    if val_part:
+        callbacks.append(EarlyStopping(monitor="val_ua", mode="max", patience=config.optim.patience))
+    if progress:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        accelerator=config.trainer.accelerator,
+        devices=config.trainer.devices,
+        strategy=config.trainer.strategy,
+        num_nodes=config.trainer.num_nodes,
+        max_epochs=config.optim.max_epochs,
+        gradient_clip_val=config.optim.gradient_clip,
+        callbacks=callbacks,
+        logger=CSVLogger(fold_dir, name="log"),  # a version per attempt: history survives a crash
+        default_root_dir=fold_dir,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        log_every_n_steps=10,
+        deterministic=True,
+    )
+    last = state_dir / "last.ckpt"
+    data = FoldDataModule(train, val, config.data, config.seed)
+    trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+
+    best_score = None
+    if val_part and selection.best_model_path:
+        state = torch.load(selection.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+        best_score = float(selection.best_model_score)
+    model = module.model.cpu().eval()
+    info = {
+        "experiment": config.name,
+        "corpus": config.corpus.name,
+        "fold": fold.name,
+        "folds_protocol": experiment.corpus.folds.protocol,
+        "val_speakers": list(fold.val),
+        "val_ua": best_score,
+        "epochs": trainer.current_epoch,
+    }
+    result: dict[str, Any] = {"fold": fold.name, "protocol": config.protocol, "val_ua": best_score,
+                              "epochs": trainer.current_epoch, "train": len(train_part), "val": len(val_part),
+                              "test": len(test_part)}
+    if test_part:
+        test = _dataset(experiment, test_part)
+        probabilities = predict_probabilities(model, test)
+        predictions = probabilities.argmax(1)
+        result.update(classification_metrics(test.labels, predictions, experiment.labels))
+        info["test"] = {name: result[name] for name in ("ua", "wa", "macro_f1", "weighted_f1")}
+        write_jsonl_atomically(fold_dir / PREDICTIONS_FILE, [
+            {"id": u.id, "speaker": u.speaker, "fold": fold.name, "label": u.label,
+             "prediction": experiment.labels[p], "probabilities": [round(float(x), 6) for x in row]}
+            for u, p, row in zip(test_part, predictions, probabilities)
+        ])
+    Checkpoint(model, experiment.labels, config.inputs, config.protocol, info).save(fold_dir / "model")
+    result["seconds"] = time.perf_counter() - started
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_json_atomically(metrics_path, result)
+    shutil.rmtree(state_dir, ignore_errors=True)  # the checkpoint above replaces the resume state
+    return result
+
+
+def start_run(config: ExperimentConfig, run_dir: Path) -> None:
+    """Create ``run_dir`` for ``config``, or check that it already holds the same experiment."""
+    from emotrace.training.config import load_config
+
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        existing = load_config(path)
+        if existing.to_dict() != config.to_dict():
+            raise ValueError(
+                f"{run_dir} holds a run of a different config; choose another run directory "
+                f"or delete it (compare {path} with your config and overrides)"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, path)
+
+
+def selected_folds(experiment: Experiment) -> list[Fold]:
+    wanted = experiment.config.folds
+    folds = list(experiment.corpus.folds)
+    if wanted is None:
+        return folds
+    known = {fold.name for fold in folds}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ValueError(f"unknown folds {unknown}; {experiment.config.corpus.name} has {sorted(known)}")
+    return [fold for fold in folds if fold.name in wanted]
+
+
+def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
+           console: Console | None = None) -> dict[str, dict[str, Any]]:
+    """Every selected fold, ``config.trainer.jobs`` at a time; returns per-fold metrics."""
+    from emotrace.training.report import write_report
+
+    run_dir = Path(run_dir)
+    start_run(config, run_dir)
+    console = console or Console()
+    jobs = max(1, config.trainer.jobs)
+    _set_threads(config)
+    experiment = prepare(config, progress, console)
+    if experiment.skipped:
+        console.print(f"[yellow]{len(experiment.skipped)} utterances left out: their features could not be made")
+    folds = selected_folds(experiment)
+    results: dict[str, dict[str, Any]] = {}
+    pending = [fold for fold in folds if not (run_dir / "folds" / fold.name / METRICS_FILE).exists()]
+    for fold in folds:
+        if fold not in pending:
+            results[fold.name] = train_fold(experiment, fold, run_dir / "folds" / fold.name)
+    if pending:
+        console.print(f"{len(folds) - len(pending)} folds done already; training {len(pending)}")
+    if jobs == 1 or len(pending) <= 1:
+        for fold in pending:
+            console.print(f"[bold]fold {fold.name}[/] (test: {', '.join(fold.test)})")
+            results[fold.name] = train_fold(experiment, fold, run_dir / "folds" / fold.name, progress)
+            _print_fold(console, results[fold.name])
+    else:
+        context = get_context("spawn")  # a fresh interpreter per worker: torch and fork do not mix
+        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context) as pool:
+            futures = {fold.name: pool.submit(_fold_worker, config.to_dict(), str(run_dir), fold.name)
+                       for fold in pending}
+            for name, future in futures.items():
+                results[name] = future.result()
+                _print_fold(console, results[name])
+    if is_main_process():
+        write_report(run_dir)
+    return {fold.name: results[fold.name] for fold in folds}
+
+
+def train_final(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
+                console: Console | None = None) -> Path:
+    """The model for use: trained on every speaker but a seeded validation share, saved to
+    ``RUN_DIR/model`` (its test figures are those of the run's cross-validation)."""
+    run_dir = Path(run_dir)
+    start_run(config, run_dir)
+    _set_threads(config)
+    experiment = prepare(config, progress, console)
+    fold = all_data_fold(experiment.corpus.utterances, config.seed)
+    final_dir = run_dir / "final"
+    train_fold(experiment, fold, final_dir, progress)
+    model_dir = run_dir / "model"
+    if is_main_process():
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(final_dir / "model", model_dir)
+    return model_dir
+
+
+def _fold_worker(config: dict[str, Any], run_dir: str, fold_name: str) -> dict[str, Any]:
+    experiment_config = config_from_dict(config)
+    torch.set_num_threads(experiment_config.trainer.threads or max(1, (os.cpu_count() or 1) // experiment_config.trainer.jobs))
+    experiment = prepare(experiment_config, progress=False)
+    fold = next(fold for fold in experiment.corpus.folds if fold.name == fold_name)
+    return train_fold(experiment, fold, Path(run_dir) / "folds" / fold_name, progress=False)
+
+
+def _set_threads(config: ExperimentConfig) -> None:
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+
+
+def _print_fold(console: Console, result: dict[str, Any]) -> None:
+    if "ua" in result:
+        console.print(
+            f"fold {result['fold']}: UA {result['ua']:.1f}  WA {result['wa']:.1f}  "
+            f"(val UA {result['val_ua'] or float('nan'):.1f}, {result['epochs']} epochs, {result['seconds']:.0f} s)"
+        )

@@ -1,0 +1,244 @@
+"""Batches for training, from feature stores: load once, split per fold, pad, sample, augment.
+
+A corpus's model inputs are read from the stores once per run (:func:`load_inputs`) and
+kept in memory as the model reads them (chosen layers, speaker-normalised under the
+speaker-adaptive protocol, pooled); each fold then indexes into them. Padding follows the
+model contract (:mod:`emotrace.models.base`): ``(B, L, T, D)`` for stacked layers, else
+``(B, T, D)``, with ``<modality>_lengths``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+
+from emotrace.corpora import Utterance
+from emotrace.errors import InputError
+from emotrace.features.base import Features
+from emotrace.features.normalization import SPEAKER_ADAPTIVE, MomentAccumulator, Moments
+from emotrace.features.store import FeatureStore
+from emotrace.features.transforms import InputSpec, model_frames, select_layers
+from emotrace.training.config import DataConfig
+
+
+@dataclass
+class ModalityInputs:
+    """One modality's model inputs by utterance id, and what shapes the model sees."""
+
+    frames: dict[str, np.ndarray]  # (L, T, D) float32
+    frame_rate: float  # after pooling; 0 for text and utterance-level features
+    stacked: bool  # the model reads (L, T, D) rather than (T, D)
+
+    @property
+    def dims(self) -> int:
+        return next(iter(self.frames.values())).shape[2]
+
+    @property
+    def layers(self) -> int:
+        return next(iter(self.frames.values())).shape[0]
+
+
+def load_inputs(
+    utterances: Sequence[Utterance], stores: Mapping[str, FeatureStore], specs: Mapping[str, InputSpec], protocol: str
+) -> dict[str, ModalityInputs]:
+    """Model inputs of ``utterances`` for each modality in ``specs``.
+
+    Under the speaker-adaptive protocol each speaker's moments come from all of that
+    speaker's utterances here (labels unused; test speakers included, as the protocol
+    says). Utterances missing from a store are an error naming them: extract first.
+    """
+    result = {}
+    for modality, spec in specs.items():
+        store = stores[modality]
+        missing = [u.id for u in utterances if u.id not in store]
+        if missing:
+            raise InputError(
+                store.directory, f"has no {modality} features for {len(missing)} utterances (e.g. {missing[:3]}); "
+                "run `emotrace extract` for them"
+            )
+        moments = _speaker_moments(utterances, store, spec) if protocol == SPEAKER_ADAPTIVE else None
+        frames, rate = {}, 0.0
+        for utterance in utterances:
+            features = store.get(utterance.id)
+            speaker_moments = moments[utterance.speaker] if moments else None
+            frames[utterance.id] = model_frames(features, spec, speaker_moments)
+            rate = features.frame_rate / spec.frame_pooling
+        first = next(iter(frames.values()))
+        result[modality] = ModalityInputs(frames, rate, stacked=first.shape[0] > 1)
+    return result
+
+
+def _speaker_moments(utterances: Sequence[Utterance], store: FeatureStore, spec: InputSpec) -> dict[str, Moments]:
+    accumulators: dict[str, MomentAccumulator] = {}
+    for utterance in utterances:
+        features: Features = store.get(utterance.id)
+        accumulators.setdefault(utterance.speaker, MomentAccumulator()).add(select_layers(features, spec.layers))
+    return {speaker: accumulator.moments() for speaker, accumulator in accumulators.items()}
+
+
+class FeatureDataset(Dataset):
+    """Items ``{modality: (L, T, D) tensor, "label": int}``, augmented when ``augment``."""
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        labels: Sequence[int],
+        inputs: Mapping[str, ModalityInputs],
+        config: DataConfig | None = None,
+        augment: bool = False,
+        seed: int = 0,
+    ):
+        self.ids, self.labels, self.inputs = list(ids), list(labels), inputs
+        self.config = config or DataConfig()
+        self.augment = augment
+        self.generator = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def length(self, index: int) -> int:
+        """Frames of the longest modality of item ``index`` (for bucketing)."""
+        return max(modality.frames[self.ids[index]].shape[1] for modality in self.inputs.values())
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
+        item: dict[str, Tensor | int] = {"label": self.labels[index]}
+        for name, modality in self.inputs.items():
+            frames = modality.frames[self.ids[index]]
+            if self.augment and modality.frame_rate > 0:
+                frames = self._augmented(frames, modality.frame_rate)
+            item[name] = torch.from_numpy(frames)
+        return item
+
+    def _augmented(self, frames: np.ndarray, frame_rate: float) -> np.ndarray:
+        """A random crop, then random time masks (spans of zeros), on a copy."""
+        length = frames.shape[1]
+        if self.config.crop_seconds:
+            crop = max(1, round(self.config.crop_seconds * frame_rate))
+            if length > crop:
+                start = int(self.generator.integers(0, length - crop + 1))
+                frames = frames[:, start : start + crop]
+                length = crop
+        if self.config.time_mask > 0 and length > 1:
+            frames = frames.copy()
+            span = max(1, round(self.config.time_mask * length / self.config.time_mask_spans))
+            for _ in range(self.config.time_mask_spans):
+                width = int(self.generator.integers(1, span + 1))
+                start = int(self.generator.integers(0, max(1, length - width + 1)))
+                frames[:, start : start + width] = 0.0
+        return frames
+
+
+def collate(items: Sequence[dict[str, Tensor | int]], stacked: Mapping[str, bool]) -> dict[str, Tensor]:
+    """Pad a list of items into the model's batch dict (plus ``labels``)."""
+    batch: dict[str, Tensor] = {"labels": torch.tensor([item["label"] for item in items], dtype=torch.long)}
+    for name, is_stacked in stacked.items():
+        tensors = [item[name] for item in items]
+        lengths = torch.tensor([t.shape[1] for t in tensors], dtype=torch.long)
+        layers, dims = tensors[0].shape[0], tensors[0].shape[2]
+        padded = tensors[0].new_zeros(len(tensors), layers, int(lengths.max()), dims)
+        for row, tensor in enumerate(tensors):
+            padded[row, :, : tensor.shape[1]] = tensor
+        batch[name] = padded if is_stacked else padded[:, 0]
+        batch[f"{name}_lengths"] = lengths
+    return batch
+
+
+class Collate:
+    """A picklable :func:`collate` bound to the modalities' shapes (for worker processes)."""
+
+    def __init__(self, stacked: Mapping[str, bool]):
+        self.stacked = dict(stacked)
+
+    def __call__(self, items: Sequence[dict[str, Tensor | int]]) -> dict[str, Tensor]:
+        return collate(items, self.stacked)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar lengths, sharded over distributed ranks.
+
+    Items are shuffled, cut into pools of 50 batches, each pool sorted by length and cut
+    into batches, and the batches shuffled again: padding stays small while every epoch
+    sees new batch mixes. Every rank gets the same number of batches (DDP needs that).
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        self.lengths, self.batch_size = list(lengths), batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        generator = np.random.default_rng((self.seed, self.epoch))
+        order = generator.permutation(len(self.lengths)).tolist()
+        pool = self.batch_size * 50
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool], key=self.lengths.__getitem__)
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        generator.shuffle(batches)
+        per_rank = math.ceil(len(batches) / self.world_size)
+        batches += batches[: per_rank * self.world_size - len(batches)]  # pad so ranks agree
+        return batches[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())  # Lightning calls set_epoch before each epoch
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
+
+
+def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[float]:
+    """``n / (C · n_c)`` per class: 1 for every class when balanced; classes absent get 0."""
+    counts = Counter(labels)
+    return [len(labels) / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
+
+
+class FoldDataModule(L.LightningDataModule):
+    """Train and validation loaders of one fold, distributed-aware."""
+
+    def __init__(self, train: FeatureDataset, val: FeatureDataset | None, config: DataConfig, seed: int):
+        super().__init__()
+        self.train, self.val, self.config, self.seed = train, val, config, seed
+        self.collate = Collate({name: inputs.stacked for name, inputs in train.inputs.items()})
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if self.config.balanced_sampling:
+            weights = inverse_frequency_weights(self.train.labels, max(self.train.labels) + 1)
+            sampler = WeightedRandomSampler(
+                [weights[label] for label in self.train.labels],
+                num_samples=math.ceil(len(self.train) / world),
+                generator=torch.Generator().manual_seed(self.seed + rank),
+            )
+            return self._loader(self.train, sampler=sampler, batch_size=self.config.batch_size)
+        if self.config.bucket_by_length:
+            lengths = [self.train.length(i) for i in range(len(self.train))]
+            sampler = BucketBatchSampler(lengths, self.config.batch_size, self.seed, rank, world)
+            return self._loader(self.train, batch_sampler=sampler)
+        generator = torch.Generator().manual_seed(self.seed)
+        # Lightning adds a DistributedSampler when the strategy is distributed
+        return self._loader(self.train, shuffle=True, batch_size=self.config.batch_size, generator=generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val is None or len(self.val) == 0:
+            return []
+        return self._loader(self.val, batch_size=self.config.batch_size)
+
+    def _loader(self, dataset: FeatureDataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset, collate_fn=self.collate, num_workers=self.config.workers,
+            persistent_workers=self.config.workers > 0, **kwargs
+        )
+

@@ -1,0 +1,167 @@
+"""What a run reports: pooled predictions, metrics over folds, confusion matrix, Markdown.
+
+Everything here is recomputed from the folds' files (``emotrace evaluate RUN_DIR``), so a
+report can be rebuilt at any time and always matches the predictions it summarises. Every
+report states the protocol (utterance-level or speaker-adaptive), how folds were made
+(speaker-independent, speaker-dependent or official split) and which training options
+were on, because a number without them is meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from emotrace.atomic import write_json_atomically, write_jsonl_atomically, write_text_atomically  # noqa: E402
+from emotrace.training.config import ExperimentConfig, load_config  # noqa: E402
+from emotrace.training.metrics import HEADLINE, classification_metrics, summarise_folds  # noqa: E402
+
+CONFUSION_FILE = "confusion.png"
+REPORT_FILE = "report.md"
+
+
+def _read_folds(run_dir: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    metrics, predictions = {}, []
+    for fold_dir in sorted((run_dir / "folds").glob("*")):
+        path = fold_dir / "metrics.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+            if "ua" in result:
+                metrics[fold_dir.name] = result
+                predictions += [json.loads(line) for line in (fold_dir / "predictions.jsonl").read_text().splitlines()]
+    return metrics, predictions
+
+
+def training_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The options that change results, for the report's "which were on" line."""
+    model = config.model
+    return {
+        "protocol": config.protocol,
+        "layers": {m: list(spec.layers) if spec.layers else "all" for m, spec in config.inputs.items()},
+        "learnable layer weighting": any(spec.layers is None or len(spec.layers) > 1 for spec in config.inputs.values()),
+        "frame pooling": {m: spec.frame_pooling for m, spec in config.inputs.items()},
+        "class-balanced sampling": config.data.balanced_sampling,
+        "class-weighted loss": config.data.class_weights,
+        "random crops (s)": config.data.crop_seconds,
+        "time masking (share of frames)": config.data.time_mask,
+        "label smoothing": model.get("label_smoothing", 0.0),
+    }
+
+
+def write_report(run_dir: str | Path) -> dict[str, Any]:
+    """Rebuild ``metrics.json``, ``predictions.jsonl``, ``confusion.png`` and ``report.md``."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    per_fold, predictions = _read_folds(run_dir)
+    if not per_fold:
+        raise ValueError(f"{run_dir}: no finished folds to report")
+    labels = _labels(run_dir, per_fold)
+    index = {label: i for i, label in enumerate(labels)}
+    pooled = classification_metrics(
+        [index[row["label"]] for row in predictions], [index[row["prediction"]] for row in predictions], labels
+    )
+    folds_protocol = _fold_info(run_dir, next(iter(per_fold)))
+    summary = {
+        "experiment": config.name,
+        "corpus": config.corpus.name,
+        "method": config.model["name"],
+        "protocol": config.protocol,
+        "folds_protocol": folds_protocol,
+        "labels": list(labels),
+        "options": training_options(config),
+        **summarise_folds(per_fold, labels),
+        "pooled": pooled,
+        "per_fold": per_fold,
+        "seconds_per_fold": float(np.mean([m["seconds"] for m in per_fold.values()])),
+        "peak_mb": float(max(m["peak_mb"] for m in per_fold.values())),
+    }
+    write_json_atomically(run_dir / "metrics.json", summary)
+    write_jsonl_atomically(run_dir / "predictions.jsonl", predictions)
+    plot_confusion(np.array(pooled["confusion"]), labels, run_dir / CONFUSION_FILE,
+                   f"{config.name} ({config.protocol}, pooled over {len(per_fold)} folds)")
+    write_text_atomically(run_dir / REPORT_FILE, markdown_report(summary))
+    return summary
+
+
+def _labels(run_dir: Path, per_fold: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    checkpoint_config = run_dir / "folds" / next(iter(per_fold)) / "model" / "config.json"
+    return tuple(json.loads(checkpoint_config.read_text())["labels"])
+
+
+def _fold_info(run_dir: Path, fold: str) -> str:
+    checkpoint_config = run_dir / "folds" / fold / "model" / "config.json"
+    return json.loads(checkpoint_config.read_text())["info"].get("folds_protocol", "unknown")
+
+
+def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix (recall per true class), counts in each cell."""
+    rows = confusion.sum(1, keepdims=True)
+    share = np.divide(confusion, rows, out=np.zeros(confusion.shape, float), where=rows > 0)
+    size = 1.0 + 0.75 * len(labels)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for (row, column), count in np.ndenumerate(confusion):
+        colour = "white" if share[row, column] > 0.5 else "black"
+        axes.text(column, row, f"{100 * share[row, column]:.0f}%\n{count}", ha="center", va="center",
+                  fontsize=8, color=colour)
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
+    figure.tight_layout()
+    temp = path.with_name(f".tmp-{path.name}")
+    figure.savefig(temp, dpi=120, format="png")
+    plt.close(figure)
+    temp.replace(path)
+
+
+def markdown_report(summary: dict[str, Any]) -> str:
+    headline = " · ".join(
+        f"{name.upper().replace('_', '-')} {summary[f'{name}_mean']:.1f} ± {summary[f'{name}_std']:.1f}"
+        for name in HEADLINE
+    )
+    lines = [
+        f"# {summary['experiment']}",
+        "",
+        f"**{summary['method']}** on **{summary['corpus']}**, protocol **{summary['protocol']}**, "
+        f"folds {summary['folds_protocol']} ({summary['folds']} folds).",
+        "",
+        f"{headline} (mean ± std over folds, percent).",
+        "",
+        "| fold | UA | WA | macro-F1 | val UA | epochs | seconds | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, fold in summary["per_fold"].items():
+        val = f"{fold['val_ua']:.1f}" if fold.get("val_ua") is not None else "–"
+        lines.append(f"| {name} | {fold['ua']:.1f} | {fold['wa']:.1f} | {fold['macro_f1']:.1f} | {val} | "
+                     f"{fold['epochs']} | {fold['seconds']:.0f} | {fold['peak_mb']:.0f} |")
+    lines += ["", "Per-class recall (mean over folds): " + ", ".join(
+        f"{label} {value:.1f}" for label, value in summary["recall_mean"].items()), ""]
+    lines += ["Options: " + "; ".join(f"{key}: {value}" for key, value in summary["options"].items()), ""]
+    lines += [f"![confusion matrix]({CONFUSION_FILE})", ""]
+    return "\n".join(lines)
+
+
+def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    """One row per run: experiment, method, protocol, headline figures (mean and std)."""
+    rows = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "metrics.json"
+        if not path.exists():
+            raise ValueError(f"{run_dir}: no metrics.json (is it a finished run? try `emotrace evaluate`)")
+        summary = json.loads(path.read_text())
+        row = {key: summary[key] for key in ("experiment", "method", "corpus", "protocol", "folds_protocol", "folds")}
+        for name in HEADLINE:
+            row[f"{name}_mean"], row[f"{name}_std"] = summary[f"{name}_mean"], summary[f"{name}_std"]
+        row["run"] = str(run_dir)
+        rows.append(row)
+    return rows

@@ -1,0 +1,209 @@
+"""The training engine: configs, batching, a fold end to end, resume, reports, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from emotrace.models.checkpoint import load_checkpoint
+from emotrace.training import cv as cv_module
+from emotrace.training.config import apply_overrides, config_from_dict, load_config
+from emotrace.training.data import BucketBatchSampler, collate, inverse_frequency_weights
+from emotrace.training.metrics import classification_metrics, summarise_folds
+from emotrace.training.module import EmotionModule
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+TINY_LSTM = {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16}
+
+
+def write_config(path: Path, corpus: dict, store: Path, **sections) -> Path:
+    config = {
+        "name": "tiny",
+        "corpus": corpus,
+        "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
+        "model": TINY_LSTM,
+        "store": str(store),
+        "data": {"batch_size": 8},
+        "optim": {"max_epochs": 2, "patience": 5},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tone_corpus(tmp_path_factory) -> Path:
+    """A manifest of 4 speakers x 2 emotions x 3 clips; the emotion sets the tone's pitch."""
+    root = tmp_path_factory.mktemp("tones")
+    rows = []
+    rate = 16000
+    for speaker in range(4):
+        for emotion, pitch in (("angry", 600.0), ("sad", 150.0)):
+            for take in range(3):
+                t = np.arange(int(0.6 * rate)) / rate
+                wave = 0.3 * np.sin(2 * np.pi * (pitch + 20 * speaker + 5 * take) * t)
+                path = root / f"s{speaker}_{emotion}_{take}.wav"
+                sf.write(path, wave.astype(np.float32), rate)
+                rows.append({"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}"})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return manifest
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_config_overrides_and_errors(tmp_path):
+    path = write_config(tmp_path / "c.yaml", {"name": "ravdess", "root": "${HOME}/ravdess"}, tmp_path)
+    config = load_config(path, ["model.lstm_hidden=32", "optim.lr=3e-4", "inputs.audio.layers=[2, 3]"])
+    assert config.model["lstm_hidden"] == 32 and config.optim.lr == 3e-4
+    assert config.inputs["audio"].layers == (2, 3) and config.corpus.root == f"{os.environ['HOME']}/ravdess"
+    with pytest.raises(ValueError, match=r"c.yaml: optim: unknown keys \['learning_rate'\]"):
+        load_config(path, ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="unknown protocol"):
+        load_config(path, ["protocol=speaker-normalised"])
+    with pytest.raises(ValueError, match="not key=value"):
+        apply_overrides({}, ["optim.lr"])
+    assert config_from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_bucket_sampler_covers_every_item_once_per_epoch_and_shards_ranks():
+    lengths = list(np.random.default_rng(0).integers(5, 100, 103))
+    sampler = BucketBatchSampler(lengths, batch_size=8, seed=1)
+    sampler.set_epoch(0)
+    first = [i for batch in sampler for i in batch]
+    assert sorted(first) == list(range(103))
+    sampler.set_epoch(1)
+    assert [i for batch in sampler for i in batch] != first  # reshuffled each epoch
+    spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in BucketBatchSampler(lengths, 8)]
+    assert np.mean(spreads) < 20  # batches hold similar lengths
+    ranks = [list(BucketBatchSampler(lengths, 8, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(BucketBatchSampler(lengths, 8, world_size=2))
+    assert {i for rank in ranks for batch in rank for i in batch} == set(range(103))
+
+
+def test_collate_pads_and_keeps_layers_only_when_stacked():
+    items = [
+        {"label": 1, "audio": torch.ones(3, 5, 4), "text": torch.ones(1, 2, 6)},
+        {"label": 0, "audio": torch.ones(3, 7, 4), "text": torch.ones(1, 4, 6)},
+    ]
+    batch = collate(items, {"audio": True, "text": False})
+    assert batch["audio"].shape == (2, 3, 7, 4) and batch["text"].shape == (2, 4, 6)
+    assert batch["audio_lengths"].tolist() == [5, 7] and batch["labels"].tolist() == [1, 0]
+    assert batch["audio"][0, :, 5:].abs().sum() == 0
+
+
+def test_inverse_frequency_weights():
+    assert inverse_frequency_weights([0, 0, 0, 1], 3) == [4 / 9, 4 / 3, 0.0]
+
+
+def test_metrics_match_definitions():
+    metrics = classification_metrics([0, 0, 0, 1], [0, 0, 1, 1], ("a", "b"))
+    assert metrics["wa"] == 75.0 and metrics["ua"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+    assert metrics["confusion"] == [[2, 1], [0, 1]]
+    summary = summarise_folds({"f1": metrics, "f2": {**metrics, "ua": 50.0}}, ("a", "b"))
+    assert summary["ua_mean"] == pytest.approx((metrics["ua"] + 50) / 2) and summary["folds"] == 2
+
+
+# --------------------------------------------------------------------------- a fold end to end
+
+
+def test_cv_on_tones_trains_reports_and_resumes_after_a_crash(tone_corpus, tmp_path, monkeypatch):
+    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                        optim={"max_epochs": 3, "patience": 5, "lr": 3e-3}, folds=["fold1"])
+    config = load_config(path)
+    run_dir = tmp_path / "run"
+
+    def crash(self):  # dies as the second epoch starts, as a killed job would
+        if self.current_epoch == 1:
+            raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EmotionModule, "on_train_epoch_start", crash, raising=False)
+        with pytest.raises(RuntimeError, match="power cut"):
+            cv_module.run_cv(config, run_dir, progress=False)
+    fold_dir = run_dir / "folds" / "fold1"
+    assert (fold_dir / "lightning" / "last.ckpt").exists() and not (fold_dir / "metrics.json").exists()
+
+    results = cv_module.run_cv(config, run_dir, progress=False)  # resumes at epoch 2
+    assert results["fold1"]["epochs"] == 3
+    attempts = sorted((fold_dir / "log").glob("version_*/metrics.csv"))
+    epochs = [{row.split(",")[0] for row in path.read_text().splitlines()[1:]} for path in attempts]
+    assert epochs == [{"0"}, {"1", "2"}]  # each epoch trained once, across the crash
+    for name in ("config.yaml", "metrics.json", "predictions.jsonl", "confusion.png", "report.md"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert not (fold_dir / "lightning").exists()
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["protocol"] == "utterance-level" and summary["folds"] == 1
+    assert "utterance-level" in (run_dir / "report.md").read_text()
+
+
+def test_cv_refuses_a_run_directory_of_another_config(tone_corpus, tmp_path):
+    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                        folds=["fold1"])
+    cv_module.start_run(load_config(path), tmp_path / "run")
+    with pytest.raises(ValueError, match="different config"):
+        cv_module.start_run(load_config(path, ["optim.lr=0.1"]), tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_one_fold_on_real_ravdess_end_to_end(shared_data, tmp_path, monkeypatch):
+    """A tiny ROI-attention model on a RAVDESS subset: a complete run directory, a usable
+    checkpoint, and a rerun that does no work."""
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"name": "ravdess", "root": str(shared_data / "ravdess"), "subset": 6},
+        tmp_path / "store",
+        model={"name": "roi_attention", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16, "attention_dim": 8},
+        protocol="speaker-adaptive",
+        folds=["fold1"],
+        data={"batch_size": 16, "crop_seconds": 1.5, "time_mask": 0.1},
+    )
+    config = load_config(path)
+    run_dir = tmp_path / "run"
+    results = cv_module.run_cv(config, run_dir, progress=False)
+    fold = results["fold1"]
+    assert fold["test"] == 24 and fold["train"] + fold["val"] == 120  # 4 test actors of 24, 6 clips each
+    assert 0 <= fold["ua"] <= 100 and set(fold["recall"]) <= set(json.loads((run_dir / "metrics.json").read_text())["labels"])
+
+    checkpoint = load_checkpoint(run_dir / "folds" / "fold1" / "model")
+    assert checkpoint.protocol == "speaker-adaptive" and checkpoint.inputs["audio"].frame_pooling == 4
+    assert len(checkpoint.labels) == 8 and checkpoint.info["fold"] == "fold1"
+    predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 24 and all(abs(sum(p["probabilities"]) - 1) < 1e-4 for p in predictions)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(cv_module.L, "Trainer", no_training)
+    before = (run_dir / "folds" / "fold1" / "metrics.json").stat().st_mtime_ns
+    assert cv_module.run_cv(config, run_dir, progress=False)["fold1"]["ua"] == fold["ua"]
+    assert (run_dir / "folds" / "fold1" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
+    """Lightning's DDP strategy (gloo on CPUs) through the CLI, as on a multi-GPU machine."""
+    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                        folds=["fold1"])
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "emotrace", "train", str(path), "trainer.strategy=ddp", "trainer.devices=2",
+               "trainer.threads=1", "--fold", "fold1", "--run-dir", str(run_dir), "--no-progress"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "distributed_backend=gloo" in done.stdout + done.stderr
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stdout + done.stderr
+    assert json.loads((run_dir / "folds" / "fold1" / "metrics.json").read_text())["epochs"] == 2
