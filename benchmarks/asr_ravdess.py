@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -23,7 +22,15 @@ from pathlib import Path
 from rich.progress import Progress
 
 from emotrace.audio import load_audio
-from emotrace.features.asr import SAMPLE_RATE, WhisperASR, available_cores, word_error_rate
+from emotrace.features.asr import (
+    SAMPLE_RATE,
+    WhisperASR,
+    available_cores,
+    word_error_rate,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine
 
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 EMOTIONS = {
@@ -31,15 +38,6 @@ EMOTIONS = {
     "05": "angry", "06": "fearful", "07": "disgusted", "08": "surprised",
 }
 RESULTS = Path(__file__).parent / "results" / "asr_ravdess.json"
-
-
-def machine() -> str:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or "unknown CPU",
-    )
-    return f"{platform.system()} {platform.machine()}, {model}, {available_cores()} cores available"
 
 
 def run(clips: list[Path], beam_size: int, threads: int) -> dict:

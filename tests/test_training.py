@@ -207,3 +207,18 @@ def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
     assert "distributed_backend=gloo" in done.stdout + done.stderr
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stdout + done.stderr
     assert json.loads((run_dir / "folds" / "fold1" / "metrics.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml")), ids=str)
+def test_every_shipped_config_loads_and_builds_its_model(path, monkeypatch):
+    from emotrace.models import model_config
+
+    for variable in ("EMOTRACE_DATA", "IEMOCAP_ROOT", "GLOVE_300D"):
+        monkeypatch.setenv(variable, "/data")
+    config = load_config(path)
+    hparams = dict(config.model)
+    name = hparams.pop("name")
+    hparams.setdefault("modalities", tuple(config.inputs))
+    dims = {modality: 16 for modality in config.inputs}
+    layers = {m: len(spec.layers) for m, spec in config.inputs.items() if spec.layers and len(spec.layers) > 1}
+    model_config(name, num_classes=4, input_dims=dims, num_layers_in=layers, **hparams)

@@ -1,0 +1,109 @@
+"""RAVDESS audio, 8 classes, the 6 EmoBox folds, under both protocols, every system side by side.
+
+Systems: method A (ROI attention), the LSTM baselines with the same input and regularisation
+(last state, mean pooling), method B with audio only, all trained by ``emotrace cv`` from
+``configs/ravdess/*.yaml`` and selected on validation actors; the classic baseline (eGeMAPS
+functionals + RBF SVM) and a linear probe on mean+std pooled frames of the same Whisper-base
+layers, both tuned on validation actors. Protocols: *utterance-level* (nothing known about a
+test speaker beyond the clip) and *speaker-adaptive* (features normalised per speaker over
+all of that speaker's unlabelled clips, test speakers included).
+
+    EMOTRACE_DATA=../shared/data python benchmarks/ravdess_audio.py [--jobs 2] [--store DIR]
+
+Runs are resumable (``runs/benchmarks/ravdess_audio/``); results go to
+``benchmarks/results/ravdess_audio.json`` after each system, so a partial run keeps its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from emotrace.corpora import load_corpus
+from emotrace.features.normalization import PROTOCOLS
+from emotrace.features.pipeline import resolve_extractor
+from emotrace.features.store import FeatureStore
+from emotrace.training.config import load_config
+from emotrace.training.cv import run_cv
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import row_from_run, write_results
+
+REPO = Path(__file__).resolve().parent.parent
+TRAINED = {
+    "method A: ROI attention": "configs/ravdess/roi_attention.yaml",
+    "LSTM baseline, last state": "configs/ravdess/lstm_last.yaml",
+    "LSTM baseline, mean pooling": "configs/ravdess/lstm_mean.yaml",
+    "method B: emotion queries, audio only": "configs/ravdess/query_fusion_audio.yaml",
+}
+FRAME_LAYERS = [2, 3, 4, 5]  # the layers methods A and B read
+PROTOCOL_TEXT = (
+    "RAVDESS speech, 8 classes, 1440 clips, the 6 EmoBox folds (4 test actors each; 2 validation "
+    "actors drawn from the 20 training actors); UA/WA/F1 in percent, mean and std over folds. "
+    "Each row names its protocol: utterance-level, or speaker-adaptive (per-speaker feature "
+    "normalisation from all of the speaker's unlabelled clips, test speakers included)."
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks" / "ravdess_audio")
+    parser.add_argument("--jobs", type=int, default=2, help="folds trained at once")
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    parser.add_argument("--systems", nargs="+", default=None, help="subset of system names (default: all)")
+    args = parser.parse_args()
+    os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
+
+    rows: list[dict] = []
+    for protocol in args.protocols:
+        for system, config_path in TRAINED.items():
+            if args.systems and system not in args.systems:
+                continue
+            config = load_config(REPO / config_path, [f"protocol={protocol}", f"trainer.jobs={args.jobs}",
+                                                      f"store={os.environ['EMOTRACE_STORE']}"])
+            run_dir = args.runs / f"{config.name}-{protocol}"
+            run_cv(config, run_dir, progress=False)
+            rows.append(row_from_run(system, run_dir, config=config_path))
+            write_results("ravdess_audio", PROTOCOL_TEXT, rows)
+        for row in classic_rows(protocol, os.environ["EMOTRACE_STORE"], args.systems):
+            rows.append(row)
+            write_results("ravdess_audio", PROTOCOL_TEXT, rows)
+    for row in rows:
+        print(f"{row['protocol']:>17}  {row['system']:<48} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}"
+              f"  WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}")
+
+
+def classic_rows(protocol: str, store_root: str, systems: list[str] | None) -> list[dict]:
+    """The scikit-learn systems, tuned on validation actors (see emotrace.training.classic)."""
+    from emotrace.training.classic import run_classic
+
+    corpus = load_corpus("ravdess", Path(os.environ["EMOTRACE_DATA"]) / "ravdess")
+    specs = {
+        "eGeMAPS functionals + SVM": ("svm", "egemaps-functionals", None),
+        "linear probe, mean+std pooled Whisper-base layers 2-5": ("probe", "whisper-base", FRAME_LAYERS),
+    }
+    rows = []
+    for system, (kind, features, layers) in specs.items():
+        if systems and system not in systems:
+            continue
+        extractor = resolve_extractor(features)
+        started = time.perf_counter()
+        with FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version) as store:
+            result = run_classic(kind, store, corpus, protocol, layers=layers)
+        summary = result["summary"]
+        row = {"system": system, "method": kind, "protocol": protocol, "folds": summary["folds"],
+               "folds_protocol": corpus.folds.protocol}
+        for name in ("ua", "wa", "macro_f1", "weighted_f1"):
+            row[f"{name}_mean"], row[f"{name}_std"] = round(summary[f"{name}_mean"], 2), round(summary[f"{name}_std"], 2)
+        row["seconds_per_fold"] = round((time.perf_counter() - started) / summary["folds"], 1)
+        row["hyperparameters"] = result.get("chosen")
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
