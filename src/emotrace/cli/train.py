@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,10 +16,10 @@ console = Console()
 
 ConfigArgument = Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).", exists=True, dir_okay=False)]
 OverridesArgument = Annotated[
-    Optional[list[str]], typer.Argument(help="Overrides such as model.lstm_hidden=64 optim.lr=3e-4.")
+    list[str] | None, typer.Argument(help="Overrides such as model.lstm_hidden=64 optim.lr=3e-4.")
 ]
 RunDirOption = Annotated[
-    Optional[Path], typer.Option("--run-dir", "-o", help="Run directory (default: runs/<experiment name>).")
+    Path | None, typer.Option("--run-dir", "-o", help="Run directory (default: runs/<experiment name>).")
 ]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
 
@@ -53,7 +53,7 @@ def cv(config_path: ConfigArgument, overrides: OverridesArgument = None, run_dir
 
 
 def train(config_path: ConfigArgument, overrides: OverridesArgument = None, run_dir: RunDirOption = None,
-          fold: Annotated[Optional[str], typer.Option(help="Train and test only this fold.")] = None,
+          fold: Annotated[str | None, typer.Option(help="Train and test only this fold.")] = None,
           progress: ProgressOption = True) -> None:
     """Train one model: on one fold with --fold, else on all speakers (RUN_DIR/model)."""
     from emotrace.training.cv import run_cv, train_final
@@ -72,11 +72,23 @@ def train(config_path: ConfigArgument, overrides: OverridesArgument = None, run_
         _fail(error)
 
 
-def evaluate(run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)]) -> None:
-    """Recompute a run's metrics, confusion matrix and report from its fold predictions."""
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
+    without: Annotated[
+        list[str] | None, typer.Option("--without", help="Test the fold models again with this modality absent.")
+    ] = None,
+) -> None:
+    """Recompute a run's metrics, confusion matrix and report from its fold predictions;
+    with --without, test its fold models again with a modality missing."""
+    from emotrace.training.cv import evaluate_without
     from emotrace.training.report import write_report
 
     try:
+        if without:
+            result = evaluate_without(run_dir, without)
+            console.print(f"without {', '.join(result['missing'])}: UA {result['ua_mean']:.1f} ± {result['ua_std']:.1f}, "
+                          f"WA {result['wa_mean']:.1f} ± {result['wa_std']:.1f} ({result['folds']} folds)")
+            return
         write_report(run_dir)
     except (EmotraceError, ValueError) as error:
         _fail(error)

@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
+from emotrace.atomic import write_text_atomically
 from emotrace.features.normalization import check_protocol
 from emotrace.features.transforms import InputSpec
-from emotrace.atomic import write_text_atomically
 
 #: where feature stores live unless a config or ``EMOTRACE_STORE`` says otherwise
 DEFAULT_STORE = "~/.cache/emotrace/features"

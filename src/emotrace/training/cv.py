@@ -46,7 +46,13 @@ from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
 from emotrace.models.checkpoint import Checkpoint
 from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
-from emotrace.training.data import FeatureDataset, FoldDataModule, ModalityInputs, inverse_frequency_weights, load_inputs
+from emotrace.training.data import (
+    FeatureDataset,
+    FoldDataModule,
+    ModalityInputs,
+    inverse_frequency_weights,
+    load_inputs,
+)
 from emotrace.training.metrics import classification_metrics
 from emotrace.training.module import EmotionModule, predict_probabilities
 
@@ -326,3 +332,36 @@ def _print_fold(console: Console, result: dict[str, Any]) -> None:
             f"fold {result['fold']}: UA {result['ua']:.1f}  WA {result['wa']:.1f}  "
             f"(val UA {result['val_ua'] or float('nan'):.1f}, {result['epochs']} epochs, {result['seconds']:.0f} s)"
         )
+
+
+def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, Any]:
+    """Test every finished fold model again with the ``missing`` modalities absent.
+
+    For models that accept a missing modality (method B): how much of their accuracy rests
+    on it. Returns per-fold metrics and their summary; the run's own files are untouched.
+    """
+    from emotrace.models.checkpoint import load_checkpoint
+    from emotrace.training.config import load_config
+    from emotrace.training.metrics import summarise_folds
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    experiment = prepare(config, progress=False)
+    unknown = sorted(set(missing) - set(experiment.inputs))
+    if unknown or len(set(missing)) >= len(experiment.inputs):
+        raise ValueError(f"can leave out some of {sorted(experiment.inputs)}, not {sorted(missing)}")
+    kept = {m: inputs for m, inputs in experiment.inputs.items() if m not in missing}
+    per_fold = {}
+    for fold in selected_folds(experiment):
+        fold_dir = run_dir / "folds" / fold.name
+        if not (fold_dir / METRICS_FILE).exists():
+            continue
+        model = load_checkpoint(fold_dir / "model").model
+        _, _, test_part = fold.split(experiment.corpus.utterances)
+        labels = [experiment.corpus.label_set.index(u.label) for u in test_part]
+        test = FeatureDataset([u.id for u in test_part], labels, kept, config.data)
+        predictions = predict_probabilities(model, test).argmax(1)
+        per_fold[fold.name] = classification_metrics(labels, predictions, experiment.labels)
+    if not per_fold:
+        raise ValueError(f"{run_dir}: no finished folds")
+    return {"missing": sorted(missing), "per_fold": per_fold, **summarise_folds(per_fold, experiment.labels)}

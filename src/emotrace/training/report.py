@@ -16,12 +16,16 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from emotrace.atomic import write_json_atomically, write_jsonl_atomically, write_text_atomically  # noqa: E402
-from emotrace.training.config import ExperimentConfig, load_config  # noqa: E402
-from emotrace.training.metrics import HEADLINE, classification_metrics, summarise_folds  # noqa: E402
+from emotrace.atomic import (
+    write_json_atomically,
+    write_jsonl_atomically,
+    write_text_atomically,
+)
+from emotrace.training.config import ExperimentConfig, load_config
+from emotrace.training.metrics import HEADLINE, classification_metrics, summarise_folds
 
 CONFUSION_FILE = "confusion.png"
 REPORT_FILE = "report.md"
@@ -132,8 +136,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
     lines = [
         f"# {summary['experiment']}",
         "",
-        f"**{summary['method']}** on **{summary['corpus']}**, protocol **{summary['protocol']}**, "
-        f"folds {summary['folds_protocol']} ({summary['folds']} folds).",
+        (f"**{summary['method']}** on **{summary['corpus']}**, protocol **{summary['protocol']}**, "
+         f"folds {summary['folds_protocol']} ({summary['folds']} folds)."),
         "",
         f"{headline} (mean ± std over folds, percent).",
         "",
