@@ -189,3 +189,14 @@ def get_extractor(spec: str) -> Extractor:
         allowed = ", ".join(family.options) or "none"
         raise ExtractorConfigError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}")
     return family.build(target, options)
+
+
+def spec_for_layers(spec: str, layers: tuple[int, ...] | None) -> str:
+    """``spec`` narrowed to ``layers`` when its family takes a ``layers=`` option and the spec
+    sets none: the encoder then stops at the deepest layer a model reads (at prediction time
+    most of the cost), and gives the same numbers for those layers."""
+    name, _, options = parse_spec(spec)
+    family = _FAMILIES.get(name)
+    if layers is None or family is None or "layers" not in family.options or "layers" in options:
+        return spec
+    return f"{spec}:layers={','.join(str(layer) for layer in sorted(layers))}"

@@ -1,0 +1,133 @@
+"""``emotrace.load_model``: a packaged model by name, or any checkpoint or training run folder.
+
+Packaged models are checkpoint folders in ``emotrace/pretrained/<name>/`` (package data,
+so they work offline right after installation). A model trained with the
+speaker-adaptive protocol ships beside its utterance-level twin as ``<name>-adaptive``,
+and loading ``<name>`` brings both, so the same predictor serves single clips and
+speakers with several recordings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emotrace.errors import InputError
+from emotrace.inference.predictor import Predictor
+from emotrace.models.checkpoint import (
+    CONFIG_FILE,
+    Checkpoint,
+    is_checkpoint,
+    load_checkpoint,
+)
+
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = "ravdess-whisper-base"
+ADAPTIVE_SUFFIX = "-adaptive"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A packaged model as ``emotrace models list`` shows it, read without loading weights.
+
+    ``ua``/``wa`` (percent) come from the checkpoint's info: ``info["metrics"]`` (the fold
+    means ``ua_mean`` of a cross-validation, or single figures ``ua``), else ``info["test"]``
+    (a fold model's test figures).
+    """
+
+    name: str
+    path: Path
+    labels: tuple[str, ...]
+    protocol: str
+    ua: float | None
+    wa: float | None
+    size: int  # bytes on disk
+
+
+def available_models() -> list[ModelInfo]:
+    """The packaged pretrained models, by name."""
+    if not PRETRAINED.is_dir():
+        return []
+    return [_info(folder) for folder in sorted(PRETRAINED.iterdir()) if is_checkpoint(folder)]
+
+
+def resolve_model(name_or_dir: str | Path) -> Path:
+    """The checkpoint folder behind a packaged model name, a checkpoint folder or a run folder.
+
+    A training run folder gives ``RUN/model`` (the final model, trained on all training
+    data) when it exists, else the fold model ``RUN/folds/<fold>/model`` whose fold has the
+    best UA in ``RUN/folds/<fold>/metrics.json``.
+    """
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path if is_checkpoint(path) else _run_model(path)
+    if is_checkpoint(PRETRAINED / str(name_or_dir)):
+        return PRETRAINED / str(name_or_dir)
+    names = ", ".join(info.name for info in available_models()) or "none installed"
+    raise InputError(
+        str(name_or_dir), f"is neither a packaged model (available: {names}) nor a model or run folder"
+    )
+
+
+def load_model(
+    name_or_dir: str | Path = DEFAULT_MODEL, *, adaptive: str | Path | None = None, asr: bool = False
+) -> Predictor:
+    """A :class:`~emotrace.inference.predictor.Predictor` for a model name or folder.
+
+    ``adaptive`` names a speaker-adaptive companion (name or folder); by default a packaged
+    model brings its ``<name>-adaptive`` twin when one is packaged. ``asr`` transcribes
+    audio for text models when no transcript is given.
+    """
+    path = resolve_model(name_or_dir)
+    twin = PRETRAINED / f"{path.name}{ADAPTIVE_SUFFIX}"
+    if adaptive is None and path.parent == PRETRAINED and is_checkpoint(twin):
+        adaptive = twin
+    companion = None if adaptive is None else _load(resolve_model(adaptive))
+    return Predictor(_load(path), companion, asr=asr)
+
+
+def _load(path: Path) -> Checkpoint:
+    try:
+        return load_checkpoint(path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(path, f"is not a usable checkpoint ({error})") from None
+
+
+def _run_model(run: Path) -> Path:
+    if is_checkpoint(run / "model"):
+        return run / "model"
+    scored = []
+    for fold in sorted((run / "folds").glob("*")):
+        metrics_file = fold / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if is_checkpoint(fold / "model") and "ua" in metrics:
+            scored.append((float(metrics["ua"]), fold.name, fold / "model"))
+    if not scored:
+        raise InputError(
+            run,
+            "is not a model: no checkpoint (config.json + model.safetensors) here, in model/, "
+            "or in folds/<fold>/model/ beside a metrics.json with its test UA",
+        )
+    return max(scored)[2]
+
+
+def _info(folder: Path) -> ModelInfo:
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    info = config.get("info", {})
+    metrics = info.get("metrics") or info.get("test") or {}
+    return ModelInfo(
+        name=folder.name,
+        path=folder,
+        labels=tuple(config["labels"]),
+        protocol=config["protocol"],
+        ua=_headline(metrics, "ua"),
+        wa=_headline(metrics, "wa"),
+        size=sum(file.stat().st_size for file in folder.rglob("*") if file.is_file()),
+    )
+
+
+def _headline(metrics: dict[str, Any], name: str) -> float | None:
+    value = metrics.get(f"{name}_mean", metrics.get(name))
+    return None if value is None else float(value)

@@ -1,0 +1,236 @@
+"""Figures of what a model heard: one utterance in detail, or a long recording at a glance.
+
+Both take plain arrays, not predictor objects, so anything that has the numbers can draw
+them. Figures are built as :class:`matplotlib.figure.Figure` objects without pyplot: no
+window ever opens, no global figure list grows in a long-running service, and nothing has
+to be closed. Each PNG is written to a temporary file and renamed into place, so a reader
+never sees half an image. Every emotion keeps one colour (:data:`EMOTION_COLOURS`) in
+every figure.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+#: A colour for every name in :data:`emotrace.labels.EMOTIONS`. Mostly the Okabe-Ito and
+#: Paul Tol "muted" palettes, which stay distinguishable with colour-vision deficiencies,
+#: assigned so that the usual associations hold: angry red, sad blue, happy orange,
+#: neutral grey.
+EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
+    {
+        "neutral": "#8C8C8C",  # grey
+        "calm": "#44AA99",  # teal
+        "happy": "#E69F00",  # orange
+        "excited": "#DDCC77",  # sand
+        "sad": "#0072B2",  # blue
+        "angry": "#D55E00",  # vermilion
+        "frustrated": "#882255",  # wine
+        "fearful": "#7E57C2",  # purple
+        "disgusted": "#999933",  # olive
+        "surprised": "#CC79A7",  # pink
+        "contempt": "#332288",  # indigo
+        "bored": "#88CCEE",  # light blue
+        "other": "#3B3B3B",  # dark grey
+    }
+)
+DPI = 120
+_ROI_COLOUR = "#F2C14E"  # shading of attention's regions of interest
+# Tick spacings a clock reads naturally (seconds), up to one tick per 10 hours.
+_CLOCK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 36000)
+
+
+def plot_utterance(
+    output: str | Path,
+    *,
+    waveform: np.ndarray,
+    sample_rate: int,
+    attention: np.ndarray,
+    frame_rate: float,
+    frame_posteriors: np.ndarray,
+    labels: Sequence[str],
+    predicted: str,
+    probability: float,
+    segments: Sequence[tuple[float, float]] = (),
+    title: str | None = None,
+) -> Path:
+    """One utterance as a PNG at ``output``: where the model looked, and what it heard there.
+
+    Top: the waveform, the attention ``(T,)`` over it and the ROI ``segments`` (seconds)
+    shaded. Bottom: each class's frame posterior ``frame_posteriors (T, C)`` over time.
+    ``frame_rate`` is frames per second of both; ``labels`` name the ``C`` classes.
+    """
+    waveform = np.asarray(waveform, dtype=np.float32)
+    attention = np.asarray(attention, dtype=np.float32)
+    frame_posteriors = np.asarray(frame_posteriors, dtype=np.float32)
+    if waveform.ndim != 1 or not len(waveform):
+        raise ValueError(f"waveform must be 1-D and not empty, got shape {waveform.shape}")
+    if sample_rate <= 0 or frame_rate <= 0:
+        raise ValueError(f"sample_rate and frame_rate must be positive, got {sample_rate}, {frame_rate}")
+    if attention.ndim != 1 or not len(attention):
+        raise ValueError(f"attention must be 1-D (T,) and not empty, got shape {attention.shape}")
+    if frame_posteriors.shape != (len(attention), len(labels)):
+        raise ValueError(
+            f"frame_posteriors must have shape (T, C) = ({len(attention)}, {len(labels)}) "
+            f"to match {len(attention)} attention frames and {len(labels)} labels, "
+            f"got {frame_posteriors.shape}"
+        )
+    _check_labels(labels)
+    if predicted not in labels:
+        raise ValueError(f"predicted label {predicted!r} is not one of {list(labels)}")
+
+    figure = Figure(figsize=(10, 6), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(2, 3))
+    seconds = len(waveform) / sample_rate
+    frame_times = (np.arange(len(attention)) + 0.5) / frame_rate
+
+    for start, end in segments:
+        top.axvspan(start, end, color=_ROI_COLOUR, alpha=0.35, linewidth=0)
+    times, low, high = _envelope(waveform, sample_rate)
+    top.fill_between(times, low, high, color="#9A9A9A", linewidth=0.5)
+    peak = float(np.abs(waveform).max()) or 1.0
+    top.set_ylim(-1.1 * peak, 1.1 * peak)
+    top.set_yticks([])
+    top.set_ylabel("waveform")
+    weights = top.twinx()
+    (attention_line,) = weights.plot(
+        frame_times, attention, color="black", linewidth=1.5, label="attention"
+    )
+    weights.set_ylim(0, 1.1 * float(attention.max()) or 1.0)
+    weights.set_ylabel("attention")
+    top.legend(
+        handles=[
+            Patch(color="#9A9A9A", label="waveform"),
+            Patch(color=_ROI_COLOUR, alpha=0.6, label="region of interest"),
+            attention_line,
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.08, 1.0),
+        frameon=False,
+    )
+
+    for index, label in enumerate(labels):
+        linewidth = 2.5 if label == predicted else 1.5
+        bottom.plot(
+            frame_times, frame_posteriors[:, index], color=EMOTION_COLOURS[label],
+            linewidth=linewidth, label=label,
+        )
+    bottom.set_ylim(0, 1.02)
+    bottom.set_xlim(0, max(seconds, len(attention) / frame_rate))
+    bottom.set_ylabel("frame posterior")
+    bottom.set_xlabel("time (s)")
+    bottom.grid(axis="y", alpha=0.3)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), frameon=False, title="emotion")
+
+    heading = f"predicted: {predicted} ({probability:.0%})"
+    figure.suptitle(f"{title}\n{heading}" if title else heading)
+    return _save(figure, output)
+
+
+def plot_timeline(
+    output: str | Path,
+    *,
+    segments: Sequence[tuple[float, float]],
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    duration: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """A long recording as a PNG at ``output``: each speech segment's emotion over time.
+
+    ``segments`` are ``(start, end)`` seconds and ``probabilities (N, C)`` their class
+    probabilities. Top: a band per segment in its most probable emotion's colour; bottom:
+    the probabilities stacked, so silence shows as gaps. ``duration`` (seconds) sets the
+    end of the time axis; without it the axis ends with the last segment.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.shape != (len(segments), len(labels)):
+        raise ValueError(
+            f"probabilities must have shape (N, C) = ({len(segments)}, {len(labels)}) to match "
+            f"{len(segments)} segments and {len(labels)} labels, got {probabilities.shape}"
+        )
+    _check_labels(labels)
+    if any(end <= start or start < 0 for start, end in segments):
+        raise ValueError("every segment needs 0 <= start < end (seconds)")
+    end_of_axis = max([end for _, end in segments] + [duration or 0.0]) or 1.0
+
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    bands, stack = figure.subplots(2, 1, sharex=True, height_ratios=(1, 4))
+    starts = np.array([start for start, _ in segments], dtype=np.float64)
+    widths = np.array([end - start for start, end in segments], dtype=np.float64)
+    predicted = probabilities.argmax(1) if len(segments) else np.zeros(0, dtype=int)
+
+    bands.bar(
+        starts, 1.0, widths, align="edge", linewidth=0,
+        color=[EMOTION_COLOURS[labels[index]] for index in predicted],
+    )
+    bands.set_ylim(0, 1)
+    bands.set_yticks([])
+    bands.set_ylabel("predicted", rotation=0, ha="right", va="center")
+    if not len(segments):
+        bands.text(0.5, 0.5, "no speech found", ha="center", va="center", transform=bands.transAxes)
+
+    bottom = np.zeros(len(segments))
+    for index, label in enumerate(labels):
+        stack.bar(
+            starts, probabilities[:, index], widths, bottom=bottom, align="edge",
+            color=EMOTION_COLOURS[label], linewidth=0,
+        )
+        bottom += probabilities[:, index]
+    stack.set_ylim(0, 1)
+    stack.set_xlim(0, end_of_axis)
+    stack.set_ylabel("probability")
+    stack.set_xlabel("time (h:mm:ss)" if end_of_axis >= 3600 else "time (mm:ss)")
+    stack.xaxis.set_major_locator(MultipleLocator(next(s for s in _CLOCK_STEPS if end_of_axis / s <= 10)))
+    stack.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: _clock(seconds)))
+    stack.legend(
+        handles=[Patch(color=EMOTION_COLOURS[label], label=label) for label in labels],
+        loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="emotion",
+    )
+    if title:
+        figure.suptitle(title)
+    return _save(figure, output)
+
+
+def _check_labels(labels: Sequence[str]) -> None:
+    unknown = [label for label in labels if label not in EMOTION_COLOURS]
+    if unknown:
+        raise ValueError(f"labels {unknown} are not canonical emotion names (emotrace.labels.EMOTIONS)")
+
+
+def _envelope(waveform: np.ndarray, sample_rate: int, points: int = 2000) -> tuple[np.ndarray, ...]:
+    """Times, minima and maxima of the waveform in ``points`` bins: what a plot of every
+    sample would show, at a fraction of the cost for long audio."""
+    size = max(1, len(waveform) // points)
+    bins = waveform[: len(waveform) // size * size].reshape(-1, size)
+    times = (np.arange(len(bins)) + 0.5) * size / sample_rate
+    return times, bins.min(1), bins.max(1)
+
+
+def _clock(seconds: float) -> str:
+    minutes, second = divmod(round(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}" if hours else f"{minute}:{second:02d}"
+
+
+def _save(figure: Figure, output: str | Path) -> Path:
+    """Write ``figure`` to ``output`` as a PNG, atomically."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".tmp-{output.name}-", dir=output.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            figure.savefig(file, format="png", dpi=DPI)
+        os.replace(temp, output)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return output

@@ -1,0 +1,504 @@
+"""Predict and explain: a label, its probabilities, the regions of interest that decided
+it, the emotion dynamics over time and the utterance's emotion mixture, with the protocol
+that produced them.
+
+A :class:`Predictor` feeds a checkpoint exactly as training did: the extractor its
+:class:`~emotrace.features.transforms.InputSpec` names, then
+:func:`~emotrace.features.transforms.model_frames` (layers, speaker normalisation, frame
+pooling), then the model's input convention. The two protocols are never mixed up: an
+utterance-level checkpoint runs when no speaker moments are given, a speaker-adaptive
+one when they are, and each prediction says which ran. A model may come as a pair (the
+packaged default ships ``<name>`` and ``<name>-adaptive``) so one predictor serves both.
+
+Utterances longer than ``max_duration`` go through :meth:`Predictor.predict_recording`:
+speech segments by voice activity, one prediction each, read one segment at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotrace.audio import TARGET_SR, load_audio, probe
+from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.features.asr import WhisperASR
+from emotrace.features.base import Extractor, Features
+from emotrace.features.inputs import checked_waveforms
+from emotrace.features.normalization import (
+    SPEAKER_ADAPTIVE,
+    UTTERANCE_LEVEL,
+    MomentAccumulator,
+    Moments,
+    check_protocol,
+)
+from emotrace.features.registry import get_extractor, spec_for_layers
+from emotrace.features.transforms import frame_rate, model_frames, select_layers
+from emotrace.inference.segmentation import (
+    SpeechSegment,
+    segment_audio,
+    speech_segments,
+)
+from emotrace.models.checkpoint import Checkpoint
+from emotrace.models.outputs import ModelOutput, QueryFusionOutput, ROIOutput
+from emotrace.models.query_fusion import QueryFusion
+from emotrace.models.roi_attention import roi_segments
+
+#: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
+MAX_UTTERANCE_SECONDS = 30.0
+ARRAY_SOURCE = "<array>"
+
+#: a speaker's feature moments for each modality a speaker-adaptive model reads
+SpeakerMoments = Mapping[str, Moments]
+
+
+class ProtocolError(EmotraceError, ValueError):
+    """A model cannot run under the protocol asked for (e.g. speaker-adaptive without moments)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region of interest: ``start``..``end`` seconds of the source, holding ``mass`` of
+    the utterance's attention."""
+
+    start: float
+    end: float
+    mass: float
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What a model made of one utterance. Every time is in seconds of ``source``.
+
+    ``mixture`` is the attention-weighted mixture of frame posteriors (ROI models; else
+    None). ``attention (T,)`` sums to 1 over the frames at ``frame_times (T,)`` (frame
+    centres, ``frame_rate`` per second): ROI attention, or for query fusion the predicted
+    class's query attention over the audio. ``frame_posteriors (T, C)`` are the frame-level
+    dynamics (ROI models). ``modalities`` says which inputs the model read; ``transcript``
+    is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
+    """
+
+    source: str
+    start: float
+    duration: float
+    label: str
+    probabilities: dict[str, float]
+    protocol: str
+    modalities: dict[str, bool]
+    transcript: str | None = None
+    transcript_source: str | None = None
+    mixture: dict[str, float] | None = None
+    segments: tuple[Region, ...] = ()
+    frame_rate: float | None = None
+    frame_times: np.ndarray | None = None
+    attention: np.ndarray | None = None
+    frame_posteriors: np.ndarray | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
+        dynamics = None
+        if self.attention is not None:
+            dynamics = {
+                "frame_rate": self.frame_rate,
+                "times": _rounded(self.frame_times, 3),
+                "attention": _rounded(self.attention, 5),
+                "frame_posteriors": _rounded(self.frame_posteriors, 5),
+            }
+        return {
+            "source": self.source,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "duration": round(self.duration, 3),
+            "label": self.label,
+            "probabilities": _rounded(self.probabilities, 5),
+            "protocol": self.protocol,
+            "modalities": dict(self.modalities),
+            "transcript": self.transcript,
+            "transcript_source": self.transcript_source,
+            "mixture": _rounded(self.mixture, 5),
+            "segments": [_rounded(asdict(region), 3) for region in self.segments],
+            "dynamics": dynamics,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class RecordingPrediction:
+    """A long recording: one :class:`Prediction` per speech segment (``timeline``) and the
+    class shares of the whole, the segments' probabilities weighted by their duration."""
+
+    source: str
+    duration: float
+    protocol: str
+    timeline: tuple[Prediction, ...]
+    shares: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        return max(self.shares, key=self.shares.__getitem__)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "duration": round(self.duration, 3),
+            "protocol": self.protocol,
+            "label": self.label,
+            "shares": _rounded(self.shares, 5),
+            "timeline": [prediction.to_dict() for prediction in self.timeline],
+        }
+
+
+class Predictor:
+    """Predictions from a checkpoint, and from its speaker-adaptive companion when given.
+
+    ``checkpoint`` is utterance-level or speaker-adaptive; ``adaptive``, a speaker-adaptive
+    checkpoint with the same labels, lets an utterance-level model also serve speakers whose
+    moments are known. ``asr`` transcribes (Whisper, packaged tiny.en) when a model reads
+    text and none is given. Extractors are built on first use and shared by both models.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        adaptive: Checkpoint | None = None,
+        *,
+        asr: bool = False,
+        max_duration: float = MAX_UTTERANCE_SECONDS,
+    ):
+        check_protocol(checkpoint.protocol)
+        if adaptive is not None:
+            if (checkpoint.protocol, adaptive.protocol) != (UTTERANCE_LEVEL, SPEAKER_ADAPTIVE):
+                raise ValueError(
+                    "a companion pairs an utterance-level checkpoint with a speaker-adaptive one, "
+                    f"got {checkpoint.protocol} and {adaptive.protocol}"
+                )
+            if adaptive.labels != checkpoint.labels:
+                raise ValueError(f"companion labels {adaptive.labels} differ from {checkpoint.labels}")
+        self.checkpoints: dict[str, Checkpoint] = {
+            c.protocol: c for c in (checkpoint, adaptive) if c is not None
+        }
+        self.labels: tuple[str, ...] = checkpoint.labels
+        self.asr = asr
+        self.max_duration = max_duration
+        self._extractors: dict[str, Extractor] = {}
+        self._whisper: WhisperASR | None = None
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols this predictor can run."""
+        return tuple(self.checkpoints)
+
+    def reads(self, modality: str) -> bool:
+        """Whether any of its models reads ``modality`` (e.g. whether a transcript matters)."""
+        return any(modality in c.inputs for c in self.checkpoints.values())
+
+    def predict(
+        self,
+        audio: str | Path | np.ndarray,
+        text: str | None = None,
+        *,
+        speaker_moments: SpeakerMoments | None = None,
+    ) -> Prediction:
+        """One utterance: a file, or a 16 kHz mono float32 waveform, and optionally its text.
+
+        With ``speaker_moments`` (from :meth:`speaker_moments_for`) the speaker-adaptive
+        model runs, else the utterance-level one. Audio longer than ``max_duration`` is an
+        InputError pointing to :meth:`predict_recording`.
+        """
+        if isinstance(audio, np.ndarray):
+            source = ARRAY_SOURCE
+            try:
+                (waveform,) = checked_waveforms([audio])
+            except InputError as error:
+                raise InputError(source, error.problem) from None
+            self._check_length(source, len(waveform) / TARGET_SR)
+        else:
+            info = probe(audio)
+            source = info.path
+            self._check_length(source, info.duration)
+            waveform = load_audio(audio, max_duration=None)
+        return self._predict(source, 0.0, waveform, text, speaker_moments)
+
+    def predict_recording(
+        self,
+        path: str | Path,
+        *,
+        speaker_moments: SpeakerMoments | None = None,
+        segments: Sequence[SpeechSegment] | None = None,
+        report: BatchReport | None = None,
+    ) -> RecordingPrediction:
+        """A recording of any length, by speech segments (voice activity unless ``segments``
+        are given), each read and predicted on its own so memory stays bounded.
+
+        Text models read each segment's ASR transcript when ``asr`` is on. A segment that
+        fails goes to ``report`` (named by file and times) and is skipped; without a report
+        it raises.
+        """
+        report = BatchReport(strict=True) if report is None else report
+        info = probe(path)
+        self._checkpoint(adaptive=speaker_moments is not None)  # fail before the VAD runs
+        if segments is None:
+            segments = speech_segments(path)
+        if not segments:
+            raise InputError(info.path, "no speech found")
+        timeline = []
+        for segment in segments:
+            try:
+                waveform = load_audio(path, segment.start, segment.end, max_duration=self.max_duration)
+                timeline.append(self._predict(info.path, segment.start, waveform, None, speaker_moments))
+            except InputError as error:
+                report.skip(InputError(f"{info.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem))
+        if not timeline:
+            raise InputError(info.path, "none of its speech segments could be predicted")
+        weights = np.array([prediction.duration for prediction in timeline])
+        probabilities = np.array([[p.probabilities[label] for label in self.labels] for p in timeline])
+        shares = weights @ probabilities / weights.sum()
+        return RecordingPrediction(
+            source=info.path,
+            duration=info.duration,
+            protocol=timeline[0].protocol,
+            timeline=tuple(timeline),
+            shares=dict(zip(self.labels, shares.tolist())),
+        )
+
+    def speaker_moments_for(
+        self,
+        paths: Sequence[str | Path],
+        texts: Sequence[str | None] | None = None,
+        *,
+        report: BatchReport | None = None,
+    ) -> dict[str, Moments]:
+        """One speaker's moments, per modality the speaker-adaptive model reads.
+
+        Pooled over all frames of all ``paths`` (the speaker's recordings; long ones by
+        their speech segments), extracted and layer-selected as the model's inputs are,
+        before pooling, as in training. Text moments come from ``texts`` (one per path, or
+        None) or ASR. Unreadable files go to ``report``; without one they raise.
+        """
+        checkpoint = self._checkpoint(adaptive=True)
+        report = BatchReport(strict=True) if report is None else report
+        texts = [None] * len(paths) if texts is None else list(texts)
+        if len(texts) != len(paths):
+            raise ValueError(f"{len(texts)} texts for {len(paths)} recordings")
+        accumulators = {modality: MomentAccumulator() for modality in checkpoint.inputs}
+        for path, text in zip(paths, texts):
+            try:
+                for waveform, piece_text in self._pieces(path, text):
+                    text_used, _ = self._text(checkpoint, waveform, piece_text)
+                    features = self._features(checkpoint, str(path), waveform, text_used)
+                    for modality, data in features.items():
+                        accumulators[modality].add(select_layers(data, checkpoint.inputs[modality].layers))
+            except InputError as error:
+                report.skip(error)
+        moments = {modality: acc.moments() for modality, acc in accumulators.items() if acc.count}
+        if not moments:
+            more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+            raise InputError(
+                f"{paths[0] if paths else 'no recordings'}{more}",
+                "no recording of the speaker could be read to estimate speaker moments from",
+            )
+        return moments
+
+    def predict_speaker(
+        self,
+        paths: Sequence[str | Path],
+        texts: Sequence[str | None] | None = None,
+        *,
+        report: BatchReport | None = None,
+    ) -> list[Prediction]:
+        """Utterances of one speaker, predicted with the moments of all of them
+        (speaker-adaptive protocol). Bad files go to ``report`` once; without one they raise.
+
+        Features are extracted twice (moments first, then each prediction), so memory stays
+        at one recording however many the speaker has.
+        """
+        report = BatchReport(strict=True) if report is None else report
+        texts = [None] * len(paths) if texts is None else list(texts)
+        moments = self.speaker_moments_for(paths, texts, report=BatchReport(strict=report.strict))
+        predictions = []
+        for path, text in zip(paths, texts):
+            try:
+                predictions.append(self.predict(path, text, speaker_moments=moments))
+            except InputError as error:
+                report.skip(error)
+                continue
+            report.done += 1
+        return predictions
+
+    def _check_length(self, source: str, seconds: float) -> None:
+        if seconds > self.max_duration:
+            raise InputError(
+                source,
+                f"is {seconds:.1f} s long, over the {self.max_duration:g} s limit for one utterance; "
+                "use predict_recording, which predicts its speech segments",
+            )
+
+    def _checkpoint(self, adaptive: bool) -> Checkpoint:
+        """The speaker-adaptive model, or the utterance-level one."""
+        protocol = SPEAKER_ADAPTIVE if adaptive else UTTERANCE_LEVEL
+        if protocol in self.checkpoints:
+            return self.checkpoints[protocol]
+        if protocol == SPEAKER_ADAPTIVE:
+            raise ProtocolError(
+                "this model is utterance-level only: it has no speaker-adaptive variant to use "
+                "speaker moments with (pass one as adaptive=)"
+            )
+        raise ProtocolError(
+            "this model is speaker-adaptive: it needs the speaker's moments from several of the "
+            "speaker's recordings (speaker_moments_for, or --adapt-speaker on the command line)"
+        )
+
+    def _pieces(self, path: str | Path, text: str | None) -> Iterator[tuple[np.ndarray, str | None]]:
+        """The waveforms of a recording the way predictions read them: whole, or by speech segments."""
+        info = probe(path)
+        if info.duration <= self.max_duration:
+            yield load_audio(path, max_duration=None), text
+            return
+        if text is not None:
+            raise InputError(info.path, "a long recording takes no transcript (its segments use ASR)")
+        for _, waveform in segment_audio(path, speech_segments(path)):
+            yield waveform, None
+
+    def _text(
+        self, checkpoint: Checkpoint, waveform: np.ndarray, text: str | None
+    ) -> tuple[str | None, str | None]:
+        """The transcript a model reads and where it came from; ASR only for text models."""
+        if "text" not in checkpoint.inputs:
+            return None, None
+        if text is not None:
+            return text, "given"
+        if not self.asr:
+            return None, None
+        if self._whisper is None:
+            self._whisper = WhisperASR()
+        return self._whisper.transcribe(waveform).text, "asr"
+
+    def _features(
+        self, checkpoint: Checkpoint, source: str, waveform: np.ndarray, text: str | None
+    ) -> dict[str, Features]:
+        """Extractor output for each input the model reads and the utterance has."""
+        given: dict[str, np.ndarray | str | None] = {"audio": waveform, "text": text}
+        missing = [modality for modality in checkpoint.inputs if given.get(modality) is None]
+        # query fusion is trained to do without a modality; the others need every input
+        optional = isinstance(checkpoint.model, QueryFusion) and len(missing) < len(checkpoint.inputs)
+        if missing and not optional:
+            needs = [
+                "a transcript (give text, or turn on ASR)" if m == "text" else f"{m} input, which audio cannot give"
+                for m in missing
+            ]
+            raise InputError(source, f"the model needs {' and '.join(needs)}")
+        features = {}
+        for modality, spec in checkpoint.inputs.items():
+            if given.get(modality) is None:
+                continue
+            extractor_spec = spec_for_layers(spec.features, spec.layers)
+            if extractor_spec not in self._extractors:
+                self._extractors[extractor_spec] = get_extractor(extractor_spec)
+            try:
+                (features[modality],) = self._extractors[extractor_spec].extract([given[modality]])
+            except InputError as error:
+                raise InputError(source, error.problem) from None
+        return features
+
+    def _predict(
+        self,
+        source: str,
+        start: float,
+        waveform: np.ndarray,
+        text: str | None,
+        speaker_moments: SpeakerMoments | None,
+    ) -> Prediction:
+        checkpoint = self._checkpoint(adaptive=speaker_moments is not None)
+        model = checkpoint.model
+        text, text_source = self._text(checkpoint, waveform, text)
+        device = next(model.parameters()).device
+        inputs: dict[str, torch.Tensor] = {}
+        rates: dict[str, float] = {}
+        for modality, features in self._features(checkpoint, source, waveform, text).items():
+            spec = checkpoint.inputs[modality]
+            moments = None
+            if speaker_moments is not None:
+                if modality not in speaker_moments:
+                    raise InputError(source, f"the speaker's moments have no {modality} features")
+                moments = speaker_moments[modality]
+            frames = torch.from_numpy(model_frames(features, spec, moments))
+            stacked = model.config.layers_in(modality) > 1
+            inputs[modality] = (frames if stacked else frames[0])[None].to(device)
+            inputs[f"{modality}_lengths"] = torch.tensor([frames.shape[1]], device=device)
+            rates[modality] = frame_rate(features, spec)
+        with torch.inference_mode():
+            output = model(**inputs)
+
+        probabilities = output.probabilities[0].float().cpu().numpy()
+        label_index = int(probabilities.argmax())
+        if isinstance(output, QueryFusionOutput):
+            used = {m: bool(output.modalities_used[m][0]) for m in checkpoint.inputs}
+        else:
+            used = {m: m in inputs for m in checkpoint.inputs}
+        return Prediction(
+            source=source,
+            start=start,
+            duration=len(waveform) / TARGET_SR,
+            label=self.labels[label_index],
+            probabilities=dict(zip(self.labels, probabilities.tolist())),
+            protocol=checkpoint.protocol,
+            modalities=used,
+            transcript=text,
+            transcript_source=text_source,
+            **self._explanation(output, checkpoint, rates, label_index, start),
+        )
+
+    def _explanation(
+        self,
+        output: ModelOutput,
+        checkpoint: Checkpoint,
+        rates: dict[str, float],
+        label_index: int,
+        start: float,
+    ) -> dict[str, Any]:
+        """Attention, ROI segments, dynamics and mixture, for models that have them."""
+        if isinstance(output, ROIOutput):
+            (modality,) = checkpoint.model.config.modalities
+            attention, lengths = output.attention, output.lengths
+        elif isinstance(output, QueryFusionOutput) and "audio" in output.cross_attention:
+            modality = "audio"
+            attention = output.cross_attention["audio"][:, label_index]
+            if not attention.sum() > 0:  # the audio was hidden from the queries
+                return {}
+            attention = attention / attention.sum()
+            lengths = torch.tensor([attention.shape[1]])
+        else:
+            return {}
+        rate = rates.get(modality, 0.0)
+        if rate <= 0:  # utterance-level functionals: one frame, nothing to localise
+            return {}
+        length = int(lengths[0])
+        regions = roi_segments(attention, lengths, rate)[0]
+        explanation: dict[str, Any] = {
+            "segments": tuple(Region(start + r.start, start + r.end, r.mass) for r in regions),
+            "frame_rate": rate,
+            "frame_times": start + (np.arange(length) + 0.5) / rate,
+            "attention": attention[0, :length].float().cpu().numpy(),
+        }
+        if isinstance(output, ROIOutput):
+            explanation["frame_posteriors"] = output.frame_posteriors[0, :length].float().cpu().numpy()
+            explanation["mixture"] = dict(zip(self.labels, output.mixture[0].float().cpu().tolist()))
+        return explanation
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    """Arrays, dicts of floats and floats with ``digits`` decimals, as JSON-safe lists and dicts."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return np.round(value.astype(np.float64), digits).tolist()
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    return round(float(value), digits)

@@ -1,0 +1,173 @@
+"""Long recordings to speech segments the emotion models can take, with silero-vad.
+
+The file is streamed (:func:`emotrace.audio.stream_audio`) and fed to the VAD in its
+32 ms frames; the VAD's recurrent state and the unfinished frame carry over from block to
+block, so a block boundary never cuts or re-starts speech. Only the probabilities are
+kept: 31 numbers a second, about 450 kB for an hour, while the audio is never held whole.
+From them, speech starts at a frame with probability >= ``threshold`` and ends after
+``min_silence`` seconds below ``threshold - 0.15`` (silero's own hysteresis). Segments
+longer than ``max_segment`` are cut at their least speech-like frame, because an
+utterance-level model was trained on clips of a few seconds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotrace.audio import TARGET_SR, load_audio, stream_audio
+
+FRAME = 512  # samples per VAD frame at 16 kHz: the only size silero-vad accepts
+FRAME_SECONDS = FRAME / TARGET_SR
+HYSTERESIS = 0.15  # speech ends below threshold - HYSTERESIS, as in silero-vad
+MIN_MAX_SEGMENT = 1.0  # seconds; shorter pieces leave a model too little to read
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    """A stretch of speech, in seconds of the original file."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def speech_segments(
+    path: str | Path,
+    *,
+    threshold: float = 0.5,
+    min_speech: float = 0.25,
+    min_silence: float = 0.3,
+    padding: float = 0.1,
+    max_segment: float = 10.0,
+    block_seconds: float = 30.0,
+) -> list[SpeechSegment]:
+    """The speech segments of the file at ``path``, in order and without overlap.
+
+    Speech shorter than ``min_speech`` seconds is dropped; pauses shorter than
+    ``min_silence`` stay inside a segment. Each segment is widened by ``padding`` seconds
+    on both sides (within the file; segments that then touch are merged), and segments
+    longer than ``max_segment`` are split (``math.inf``: never). Memory stays at about one
+    ``block_seconds`` block of audio. Unreadable files raise
+    :class:`~emotrace.errors.InputError`.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    for name, value in (("min_speech", min_speech), ("min_silence", min_silence), ("padding", padding)):
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, got {value}")
+    if max_segment < MIN_MAX_SEGMENT:
+        raise ValueError(f"max_segment must be at least {MIN_MAX_SEGMENT:g} s, got {max_segment}")
+
+    probabilities, duration = _speech_probabilities(path, block_seconds)
+    runs = _speech_runs(probabilities, threshold, round(min_silence / FRAME_SECONDS))
+    spans: list[list[float]] = []
+    for start, end in runs:
+        if (end - start) * FRAME_SECONDS < min_speech:
+            continue
+        begin = max(0.0, start * FRAME_SECONDS - padding)
+        finish = min(duration, end * FRAME_SECONDS + padding)
+        if spans and begin <= spans[-1][1]:
+            spans[-1][1] = finish
+        else:
+            spans.append([begin, finish])
+    return [
+        piece for begin, finish in spans for piece in _split(begin, finish, probabilities, max_segment)
+    ]
+
+
+def segment_audio(
+    path: str | Path, segments: Sequence[SpeechSegment]
+) -> Iterator[tuple[SpeechSegment, np.ndarray]]:
+    """Each segment with its audio (1-D float32, 16 kHz mono), decoded one at a time."""
+    for segment in segments:
+        yield segment, load_audio(path, segment.start, segment.end)
+
+
+def _load_vad() -> Any:
+    """silero-vad's ONNX model, shipped inside its wheel: nothing is downloaded."""
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad import load_silero_vad
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("speech segmentation needs: pip install 'emotrace[vad]'") from error
+    finally:
+        torch.set_num_threads(threads)  # importing silero_vad sets 1 thread for the whole process
+    with warnings.catch_warnings():  # it finds its model with a deprecated importlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad(onnx=True)
+
+
+def _speech_probabilities(path: str | Path, block_seconds: float) -> tuple[np.ndarray, float]:
+    """Speech probability of every 32 ms frame of the file, and its duration in seconds.
+
+    The model is called frame by frame and keeps its state between calls; samples left
+    over at the end of a block wait for the next block. The last frame is zero-padded.
+    """
+    vad = _load_vad()
+    probabilities = [np.zeros(0, np.float32)]
+    pending = np.zeros(0, np.float32)
+    samples = 0
+    for _, block in stream_audio(path, block_seconds):
+        samples += len(block)
+        pending = np.concatenate([pending, block])
+        whole = len(pending) // FRAME * FRAME
+        probabilities.append(_frame_probabilities(vad, pending[:whole]))
+        pending = pending[whole:]
+    if len(pending):
+        probabilities.append(_frame_probabilities(vad, np.pad(pending, (0, FRAME - len(pending)))))
+    return np.concatenate(probabilities), samples / TARGET_SR
+
+
+def _frame_probabilities(vad: Any, audio: np.ndarray) -> np.ndarray:
+    frames = torch.from_numpy(np.ascontiguousarray(audio)).reshape(-1, FRAME)
+    return np.array([vad(frame, TARGET_SR).item() for frame in frames], dtype=np.float32)
+
+
+def _speech_runs(
+    probabilities: np.ndarray, threshold: float, min_silence_frames: int
+) -> list[tuple[int, int]]:
+    """``[start, end)`` frame runs of speech under silero's hysteresis rule."""
+    off = max(threshold - HYSTERESIS, 0.01)
+    runs = []
+    start = silent_since = None
+    for frame, probability in enumerate(probabilities.tolist()):
+        if probability >= threshold:
+            if start is None:
+                start = frame
+            silent_since = None
+        elif start is not None and probability < off and silent_since is None:
+            silent_since = frame
+        if silent_since is not None and frame + 1 - silent_since >= min_silence_frames:
+            runs.append((start, silent_since))
+            start = silent_since = None
+    if start is not None:
+        runs.append((start, len(probabilities) if silent_since is None else silent_since))
+    return runs
+
+
+def _split(
+    begin: float, end: float, probabilities: np.ndarray, max_segment: float
+) -> list[SpeechSegment]:
+    """``[begin, end)`` in pieces of at most ``max_segment`` seconds.
+
+    A piece that is too long is cut at the start of its least speech-like frame in its
+    middle third, so the cut falls in a pause where there is one and both parts keep at
+    least a third of it; the parts are split again as needed.
+    """
+    if end - begin <= max_segment:
+        return [SpeechSegment(round(begin, 3), round(end, 3))]  # milliseconds: VAD frames are 32
+    third = (end - begin) / 3
+    first = int(np.ceil((begin + third) / FRAME_SECONDS))
+    last = int((end - third) / FRAME_SECONDS)
+    cut = (first + int(np.argmin(probabilities[first : last + 1]))) * FRAME_SECONDS
+    return _split(begin, cut, probabilities, max_segment) + _split(cut, end, probabilities, max_segment)
