@@ -59,8 +59,8 @@ def main() -> None:
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
 
     rows: list[dict] = []
-    for protocol in args.protocols:
-        for system, config_path in TRAINED.items():
+    for system, config_path in TRAINED.items():  # method A first under both protocols
+        for protocol in args.protocols:
             if args.systems and system not in args.systems:
                 continue
             config = load_config(REPO / config_path, [f"protocol={protocol}", f"trainer.jobs={args.jobs}",
@@ -69,6 +69,7 @@ def main() -> None:
             run_cv(config, run_dir, progress=False)
             rows.append(row_from_run(system, run_dir, config=config_path))
             write_results("ravdess_audio", PROTOCOL_TEXT, rows)
+    for protocol in args.protocols:
         for row in classic_rows(protocol, os.environ["EMOTRACE_STORE"], args.systems):
             rows.append(row)
             write_results("ravdess_audio", PROTOCOL_TEXT, rows)
