@@ -123,6 +123,22 @@ def test_a_rerun_does_no_work(tmp_path: Path) -> None:
     assert store.entry_meta("clip000") == {"seconds": pytest.approx(0.3)}
 
 
+def test_the_same_input_under_another_id_is_copied_not_recomputed(tmp_path: Path) -> None:
+    """A paired corpus lists each clip (and text) again under a new id: no second encoder pass."""
+    write_clips(tmp_path / "clips", 3)
+    originals = utterances_in(tmp_path / "clips")
+    for index, utterance in enumerate(originals):
+        originals[index] = Utterance(utterance.id, utterance.audio, None, "s", transcript=f"word {index}")
+    extract_corpus(originals, [FrameEnergy(), WordLengths()], tmp_path / "store", progress=False)
+    pairs = [Utterance(f"{u.id}+pair", u.audio, None, "s", transcript=u.transcript) for u in originals]
+    audio, text = FrameEnergy(), WordLengths()
+    summary = extract_corpus(pairs, [audio, text], tmp_path / "store", batch_size=2, progress=False)
+    assert audio.calls == [] and text.inputs == []
+    assert [(c.computed, c.cached) for c in summary.stores] == [(0, 3), (0, 3)]
+    store = check_store(tmp_path / "store", originals + pairs)
+    assert store.key("clip000+pair") == store.key("clip000") and store.info()["shards"] == 0
+
+
 def test_a_changed_audio_file_recomputes_only_its_entry(tmp_path: Path) -> None:
     write_clips(tmp_path / "clips", 5)
     utterances = utterances_in(tmp_path / "clips")

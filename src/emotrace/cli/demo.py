@@ -1,48 +1,52 @@
-"""``emotrace demo``: the shipped clips end to end through what a fresh install can run offline.
+"""``emotrace demo``: the packaged default model on the shipped clips, offline.
 
-Reads the clips as a RAVDESS-named corpus, decodes them, transcribes them with the
-packaged Whisper tiny.en and extracts the acoustic features the methods train on. It
-stands in for ``emotrace predict`` until the pretrained default model ships.
+What a new user should see first: for each of the three RAVDESS clips in the package, the
+label the default model gives, its probabilities, where in the clip the emotion was found
+(regions of interest, in seconds), and a plot of it, next to the label the actors were
+asked to portray.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from emotrace.audio import load_audio
 from emotrace.corpora.ravdess import read_ravdess
 from emotrace.errors import BatchReport
-from emotrace.features.asr import WhisperASR
-from emotrace.features.registry import get_extractor
 from emotrace.samples import SAMPLES
 
 
-def demo() -> None:
-    """Run the shipped sample clips through decoding, ASR and feature extraction."""
+def demo(
+    plot: Annotated[Path, typer.Option(help="Folder for one explanation plot per clip.")] = Path("emotrace-demo"),
+) -> None:
+    """Predict the shipped sample clips with the default model: label, probabilities, ROIs."""
+    from emotrace.api import DEFAULT_MODEL, load_model
+    from emotrace.cli.predict import plot_result
+
     console = Console()
     utterances = read_ravdess(SAMPLES, BatchReport())
-    asr = WhisperASR()
-    extractors = [get_extractor("whisper-tiny:layers=4"), get_extractor("egemaps")]
-    table = Table("clip", "label (file name)", "seconds", "ASR transcript", *(e.name for e in extractors))
-    with console.status("transcribing and extracting features"):
+    with console.status(f"loading {DEFAULT_MODEL}"):
+        predictor = load_model()
+    table = Table("clip", "portrayed", "predicted", "probabilities (top 3)", "regions of interest (s)",
+                  title=f"{DEFAULT_MODEL}, protocol: utterance-level")
+    plot.mkdir(parents=True, exist_ok=True)
+    names: set[str] = set()
+    with console.status("predicting"):
         for utterance in utterances:
-            waveform = load_audio(utterance.audio)
-            transcript = asr.transcribe(waveform)
-            shapes = []
-            for extractor in extractors:
-                (features,) = extractor.extract([waveform])
-                layers, frames, dims = features.data.shape
-                shapes.append(f"{frames} x {dims} @ {features.frame_rate:g} Hz")
+            result = predictor.predict(utterance.audio)
+            top = sorted(result.probabilities.items(), key=lambda item: -item[1])[:3]
+            regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({100 * r.mass:.0f}%)" for r in result.segments)
             table.add_row(
-                utterance.id, utterance.label or "?", f"{len(waveform) / 16000:.2f}",
-                transcript.text, *shapes,
+                Path(utterance.audio).name, utterance.label or "?", f"[bold]{result.label}[/]",
+                ", ".join(f"{label} {100 * p:.0f}%" for label, p in top), regions or "-",
             )
+            plot_result(result, Path(utterance.audio), plot, predictor.labels, names, console)
     console.print(table)
-    console.print(
-        "Next: [bold]emotrace extract ravdess ROOT --features whisper-base:layers=3,4 --store DIR[/]"
-    )
+    console.print(f"plots: {plot}/  ·  next: [bold]emotrace predict FILE_OR_FOLDER --plot DIR[/]")
 
 
 if __name__ == "__main__":

@@ -281,7 +281,7 @@ def _predict_all(
                     report.done += 1
                     results.append(result)
                     if plot is not None:
-                        _plot(result, path, plot, predictor.labels, plot_names, progress.console)
+                        plot_result(result, path, plot, predictor.labels, plot_names, progress.console)
                 progress.advance(task)
     return results
 
@@ -314,7 +314,7 @@ def _predict_file(
     return predictor.predict_recording(path, speaker_moments=moments, report=report)
 
 
-def _plot(
+def plot_result(
     result: Result, path: Path, folder: Path, labels: tuple[str, ...], names: set[str], console: Console
 ) -> None:
     """A timeline PNG for a recording, an attention-and-dynamics PNG for an utterance."""

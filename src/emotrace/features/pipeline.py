@@ -72,6 +72,8 @@ class _Job:
     extractor: Extractor
     store: FeatureStore
     count: StoreCount
+    copies: list[tuple[str, str]] = field(default_factory=list)  # (id, id of the same input), to copy
+    copied: int = 0
 
 
 @dataclass
@@ -154,7 +156,7 @@ def extract_corpus(
         run.audio_phase(utterances)
         run.text_phase(utterances)
         for job in jobs:
-            if job.count.computed:  # merge this run's shards into one file
+            if job.count.computed or job.copied:  # merge this run's shards into one file
                 task = bar.add_task(f"compacting {job.store.directory.name}", total=1)
                 job.store.compact()
                 bar.advance(task)
@@ -212,6 +214,8 @@ class _Run:
             self.bar.advance(task)
 
         pending = [item for utterance in wanted if (item := self._audio_item(utterance)) is not None]
+        for job in self.audio_jobs:
+            self._flush_copies(job)
         task = self.bar.add_task("audio features", total=len(pending))
         for batch in _batches(_decoded(pending, self.pool, depth=2 * self.batch_size), self.batch_size):
             loaded = []
@@ -233,9 +237,7 @@ class _Run:
             return None
         todo = []
         for job in self.audio_jobs:
-            if job.store.has(utterance.id, key):
-                job.count.cached += 1
-            else:
+            if not self._cached(job, utterance.id, key):
                 todo.append(job)
         transcribe = False
         asr_job = self._asr_for(utterance)
@@ -275,10 +277,9 @@ class _Run:
         for job in self.text_jobs:
             todo = []
             for utterance, text in texts.values():
-                if job.store.has(utterance.id, text_key(text)):
-                    job.count.cached += 1
-                else:
+                if not self._cached(job, utterance.id, text_key(text)):
                     todo.append((utterance, text))
+            self._flush_copies(job)
             self.bar.advance(task, len(texts) - len(todo))
             for batch in _batches(todo, self.batch_size):
                 utterances_in_batch = [utterance for utterance, _ in batch]
@@ -305,6 +306,26 @@ class _Run:
         return None
 
     # ----------------------------------------------------------------- shared
+
+    def _cached(self, job: _Job, utt_id: str, key: str) -> bool:
+        """Whether ``utt_id`` needs no computing: stored, or stored under another id (then it
+        is copied, in batches)."""
+        if job.store.has(utt_id, key):
+            job.count.cached += 1
+            return True
+        twin = job.store.id_with_key(key)
+        if twin is None:
+            return False
+        job.copies.append((utt_id, twin))
+        job.count.cached += 1
+        if len(job.copies) >= self.batch_size:
+            self._flush_copies(job)
+        return True
+
+    def _flush_copies(self, job: _Job) -> None:
+        job.store.copy_entries(job.copies)
+        job.copied += len(job.copies)
+        job.copies = []
 
     def _extract_each(self, job: _Job, inputs: list[Any], sources: list[Utterance]) -> list[Features | None]:
         """Features of a batch; if it raises an InputError, one input at a time to isolate it."""

@@ -334,6 +334,7 @@ class FeatureStore:
         self._shards.mkdir(exist_ok=True)
         self._files: list[_IndexedFile] = []
         self._index: dict[str, _Location] = {}
+        self._by_key: dict[str, str] | None = None
         self.refresh()
 
     @classmethod
@@ -364,6 +365,7 @@ class FeatureStore:
             files = [_IndexedFile.open(path) for path in self._entry_files()]
         self.close()
         self._files = files
+        self._by_key = None
         self._index = {
             utt_id: _Location(indexed, row) for indexed in files for row, utt_id in enumerate(indexed.ids)
         }
@@ -395,6 +397,17 @@ class FeatureStore:
         """The input key the entry of ``utt_id`` was computed from, if any."""
         location = self._index.get(utt_id)
         return None if location is None else location.file.keys[location.row]
+
+    def id_with_key(self, key: str) -> str | None:
+        """An id whose entry was computed from this very input (the same audio or text
+        listed under another id, e.g. by a paired corpus), so it can be copied, not recomputed."""
+        if self._by_key is None:
+            self._by_key = {location.file.keys[location.row]: utt_id for utt_id, location in self._index.items()}
+        return self._by_key.get(key)
+
+    def copy_entries(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Store each ``(new id, existing id)`` pair's entry again under the new id."""
+        self.put_many([Entry(new, self.key(old), self.get(old), self.entry_meta(old)) for new, old in pairs])
 
     def has(self, utt_id: str, key: str) -> bool:
         """Whether an up-to-date entry exists: present and computed from this very input."""
@@ -452,6 +465,7 @@ class FeatureStore:
             indexed = _IndexedFile.open(shard)
         self._files.append(indexed)
         self._index.update((utt_id, _Location(indexed, row)) for row, utt_id in enumerate(indexed.ids))
+        self._by_key = None
 
     def compact(self) -> bool:
         """Merge all shards into ``features.h5``; returns whether there was anything to merge.
