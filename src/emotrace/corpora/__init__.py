@@ -3,18 +3,30 @@
 ``load_corpus(name, root)`` reads the corpus in its release layout, maps its labels
 through a label set (the corpus's standard one unless told otherwise; ``"all"`` keeps
 every label the corpus has), drops and counts what the label set leaves out, and builds
-the corpus's standard speaker-independent folds over what remains.
+the corpus's standard speaker-independent folds over what remains. ``"ravdess-meld"`` is
+not a release but a benchmark built from two: RAVDESS clips paired with same-emotion MELD
+text (see :mod:`emotrace.corpora.paired`); its root holds ``ravdess/`` and ``meld/``.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-from emotrace.corpora import cremad, emodb, iemocap, manifest, meld, ravdess, savee, tess
+from emotrace.corpora import (
+    cremad,
+    emodb,
+    iemocap,
+    manifest,
+    meld,
+    paired,
+    ravdess,
+    savee,
+    tess,
+)
 from emotrace.corpora.folds import Fold, Folds, speaker_dependent_folds
 from emotrace.corpora.reader import Reader
 from emotrace.corpora.records import Utterance
@@ -32,6 +44,7 @@ CORPORA: Mapping[str, Reader] = {
         emodb.READER,
         savee.READER,
         tess.READER,
+        paired.READER,
         manifest.READER,
     )
 }
