@@ -98,8 +98,6 @@ def _load_vad() -> Any:
     threads = torch.get_num_threads()
     try:
         from silero_vad import load_silero_vad
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError("speech segmentation needs: pip install 'emotrace[vad]'") from error
     finally:
         torch.set_num_threads(threads)  # importing silero_vad sets 1 thread for the whole process
     with warnings.catch_warnings():  # it finds its model with a deprecated importlib call

@@ -233,8 +233,7 @@ def start_run(config: ExperimentConfig, run_dir: Path) -> None:
 
     path = run_dir / CONFIG_FILE
     if path.exists():
-        existing = load_config(path)
-        if existing.to_dict() != config.to_dict():
+        if _identity(load_config(path)) != _identity(config):
             raise ValueError(
                 f"{run_dir} holds a run of a different config; choose another run directory "
                 f"or delete it (compare {path} with your config and overrides)"
@@ -242,6 +241,16 @@ def start_run(config: ExperimentConfig, run_dir: Path) -> None:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, path)
+
+
+def _identity(config: ExperimentConfig) -> dict[str, Any]:
+    """What makes an experiment: everything but where features live, which folds this call
+    runs, and how many processes and threads run them: none of those change a result."""
+    data = config.to_dict()
+    data.pop("store")
+    data.pop("folds")
+    data["trainer"] = {k: v for k, v in data["trainer"].items() if k not in ("jobs", "threads")}
+    return data
 
 
 def selected_folds(experiment: Experiment) -> list[Fold]:
