@@ -1,0 +1,61 @@
+"""The packaged default model: it loads offline, predicts the shipped clips, and the demo
+(the README's main job) shows label, probabilities and regions of interest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emotrace import load_model
+from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, available_models
+from emotrace.cli import app
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return load_model()
+
+
+def test_both_protocols_are_packaged_with_their_figures():
+    models = {info.name: info for info in available_models()}
+    for name, protocol in ((DEFAULT_MODEL, "utterance-level"), (DEFAULT_MODEL + ADAPTIVE_SUFFIX, "speaker-adaptive")):
+        info = models[name]
+        assert info.protocol == protocol and len(info.labels) == 8
+        assert 50 < info.ua < 100 and 50 < info.wa < 100  # cross-validated figures from its card
+        assert info.size < 10_000_000  # a few MB: the encoder comes from its own package
+        assert (info.path / "README.md").read_text().count(f"{info.ua:.1f}") >= 1
+
+
+def test_predicts_a_shipped_clip_with_regions_and_dynamics(predictor, fixture_clips):
+    result = predictor.predict(fixture_clips[0])
+    assert result.label in predictor.labels and result.protocol == "utterance-level"
+    assert sum(result.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert sum(result.mixture.values()) == pytest.approx(1, abs=1e-5)
+    assert result.segments and all(0 <= r.start < r.end <= result.duration + 0.1 for r in result.segments)
+    assert result.frame_posteriors.shape == (len(result.frame_times), 8)
+    assert result.attention.sum() == pytest.approx(1, abs=1e-4)
+    assert np.all(np.diff(result.frame_times) > 0) and result.frame_times[-1] <= result.duration + 0.1
+
+
+def test_demo_prints_labels_probabilities_and_regions(tmp_path, fixture_clips):
+    done = CliRunner().invoke(app, ["demo", "--plot", str(tmp_path)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    for clip in fixture_clips:
+        assert clip.name in done.output
+        assert (tmp_path / f"{clip.stem}.png").stat().st_size > 10_000
+    assert "%" in done.output and "regions of interest" in done.output
+
+
+def test_predict_cli_json_on_the_shipped_clips(tmp_path, fixture_clips):
+    out = tmp_path / "predictions.json"
+    done = CliRunner().invoke(app, ["predict", str(fixture_clips[0].parent.parent), "--format", "json",
+                                    "--output", str(out)])
+    assert done.exit_code == 0, done.output
+    predictions = json.loads(out.read_text())["predictions"]
+    assert len(predictions) == len(fixture_clips)
+    assert all(p["protocol"] == "utterance-level" and p["segments"] for p in predictions)
