@@ -13,7 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from typer.testing import CliRunner
 
+from emotrace.cli import app
 from emotrace.models.checkpoint import load_checkpoint
 from emotrace.training import cv as cv_module
 from emotrace.training.config import apply_overrides, config_from_dict, load_config
@@ -149,6 +151,13 @@ def test_cv_on_tones_trains_reports_and_resumes_after_a_crash(tone_corpus, tmp_p
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["protocol"] == "utterance-level" and summary["folds"] == 1
     assert "utterance-level" in (run_dir / "report.md").read_text()
+
+    (run_dir / "metrics.json").unlink()  # `emotrace evaluate` rebuilds the report from the folds
+    done = CliRunner().invoke(app, ["evaluate", str(run_dir)])
+    assert done.exit_code == 0 and "UA" in done.output and (run_dir / "metrics.json").exists()
+    done = CliRunner().invoke(app, ["compare", str(run_dir), str(run_dir), "--json"])
+    rows = json.loads(done.output)
+    assert len(rows) == 2 and rows[0]["protocol"] == "utterance-level" and rows[0]["ua_mean"] == summary["ua_mean"]
 
 
 def test_cv_refuses_a_run_directory_of_another_config(tone_corpus, tmp_path):
