@@ -17,6 +17,7 @@ def write_text_atomically(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes files only their owner can read
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -69,6 +69,7 @@ class Checkpoint:
         try:
             save_model(self.model, str(temp / WEIGHTS_FILE))
             (temp / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2, sort_keys=True))
+            temp.chmod(0o755)  # mkdtemp makes folders only their owner can read
             if directory.exists():
                 old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
                 directory.rename(old)

@@ -75,8 +75,8 @@ class Experiment:
         return self.corpus.label_set.classes
 
 
-def prepare(config: ExperimentConfig, progress: bool = True, console: Console | None = None) -> Experiment:
-    """Load the corpus, extract whatever features are missing, and read the model inputs."""
+def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
+    """The config's corpus (labels, folds; a per-speaker subset when asked), no features."""
     corpus = load_corpus(
         config.corpus.name,
         config.corpus.root,
@@ -84,13 +84,19 @@ def prepare(config: ExperimentConfig, progress: bool = True, console: Console | 
         speaker_dependent=config.corpus.speaker_dependent,
         seed=config.seed,
     )
-    if config.corpus.subset:
-        corpus = _subset(corpus, config.corpus.subset)
+    return _subset(corpus, config.corpus.subset) if config.corpus.subset else corpus
+
+
+def prepare(config: ExperimentConfig, progress: bool = True, console: Console | None = None,
+            corpus: CorpusData | None = None, extract: bool = True) -> Experiment:
+    """Load the corpus, extract whatever features are missing (unless ``extract`` is off),
+    and read the model inputs."""
+    corpus = corpus or load_experiment_corpus(config)
     store_root = config.store_root()
     extractors = {modality: resolve_extractor(spec.features) for modality, spec in config.inputs.items()}
-    report = BatchReport()
-    extract_corpus(corpus.utterances, list(extractors.values()), store_root, report=report,
-                   progress=progress, console=console)
+    if extract:
+        extract_corpus(corpus.utterances, list(extractors.values()), store_root, report=BatchReport(),
+                       progress=progress, console=console)
     stores = {
         modality: FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version)
         for modality, extractor in extractors.items()
@@ -253,16 +259,15 @@ def _identity(config: ExperimentConfig) -> dict[str, Any]:
     return data
 
 
-def selected_folds(experiment: Experiment) -> list[Fold]:
-    wanted = experiment.config.folds
-    folds = list(experiment.corpus.folds)
-    if wanted is None:
+def selected_folds(config: ExperimentConfig, corpus: CorpusData) -> list[Fold]:
+    folds = list(corpus.folds)
+    if config.folds is None:
         return folds
     known = {fold.name for fold in folds}
-    unknown = [name for name in wanted if name not in known]
+    unknown = [name for name in config.folds if name not in known]
     if unknown:
-        raise ValueError(f"unknown folds {unknown}; {experiment.config.corpus.name} has {sorted(known)}")
-    return [fold for fold in folds if fold.name in wanted]
+        raise ValueError(f"unknown folds {unknown}; {config.corpus.name} has {sorted(known)}")
+    return [fold for fold in folds if fold.name in config.folds]
 
 
 def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
@@ -275,23 +280,24 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
     console = console or Console()
     jobs = max(1, config.trainer.jobs)
     _set_threads(config)
-    experiment = prepare(config, progress, console)
-    if experiment.skipped:
-        console.print(f"[yellow]{len(experiment.skipped)} utterances left out: their features could not be made")
-    folds = selected_folds(experiment)
-    results: dict[str, dict[str, Any]] = {}
-    pending = [fold for fold in folds if not (run_dir / "folds" / fold.name / METRICS_FILE).exists()]
-    for fold in folds:
-        if fold not in pending:
-            results[fold.name] = train_fold(experiment, fold, run_dir / "folds" / fold.name)
+    corpus = load_experiment_corpus(config)
+    folds = selected_folds(config, corpus)
+    results = {fold.name: json.loads((run_dir / "folds" / fold.name / METRICS_FILE).read_text())
+               for fold in folds if (run_dir / "folds" / fold.name / METRICS_FILE).exists()}
+    pending = [fold for fold in folds if fold.name not in results]
     if pending:
-        console.print(f"{len(folds) - len(pending)} folds done already; training {len(pending)}")
-    if jobs == 1 or len(pending) <= 1:
+        console.print(f"{len(results)} folds done already; training {len(pending)}")
+    if pending and (jobs == 1 or len(pending) == 1):
+        experiment = prepare(config, progress, console, corpus)
+        if experiment.skipped:
+            console.print(f"[yellow]{len(experiment.skipped)} utterances left out: their features could not be made")
         for fold in pending:
             console.print(f"[bold]fold {fold.name}[/] (test: {', '.join(fold.test)})")
             results[fold.name] = train_fold(experiment, fold, run_dir / "folds" / fold.name, progress)
             _print_fold(console, results[fold.name])
-    else:
+    elif pending:
+        extractors = [resolve_extractor(spec.features) for spec in config.inputs.values()]
+        extract_corpus(corpus.utterances, extractors, config.store_root(), progress=progress, console=console)
         context = get_context("spawn")  # a fresh interpreter per worker: torch and fork do not mix
         with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context) as pool:
             futures = {fold.name: pool.submit(_fold_worker, config.to_dict(), str(run_dir), fold.name)
@@ -325,7 +331,7 @@ def train_final(config: ExperimentConfig, run_dir: str | Path, progress: bool = 
 def _fold_worker(config: dict[str, Any], run_dir: str, fold_name: str) -> dict[str, Any]:
     experiment_config = config_from_dict(config)
     torch.set_num_threads(experiment_config.trainer.threads or max(1, (os.cpu_count() or 1) // experiment_config.trainer.jobs))
-    experiment = prepare(experiment_config, progress=False)
+    experiment = prepare(experiment_config, progress=False, extract=False)  # the parent extracted
     fold = next(fold for fold in experiment.corpus.folds if fold.name == fold_name)
     return train_fold(experiment, fold, Path(run_dir) / "folds" / fold_name, progress=False)
 
@@ -355,13 +361,14 @@ def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, A
 
     run_dir = Path(run_dir)
     config = load_config(run_dir / CONFIG_FILE)
-    experiment = prepare(config, progress=False)
+    corpus = load_experiment_corpus(config)
+    experiment = prepare(config, progress=False, corpus=corpus)
     unknown = sorted(set(missing) - set(experiment.inputs))
     if unknown or len(set(missing)) >= len(experiment.inputs):
         raise ValueError(f"can leave out some of {sorted(experiment.inputs)}, not {sorted(missing)}")
     kept = {m: inputs for m, inputs in experiment.inputs.items() if m not in missing}
     per_fold = {}
-    for fold in selected_folds(experiment):
+    for fold in selected_folds(config, corpus):
         fold_dir = run_dir / "folds" / fold.name
         if not (fold_dir / METRICS_FILE).exists():
             continue
