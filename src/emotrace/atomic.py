@@ -5,30 +5,41 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; it replaces ``path`` when the block ends
+    without an error and is removed when it raises."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    os.close(handle)
+    temp = Path(name)
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
+        yield temp
         os.chmod(temp, 0o644)  # mkstemp makes files only their owner can read
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    finally:
+        temp.unlink(missing_ok=True)
 
 
-def write_json_atomically(path: Path, value: Any) -> None:
+def write_text_atomically(path: str | Path, text: str) -> None:
+    with atomic_path(path) as temp, open(temp, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def write_json_atomically(path: str | Path, value: Any) -> None:
     write_text_atomically(path, json.dumps(value, indent=2) + "\n")
 
 
-def write_jsonl_atomically(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_jsonl_atomically(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 

@@ -330,7 +330,7 @@ def plot_result(
             probabilities=np.array([[p.probabilities[label] for label in labels] for p in result.timeline]),
             labels=labels,
             duration=result.duration,
-            title=result.source,
+            title=Path(result.source).name,
         )
     elif result.frame_posteriors is not None:
         plot_utterance(
@@ -344,7 +344,7 @@ def plot_result(
             predicted=result.label,
             probability=result.probabilities[result.label],
             segments=[(region.start, region.end) for region in result.segments],
-            title=result.source,
+            title=Path(result.source).name,
         )
     else:
         _say(console, f"no plot for {path}: the model gives no frame-level dynamics")

@@ -30,9 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.onnx import symbolic_helper
 
-from emotrace.atomic import write_json_atomically
+from emotrace.atomic import atomic_path, write_json_atomically
 from emotrace.errors import EmotraceError
 from emotrace.models.base import EmotionModel, ModelConfig
 from emotrace.models.checkpoint import Checkpoint, load_checkpoint
@@ -104,10 +102,7 @@ def export_onnx(
         if type(module) is nn.MultiheadAttention:
             module.__class__ = _TraceableAttention  # same parameters and attributes, new forward
 
-    handle, name = tempfile.mkstemp(prefix=f".tmp-{output_path.name}-", dir=output_path.parent)
-    os.close(handle)
-    temp = Path(name)
-    try:
+    with atomic_path(output_path) as temp:  # a failed check leaves no file behind
         with warnings.catch_warnings():
             # The tracer warns about every Python branch on a tensor and about LSTM batch
             # sizes; the check below is what tells whether the graph is right.
@@ -124,10 +119,6 @@ def export_onnx(
                     dynamo=False,
                 )
         differences = _compare(model, temp) if check else {}
-        os.replace(temp, output_path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
     metadata_path = output_path.with_suffix(".json")
     metadata = _metadata(checkpoint, output_path.name, opset, input_shapes, output_shapes)

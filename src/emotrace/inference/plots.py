@@ -10,8 +10,6 @@ every figure.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+from emotrace.atomic import atomic_path
 
 #: A colour for every name in :data:`emotrace.labels.EMOTIONS`. Mostly the Okabe-Ito and
 #: Paul Tol "muted" palettes, which stay distinguishable with colour-vision deficiencies,
@@ -223,14 +223,6 @@ def _clock(seconds: float) -> str:
 
 def _save(figure: Figure, output: str | Path) -> Path:
     """Write ``figure`` to ``output`` as a PNG, atomically."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".tmp-{output.name}-", dir=output.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png", dpi=DPI)
-        os.replace(temp, output)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return output
+    with atomic_path(output) as temp:
+        figure.savefig(temp, format="png", dpi=DPI)
+    return Path(output)

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from emotrace.atomic import (
+    atomic_path,
     write_json_atomically,
     write_jsonl_atomically,
     write_text_atomically,
@@ -122,10 +123,9 @@ def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, t
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
     figure.tight_layout()
-    temp = path.with_name(f".tmp-{path.name}")
-    figure.savefig(temp, dpi=120, format="png")
+    with atomic_path(path) as temp:
+        figure.savefig(temp, dpi=120, format="png")
     plt.close(figure)
-    temp.replace(path)
 
 
 def markdown_report(summary: dict[str, Any]) -> str:
