@@ -547,6 +547,7 @@ def test_label_set_maps_and_counts_what_it_drops(tmp_path: Path) -> None:
         "manifest",
         "meld",
         "ravdess",
+        "ravdess-meld",
         "savee",
         "tess",
     ]
