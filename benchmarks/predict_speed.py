@@ -40,7 +40,7 @@ def child(kind: str, target: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    paths = sorted(Path(target).rglob("*.wav")) if Path(target).is_dir() else [Path(target)]
+    paths = audio_files(Path(target))
     if kind == "emotrace":
         from emotrace.cli import app
 
@@ -57,6 +57,12 @@ def child(kind: str, target: str, threads: int) -> None:
     audio = sum(sf.info(str(path)).duration for path in paths)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall": wall, "audio": audio, "peak_mb": peak, "predicted": predicted}))
+
+
+def audio_files(target: Path) -> list[Path]:
+    if not target.is_dir():
+        return [target]
+    return sorted(path for path in target.rglob("*") if path.suffix.lower() in (".wav", ".flac"))
 
 
 def wav2vec2_pipeline(paths: list[Path]) -> int:
@@ -113,7 +119,7 @@ def main() -> None:
         child(*args.child, args.threads)
         return
     ravdess = Path(os.environ.get("EMOTRACE_DATA", "../shared/data")) / "ravdess"
-    clips = sorted(ravdess.rglob("*.wav"))
+    clips = audio_files(ravdess)
     if len(clips) != 1440:
         sys.exit(f"expected the 1440 RAVDESS clips under {ravdess}, found {len(clips)}")
     rows = []
