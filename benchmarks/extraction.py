@@ -58,7 +58,7 @@ def main() -> None:
         child(*args.child, args.threads)
         return
     root = Path(os.environ.get("EMOTRACE_DATA", "../shared/data")) / "ravdess"
-    clips = sorted(root.rglob("*.wav"))
+    clips = sorted(path for path in root.rglob("*") if path.suffix.lower() in (".wav", ".flac"))
     audio = sum(sf.info(str(clip)).duration for clip in clips)
     rows = []
     for spec in args.extractors:
