@@ -289,3 +289,23 @@ def test_late_fusion_averages_probabilities_and_trains_each_modality_alone():
     assert set(loss.parts) == {"ce_audio", "ce_text"}
     audio_alone = F.cross_entropy(output.modality_logits["audio"], labels)
     torch.testing.assert_close(loss.total, audio_alone + loss.parts["ce_text"])
+
+
+def test_standardised_inputs_equal_the_model_on_z_scored_frames():
+    hparams = dict(num_classes=NUM_CLASSES, input_dims={"audio": AUDIO_DIM}, num_layers_in={"audio": AUDIO_LAYERS},
+                   **LSTM_SMALL, attention_dim=8)
+    standardised = build_model("roi_attention", standardise_inputs=True, **hparams).eval()
+    plain = build_model("roi_attention", **hparams).eval()
+    plain.load_state_dict({k: v for k, v in standardised.state_dict().items() if not k.endswith(("input_mean", "input_std"))})
+    torch.manual_seed(1)
+    mean, std = torch.randn(AUDIO_LAYERS, AUDIO_DIM), torch.rand(AUDIO_LAYERS, AUDIO_DIM) + 0.5
+    standardised.set_input_moments({"audio": (mean, std)})
+    frames = torch.randn(2, AUDIO_LAYERS, 9, AUDIO_DIM) * 40 + 100
+    expected = plain(audio=(frames - mean[:, None]) / std[:, None]).logits
+    torch.testing.assert_close(standardised(audio=frames).logits, expected)
+    assert not torch.allclose(plain(audio=frames).logits, expected)
+
+    with pytest.raises(ValueError, match=r"audio moments \(2, 12\) do not match \(3, 12\)"):
+        standardised.set_input_moments({"audio": (mean[:2], std[:2])})
+    with pytest.raises(ValueError, match="configured without standardise_inputs"):
+        plain.set_input_moments({"audio": (mean, std)})

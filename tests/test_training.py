@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from emotrace.cli import app
+from emotrace.errors import InputError
 from emotrace.models.checkpoint import load_checkpoint
 from emotrace.training import cv as cv_module
 from emotrace.training.config import apply_overrides, config_from_dict, load_config
@@ -231,3 +232,47 @@ def test_every_shipped_config_loads_and_builds_its_model(path, monkeypatch):
     dims = {modality: 16 for modality in config.inputs}
     layers = {m: len(spec.layers) for m, spec in config.inputs.items() if spec.layers and len(spec.layers) > 1}
     model_config(name, num_classes=4, input_dims=dims, num_layers_in=layers, **hparams)
+
+
+def test_standardised_inputs_use_the_training_folds_moments_and_travel_in_the_checkpoint(tone_corpus, tmp_path):
+    model = dict(TINY_LSTM, standardise_inputs=True)
+    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                        model=model, folds=["fold1"])
+    config = load_config(path)
+    run_dir = tmp_path / "run"
+    cv_module.run_cv(config, run_dir, progress=False)
+
+    experiment = cv_module.prepare(config, progress=False)
+    train_part, _, _ = experiment.corpus.folds[0].split(experiment.corpus.utterances)
+    frames = np.concatenate([experiment.inputs["audio"].frames[u.id] for u in train_part], axis=1)  # (1, T, D)
+    front_end = load_checkpoint(run_dir / "folds" / "fold1" / "model").model.encoders["audio"].front_end
+    np.testing.assert_allclose(front_end.input_mean.numpy(), frames.mean(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(front_end.input_std.numpy(), frames.std(1), rtol=1e-3, atol=1e-4)
+    assert not np.allclose(front_end.input_mean.numpy(), 0.0)  # log-mel frames are far from zero-mean
+
+
+def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_path, monkeypatch):
+    first = write_config(tmp_path / "a.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                         folds=["fold1"])
+    cv_module.run_cv(load_config(first), tmp_path / "stage1", progress=False)
+    trained = load_checkpoint(tmp_path / "stage1" / "folds" / "fold1" / "model").model.state_dict()
+
+    second = load_config(first, [f"init_from={tmp_path / 'stage1'}", "optim.max_epochs=1"])
+    started = {}
+    original = cv_module.EmotionModule.__init__
+
+    def remember(self, model, *args, **kwargs):
+        started.update({name: value.clone() for name, value in model.state_dict().items()})
+        original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(cv_module.EmotionModule, "__init__", remember)
+    cv_module.run_cv(second, tmp_path / "stage2", progress=False)
+    assert started.keys() == trained.keys()
+    assert all(torch.equal(started[name], trained[name]) for name in trained)
+
+    missing = load_config(first, [f"init_from={tmp_path / 'nowhere'}"])
+    with pytest.raises(InputError, match="nowhere/folds/fold1/model: init_from has no model for fold fold1"):
+        cv_module.run_cv(missing, tmp_path / "stage3", progress=False)
+    other = load_config(first, [f"init_from={tmp_path / 'stage1'}", "model.lstm_hidden=4"])
+    with pytest.raises(InputError, match="does not fit this model"):
+        cv_module.run_cv(other, tmp_path / "stage4", progress=False)

@@ -33,8 +33,10 @@ class ModelConfig:
 
     ``input_dims`` maps each consumed modality to its feature width; ``num_layers_in``
     to its number of stacked encoder layers (absent = 1, a plain ``(B, T, D)`` stream).
-    The front-end fields (``input_norm``, ``input_dropout``, ``projection_dim``) configure
-    :class:`~emotrace.models.layers.FrameFrontEnd`. ``class_weights`` (one per class)
+    The front-end fields (``standardise_inputs``, ``input_norm``, ``input_dropout``,
+    ``projection_dim``) configure :class:`~emotrace.models.layers.FrameFrontEnd`; with
+    ``standardise_inputs`` the training code sets the moments of the training frames
+    (:meth:`EmotionModel.set_input_moments`). ``class_weights`` (one per class)
     reweight the cross-entropy, e.g. inverse class frequencies of a training fold.
     """
 
@@ -42,6 +44,7 @@ class ModelConfig:
     input_dims: dict[str, int]
     modalities: tuple[str, ...] = ("audio",)
     num_layers_in: dict[str, int] = field(default_factory=dict)
+    standardise_inputs: bool = False
     input_norm: bool = True
     input_dropout: float = 0.1
     projection_dim: int | None = 256
@@ -72,11 +75,13 @@ class ModelConfig:
     def front_end(self, modality: str) -> FrameFrontEnd:
         """A fresh front-end for ``modality`` built from these fields."""
         return FrameFrontEnd(
+            modality,
             self.input_dims[modality],
             self.layers_in(modality),
             self.input_norm,
             self.input_dropout,
             self.projection_dim,
+            self.standardise_inputs,
         )
 
 
@@ -121,6 +126,18 @@ class EmotionModel(nn.Module):
                 )
             streams[modality] = (features, lengths)
         return streams
+
+    def set_input_moments(self, moments: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Give every front-end of a modality the ``(mean, std)`` of its training frames,
+        each ``(layers, dims)``; for configs with ``standardise_inputs``."""
+        if not self.config.standardise_inputs:
+            raise ValueError(f"{type(self).__name__} was configured without standardise_inputs")
+        missing = sorted(set(self.config.modalities) - set(moments))
+        if missing:
+            raise ValueError(f"no input moments for {missing}")
+        for module in self.modules():
+            if isinstance(module, FrameFrontEnd):
+                module.set_input_moments(*moments[module.modality])
 
     def classification_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy with the config's label smoothing and class weights."""

@@ -78,23 +78,37 @@ class LayerWeightedSum(nn.Module):
 
 
 class FrameFrontEnd(nn.Module):
-    """Pretrained frames to model frames: layer mix, input norm and dropout, projection.
+    """Pretrained frames to model frames: standardisation, layer mix, input norm and
+    dropout, projection.
 
-    ``(B, L, T, D)`` or ``(B, T, D)`` in, ``(B, T, output_dim)`` out. The projection is
-    Linear + LayerNorm + GELU; with ``projection_dim=None`` it is skipped and the output
-    keeps the input width.
+    ``(B, L, T, D)`` or ``(B, T, D)`` in, ``(B, T, output_dim)`` out. With
+    ``standardise``, each layer and dimension is first shifted and scaled by the moments
+    of the training frames (:meth:`set_input_moments`, kept as buffers so a checkpoint
+    carries them): the z-scoring a linear probe gets from its scaler. Per-frame LayerNorm
+    alone cannot do that: a few huge dimensions of Whisper and WavLM states (orders of
+    magnitude above the rest) dominate each frame's norm. The projection is Linear +
+    LayerNorm + GELU; with ``projection_dim=None`` it is skipped and the output keeps the
+    input width.
     """
 
     def __init__(
         self,
+        modality: str,
         input_dim: int,
         num_layers: int,
         input_norm: bool,
         input_dropout: float,
         projection_dim: int | None,
+        standardise: bool = False,
     ):
         super().__init__()
+        self.modality = modality
         self.input_dim = input_dim
+        if standardise:
+            self.register_buffer("input_mean", torch.zeros(num_layers, input_dim))
+            self.register_buffer("input_std", torch.ones(num_layers, input_dim))
+        else:
+            self.input_mean = self.input_std = None
         self.layer_sum = LayerWeightedSum(num_layers)
         self.norm = nn.LayerNorm(input_dim) if input_norm else nn.Identity()
         self.dropout = nn.Dropout(input_dropout)
@@ -117,4 +131,16 @@ class FrameFrontEnd(nn.Module):
             if layers == 1:
                 expected = f"(B, T, {self.input_dim}) or {expected}"
             raise ValueError(f"expected frames of shape {expected}, got {tuple(x.shape)}")
+        if self.input_mean is not None:
+            mean, std = (self.input_mean, self.input_std) if x.dim() == 4 else (self.input_mean[0], self.input_std[0])
+            x = (x - mean.unsqueeze(-2)) / std.unsqueeze(-2)
         return self.projection(self.dropout(self.norm(self.layer_sum(x))))
+
+    def set_input_moments(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise inputs with these ``(layers, dims)`` moments of the training frames."""
+        if self.input_mean is None:
+            raise ValueError(f"the {self.modality} front-end was built without standardise=True")
+        if mean.shape != self.input_mean.shape or std.shape != self.input_std.shape:
+            raise ValueError(f"{self.modality} moments {tuple(mean.shape)} do not match {tuple(self.input_mean.shape)}")
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)

@@ -95,6 +95,9 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     folds: list[str] | None = None  # None: every fold of the corpus's protocol
     seed: int = 0
+    # A finished run whose fold models start this run's folds (fold by fold; the final
+    # model from its final model): how staged schedules such as method C's chain stages.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_protocol(self.protocol)
@@ -191,6 +194,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     try:
         config = config_from_dict(apply_overrides(data, overrides))
         config.corpus.root = expand(config.corpus.root)
+        if config.init_from is not None:
+            config.init_from = expand(config.init_from)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return config

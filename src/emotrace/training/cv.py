@@ -39,12 +39,12 @@ from rich.console import Console
 from emotrace.atomic import write_json_atomically, write_jsonl_atomically
 from emotrace.corpora import CorpusData, Fold, load_corpus
 from emotrace.corpora.folds import all_data_fold
-from emotrace.errors import BatchReport
+from emotrace.errors import BatchReport, InputError
 from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
-from emotrace.models.checkpoint import Checkpoint
+from emotrace.models.checkpoint import Checkpoint, load_checkpoint
 from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
 from emotrace.training.data import (
     FeatureDataset,
@@ -52,6 +52,7 @@ from emotrace.training.data import (
     ModalityInputs,
     inverse_frequency_weights,
     load_inputs,
+    training_moments,
 )
 from emotrace.training.metrics import classification_metrics
 from emotrace.training.module import EmotionModule, predict_probabilities
@@ -163,6 +164,10 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     train, val = _dataset(experiment, train_part, augment=True), _dataset(experiment, val_part)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(experiment, train.labels)
+    if model.config.standardise_inputs:
+        model.set_input_moments(training_moments(experiment.inputs, train.ids))
+    if config.init_from:
+        _initialise(model, Path(config.init_from), fold.name)
     module = EmotionModule(model, config.optim, experiment.labels)
 
     state_dir = fold_dir / "lightning"
@@ -231,6 +236,21 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     write_json_atomically(metrics_path, result)
     shutil.rmtree(state_dir, ignore_errors=True)  # the checkpoint above replaces the resume state
     return result
+
+
+def _initialise(model: EmotionModel, run_dir: Path, fold_name: str) -> None:
+    """Start ``model`` from the weights of ``run_dir``'s model for the same fold (a staged
+    schedule's previous stage); its architecture must match, its stage or loss may not."""
+    source = run_dir / ("model" if fold_name == "all" else f"folds/{fold_name}/model")
+    try:
+        previous = load_checkpoint(source).model
+    except FileNotFoundError:
+        raise InputError(source, f"init_from has no model for fold {fold_name}: run that stage first") from None
+    try:
+        model.load_state_dict(previous.state_dict())
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[1:2] or [str(error)]
+        raise InputError(source, f"does not fit this model ({first[0].strip()})") from None
 
 
 def start_run(config: ExperimentConfig, run_dir: Path) -> None:
@@ -355,7 +375,6 @@ def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, A
     For models that accept a missing modality (method B): how much of their accuracy rests
     on it. Returns per-fold metrics and their summary; the run's own files are untouched.
     """
-    from emotrace.models.checkpoint import load_checkpoint
     from emotrace.training.config import load_config
     from emotrace.training.metrics import summarise_folds
 

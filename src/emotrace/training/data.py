@@ -84,6 +84,19 @@ def _speaker_moments(utterances: Sequence[Utterance], store: FeatureStore, spec:
     return {speaker: accumulator.moments() for speaker, accumulator in accumulators.items()}
 
 
+def training_moments(inputs: Mapping[str, ModalityInputs], ids: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per modality, the ``(mean, std)`` over all frames of the utterances ``ids``, each
+    ``(layers, dims)``: what a model with ``standardise_inputs`` is given before training."""
+    result = {}
+    for name, modality in inputs.items():
+        accumulator = MomentAccumulator()
+        for utt_id in ids:
+            accumulator.add(modality.frames[utt_id])
+        moments = accumulator.moments()
+        result[name] = (torch.from_numpy(moments.mean), torch.from_numpy(moments.std))
+    return result
+
+
 class FeatureDataset(Dataset):
     """Items ``{modality: (L, T, D) tensor, "label": int}``, augmented when ``augment``."""
 
