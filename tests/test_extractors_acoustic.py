@@ -39,7 +39,6 @@ def test_logmel_of_silence_is_finite() -> None:
     "name, dims, rate", [("egemaps", 25, 100.0), ("egemaps-functionals", 88, 0.0), ("compare", 6373, 0.0)]
 )
 def test_opensmile_sets(name: str, dims: int, rate: float, fixture_clips: list[Path]) -> None:
-    pytest.importorskip("opensmile")
     waveform = load_audio(fixture_clips[0])
     features = get_extractor(name).extract([waveform])[0]
     frames = features.data.shape[1]
@@ -52,7 +51,6 @@ def test_opensmile_sets(name: str, dims: int, rate: float, fixture_clips: list[P
 
 
 def test_opensmile_refuses_what_it_cannot_measure() -> None:
-    pytest.importorskip("opensmile")
     with pytest.raises(InputError, match="too short for egemaps"):
         get_extractor("egemaps").extract([np.full(800, 0.1, np.float32)])
 

@@ -164,7 +164,8 @@ def test_layers_beyond_the_model_and_foreign_checkpoints_are_refused(
 @pytest.fixture(scope="module")
 def ctranslate2_model(tiny_whisper: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Whisper converted to CTranslate2 (float16) by CTranslate2's own converter."""
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    import ctranslate2
+
     folder = tmp_path_factory.mktemp("ct2") / "tiny"
     ctranslate2.converters.TransformersConverter(str(tiny_whisper)).convert(str(folder), quantization="float16")
     return folder
@@ -199,7 +200,8 @@ def test_ctranslate2_conversion_restores_every_weight(
 def test_quantized_ctranslate2_models_are_refused(
     tiny_whisper: Path, tmp_path: Path
 ) -> None:
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    import ctranslate2
+
     ctranslate2.converters.TransformersConverter(str(tiny_whisper)).convert(str(tmp_path / "int8"), quantization="int8")
     with pytest.raises(ExtractorConfigError, match="quantized"):
         convert_ctranslate2_whisper(tmp_path / "int8" / "model.bin", tmp_path / "hf")
@@ -243,7 +245,6 @@ def emotrace_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_packaged_whisper_matches_ctranslate2_on_a_real_clip(
     name: str, layers: int, dims: int, emotrace_cache: Path, fixture_clips: list[Path]
 ) -> None:
-    pytest.importorskip("ctranslate2")
     if PACKAGED_WHISPER[name].part_paths() is None:
         pytest.skip(f"{PACKAGED_WHISPER[name].packages} not installed")
     waveform = load_audio(fixture_clips[1])

@@ -165,7 +165,7 @@ def test_bad_inputs_are_skipped_and_reported(tmp_path: Path) -> None:
     assert [(c.computed, c.cached, c.skipped) for c in summary.stores] == [(2, 0, 3)]
     assert report.done == 2
     assert sorted(error.source for error in report.skipped) == [
-        f"clip001 ({tmp_path / 'clips' / 'clip001.wav'})", "clip002 (waveform)", f"gone ({tmp_path / 'gone.wav'})"
+        f"clip001 ({tmp_path / 'clips' / 'clip001.wav'})", f"clip002 ({tmp_path / 'clips' / 'clip002.wav'})", f"gone ({tmp_path / 'gone.wav'})"
     ]
     assert f"skipped gone ({tmp_path / 'gone.wav'}): file not found" in report.summary()
     good = [u for u in utterances if u.id in {"clip000", "clip003"}]
@@ -272,7 +272,6 @@ def test_extract_reports_a_bad_corpus_in_one_line(tmp_path: Path) -> None:
 
 
 def test_extract_command_fills_a_store_from_a_manifest_then_does_no_work(tmp_path: Path) -> None:
-    pytest.importorskip("opensmile")
     write_clips(tmp_path / "clips", 4, seconds=0.5)
     manifest = tmp_path / "corpus.jsonl"
     manifest.write_text("".join(

@@ -184,12 +184,14 @@ class _Run:
         self.failed: set[str] = set()
 
     def skip(self, error: InputError, utterance: Utterance, counts: Iterable[StoreCount]) -> None:
-        """Count a failed input against ``counts``; report each utterance once, by its id."""
+        """Count a failed input against ``counts``; report each utterance once, by its id and
+        file (an extractor's own error knows only its position in the batch)."""
         for count in counts:
             count.skipped += 1
         if utterance.id not in self.failed:
             self.failed.add(utterance.id)
-            source = utterance.id if error.source == utterance.id else f"{utterance.id} ({error.source})"
+            named = error.source == utterance.id or not utterance.audio  # e.g. a missing transcript
+            source = utterance.id if named else f"{utterance.id} ({utterance.audio})"
             self.report.skip(InputError(source, error.problem))
 
     def _asr_for(self, utterance: Utterance) -> _AsrJob | None:
