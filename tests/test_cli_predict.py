@@ -150,6 +150,7 @@ def test_long_recordings_get_segments_a_timeline_and_plots(models, fixture_clips
     assert [segment["start"] for segment in long["timeline"]] == pytest.approx(
         [start for start, _ in placed], abs=TOLERANCE
     )
+    assert [segment["end"] for segment in long["timeline"]] == pytest.approx([end for _, end in placed], abs=TOLERANCE)
     assert sum(long["shares"].values()) == pytest.approx(1.0, abs=1e-4) and long["label"] in LABELS
     assert short["source"] == str(fixture_clips[0])
     written = sorted(path.name for path in plots.iterdir())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -42,13 +43,25 @@ def test_predicts_a_shipped_clip_with_regions_and_dynamics(predictor, fixture_cl
     assert np.all(np.diff(result.frame_times) > 0) and result.frame_times[-1] <= result.duration + 0.1
 
 
-def test_demo_prints_labels_probabilities_and_regions(tmp_path, fixture_clips):
-    done = CliRunner().invoke(app, ["demo", "--plot", str(tmp_path)], env={"COLUMNS": "200"})
+def test_demo_prints_labels_probabilities_and_regions(tmp_path, fixture_clips, predictor):
+    done = CliRunner().invoke(app, ["demo", "--plot", str(tmp_path)], env={"COLUMNS": "250"})
     assert done.exit_code == 0, done.output
+    labels = "|".join(predictor.labels)
     for clip in fixture_clips:
-        assert clip.name in done.output
+        row = next(line for line in done.output.splitlines() if clip.name in line)
+        cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+        assert len(cells) == 5, row
+        _, portrayed, predicted, top3, regions = cells
+        result = predictor.predict(clip)
+        assert predicted == result.label and portrayed in predictor.labels
+        shown = re.findall(rf"({labels}) (\d+)%", top3)
+        best = sorted(result.probabilities.items(), key=lambda item: -item[1])[:3]
+        assert [label for label, _ in shown] == [label for label, _ in best]
+        assert [int(p) for _, p in shown] == [round(100 * p) for _, p in best]
+        spans = re.findall(r"(\d+\.\d\d)-(\d+\.\d\d) \((\d+)%\)", regions)
+        assert len(spans) == len(result.segments) >= 1
+        assert all(float(start) < float(end) <= result.duration + 0.1 for start, end, _ in spans)
         assert (tmp_path / f"{clip.stem}.png").stat().st_size > 10_000
-    assert "%" in done.output and "regions of interest" in done.output
 
 
 def test_predict_cli_json_on_the_shipped_clips(tmp_path, fixture_clips):

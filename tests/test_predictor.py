@@ -39,7 +39,7 @@ LABELS = RAVDESS_8.classes
 AUDIO = "logmel:bins=16"  # 100 Hz, no weights to load
 POOLING = 4  # -> 25 Hz
 GAPS = (1.5, 2.0, 3.0, 1.5)  # silences of the long recording: before, between and after clips
-REPEATS = 3  # the three clips, three times over: about a minute
+REPEATS = 8  # the three clips, eight times over: about two and a half minutes
 TOLERANCE = 0.4  # seconds between a speech segment's boundary and its clip's edge
 
 
