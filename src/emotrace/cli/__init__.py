@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from emotrace.cli import data, demo, features, predict, train
+from emotrace.cli import data, demo, features, predict, serve, train
 
 app = typer.Typer(
     name="emotrace",
@@ -23,6 +23,7 @@ app.command("cv")(train.cv)
 app.command("train")(train.train)
 app.command("evaluate")(train.evaluate)
 app.command("compare")(train.compare)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

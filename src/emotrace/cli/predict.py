@@ -26,7 +26,12 @@ from emotrace.audio import TARGET_SR, load_audio, probe
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, Moments
 from emotrace.inference.plots import plot_timeline, plot_utterance
-from emotrace.inference.predictor import Prediction, Predictor, RecordingPrediction
+from emotrace.inference.predictor import (
+    Prediction,
+    Predictor,
+    RecordingPrediction,
+    predictions_document,
+)
 
 models_app = typer.Typer(help="Packaged pretrained models.", no_args_is_help=True)
 
@@ -363,8 +368,7 @@ def _write(
     labels: tuple[str, ...],
 ) -> None:
     if output_format == OutputFormat.json:
-        document = {"predictions": [r.to_dict() for r in results], "skipped": report.to_dict()["skipped"]}
-        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False) + "\n"
     elif output_format == OutputFormat.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

@@ -155,6 +155,14 @@ class RecordingPrediction:
         }
 
 
+def predictions_document(
+    results: Sequence[Prediction | RecordingPrediction], report: BatchReport
+) -> dict[str, Any]:
+    """The JSON document of a batch of predictions and what it skipped, one format for
+    every interface: ``emotrace predict --format json`` writes it, the HTTP service returns it."""
+    return {"predictions": [result.to_dict() for result in results], "skipped": report.to_dict()["skipped"]}
+
+
 class Predictor:
     """Predictions from a checkpoint, and from its speaker-adaptive companion when given.
 
