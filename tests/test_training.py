@@ -276,3 +276,29 @@ def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_pa
     other = load_config(first, [f"init_from={tmp_path / 'stage1'}", "model.lstm_hidden=4"])
     with pytest.raises(InputError, match="does not fit this model"):
         cv_module.run_cv(other, tmp_path / "stage4", progress=False)
+
+
+def test_weight_averaging_keeps_the_moving_average_of_the_weights(tone_corpus, tmp_path, monkeypatch):
+    """With ``optim.ema_decay`` the checkpoint holds the exponential moving average of the
+    weights over the training steps, not the last step's weights."""
+    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                        folds=["fold1"], optim={"max_epochs": 2, "patience": 5, "lr": 3e-2, "ema_decay": 0.5})
+    steps = []
+
+    def remember(self, outputs, batch, batch_index):
+        steps.append({name: value.detach().clone() for name, value in self.model.state_dict().items()})
+
+    monkeypatch.setattr(cv_module.EmotionModule, "on_train_batch_end", remember, raising=False)
+    results = cv_module.run_cv(load_config(path), tmp_path / "run", progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "folds" / "fold1" / "model").model.state_dict()
+    assert len(steps) >= 4
+    name = "classifier.weight"
+    ema = steps[0][name]
+    averages = [ema]
+    for step in steps[1:]:
+        ema = 0.5 * ema + 0.5 * step[name]
+        averages.append(ema)
+    # the selected epoch's average: one of the end-of-epoch averages, never a raw step
+    assert any(torch.allclose(saved[name], average, atol=1e-6) for average in averages)
+    assert not any(torch.allclose(saved[name], step[name], atol=1e-6) for step in steps)
+    assert results["fold1"]["epochs"] == 2

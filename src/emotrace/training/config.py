@@ -67,6 +67,10 @@ class OptimConfig:
     patience: int = 10  # epochs without a better validation UA before stopping
     warmup_epochs: float = 1.0
     gradient_clip: float = 1.0
+    # Validate, select and keep an exponential moving average of the weights (decay per
+    # step, e.g. 0.99 averages about the last 100 steps): smoother than any one step's
+    # weights, which matters when a few validation speakers pick the epoch.
+    ema_decay: float | None = None
 
 
 @dataclass

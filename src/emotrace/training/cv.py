@@ -32,7 +32,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
 
@@ -176,6 +176,8 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     callbacks: list[Any] = [selection]
     if val_part:
         callbacks.append(EarlyStopping(monitor="val_ua", mode="max", patience=config.optim.patience))
+    if config.optim.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=config.optim.ema_decay))
     if progress:
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
