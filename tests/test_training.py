@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +303,41 @@ def test_weight_averaging_keeps_the_moving_average_of_the_weights(tone_corpus, t
     assert any(torch.allclose(saved[name], average, atol=1e-6) for average in averages)
     assert not any(torch.allclose(saved[name], step[name], atol=1e-6) for step in steps)
     assert results["fold1"]["epochs"] == 2
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_killing_cv_ends_its_fold_workers(tone_corpus, tmp_path):
+    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
+                        folds=["fold1", "fold2"], optim={"max_epochs": 10_000, "patience": 10_000},
+                        trainer={"jobs": 2, "threads": 1})
+    run_dir = tmp_path / "run"
+    parent = subprocess.Popen([sys.executable, "-m", "emotrace", "cv", str(path), "-o", str(run_dir), "--no-progress"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(run_dir.glob("folds/*/log/version_0/metrics.csv"))) < 2:  # both folds are training
+            assert time.monotonic() < deadline and parent.poll() is None, "the folds never started"
+            time.sleep(0.5)
+        workers = [pid for pid in _children(parent.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "fold workers outlived emotrace cv"
+            time.sleep(0.2)
+    finally:
+        parent.kill()

@@ -22,6 +22,8 @@ import json
 import os
 import resource
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -321,7 +323,7 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
         extractors = [resolve_extractor(spec.features) for spec in config.inputs.values()]
         extract_corpus(corpus.utterances, extractors, config.store_root(), progress=progress, console=console)
         context = get_context("spawn")  # a fresh interpreter per worker: torch and fork do not mix
-        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context, initializer=_die_with_parent) as pool:
             futures = {fold.name: pool.submit(_fold_worker, config.to_dict(), str(run_dir), fold.name)
                        for fold in pending}
             for name, future in futures.items():
@@ -356,6 +358,18 @@ def _fold_worker(config: dict[str, Any], run_dir: str, fold_name: str) -> dict[s
     experiment = prepare(experiment_config, progress=False, extract=False)  # the parent extracted
     fold = next(fold for fold in experiment.corpus.folds if fold.name == fold_name)
     return train_fold(experiment, fold, Path(run_dir) / "folds" / fold_name, progress=False)
+
+
+def _die_with_parent() -> None:
+    """Fold workers end when the ``emotrace cv`` process that started them is killed (Linux),
+    instead of training on unseen; a rerun resumes their folds from the last epoch."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before the signal was armed
+            os._exit(1)
 
 
 def _set_threads(config: ExperimentConfig) -> None:
