@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from emotrace.atomic import write_json_atomically
 from emotrace.features.asr import available_cores
-from emotrace.training.metrics import HEADLINE
+from emotrace.training.metrics import HEADLINE, summarise_folds
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -44,17 +46,34 @@ def write_results(name: str, protocol: str, rows: list[dict[str, Any]], **extra:
     return path
 
 
-def row_from_run(system: str, run_dir: Path, **extra: Any) -> dict[str, Any]:
-    """A results row from a finished ``emotrace cv`` run directory."""
-    summary = json.loads((run_dir / "metrics.json").read_text())
-    row = {"system": system, "method": summary["method"], "protocol": summary["protocol"],
-           "folds": summary["folds"], "folds_protocol": summary["folds_protocol"]}
+def seed_average(per_fold_by_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per fold, the headline figures and per-class recalls averaged over seeds."""
+    return {
+        fold: {
+            **{name: float(np.mean([seed[fold][name] for seed in per_fold_by_seed])) for name in HEADLINE},
+            "recall": {label: float(np.mean([seed[fold]["recall"][label] for seed in per_fold_by_seed]))
+                       for label in metrics["recall"]},
+        }
+        for fold, metrics in per_fold_by_seed[0].items()
+    }
+
+
+def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, Any]:
+    """A results row from finished ``emotrace cv`` runs of one config that differ only in
+    their seed: each fold's figures are averaged over the seeds, then summarised over folds
+    (mean ± std over folds, as for one run); ``ua_by_seed`` gives each seed's own UA."""
+    summaries = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
+    first = summaries[0]
+    summary = summarise_folds(seed_average([s["per_fold"] for s in summaries]), first["labels"])
+    row = {"system": system, "method": first["method"], "protocol": first["protocol"],
+           "folds": summary["folds"], "folds_protocol": first["folds_protocol"], "seeds": len(summaries)}
     for name in HEADLINE:
         row[f"{name}_mean"] = round(summary[f"{name}_mean"], 2)
         row[f"{name}_std"] = round(summary[f"{name}_std"], 2)
+    row["ua_by_seed"] = [round(s["ua_mean"], 2) for s in summaries]
     row["recall_mean"] = {label: round(value, 1) for label, value in summary["recall_mean"].items()}
-    row["seconds_per_fold"] = round(summary["seconds_per_fold"], 1)
-    row["peak_mb"] = round(summary["peak_mb"])
-    row["options"] = summary["options"]
-    row["run"] = str(run_dir)
+    row["seconds_per_fold"] = round(float(np.mean([s["seconds_per_fold"] for s in summaries])), 1)
+    row["peak_mb"] = round(max(s["peak_mb"] for s in summaries))
+    row["options"] = first["options"]
+    row["runs"] = [str(run_dir) for run_dir in run_dirs]
     return {**row, **extra}

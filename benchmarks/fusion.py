@@ -23,9 +23,10 @@ from pathlib import Path
 
 from emotrace.training.config import load_config
 from emotrace.training.cv import evaluate_without, run_cv
+from emotrace.training.metrics import summarise_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import row_from_run, write_results  # noqa: E402
+from common import row_from_runs, seed_average, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
@@ -69,34 +70,46 @@ def main() -> None:
     parser.add_argument("part", choices=sorted(PARTS))
     parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
     parser.add_argument("--jobs", type=int, default=2, help="folds trained at once")
+    parser.add_argument("--seeds", type=int, default=3, help="trainings per system (seeds 0..N-1)")
     parser.add_argument("--overrides", nargs="*", default=[], help="applied to every system's config")
     args = parser.parse_args()
     store = os.path.expanduser(args.store)
     name, protocol_text, systems = PARTS[args.part]
+    protocol_text += f" Each system trained with {args.seeds} seeds; fold figures averaged over them."
     runs = REPO / "runs" / "benchmarks" / args.part
     rows: list[dict] = []
     for system, config_path in systems.items():
-        config = load_config(REPO / config_path, [f"trainer.jobs={args.jobs}", f"store={store}", *args.overrides])
-        run_dir = runs / config.name
-        run_cv(config, run_dir, progress=False)
-        rows.append(row_from_run(system, run_dir, config=config_path))
+        run_dirs = []
+        for seed in range(args.seeds):
+            config = load_config(REPO / config_path, [f"seed={seed}", f"trainer.jobs={args.jobs}", f"store={store}",
+                                                      *args.overrides])
+            run_dirs.append(runs / f"{config.name}-seed{seed}")
+            run_cv(config, run_dirs[-1], progress=False)
+        rows.append(row_from_runs(system, run_dirs, config=config_path))
         if config.model["name"] == "query_fusion" and len(config.inputs) > 1:
-            without = evaluate_without(run_dir, ["text"])
-            rows.append({"system": f"{system}, text removed at test time", "method": "query_fusion",
-                         "protocol": config.protocol, "folds": without["folds"],
-                         **{key: round(without[key], 2) for key in ("ua_mean", "ua_std", "wa_mean", "wa_std")},
-                         "ua_drop": round(rows[-1]["ua_mean"] - without["ua_mean"], 2)})
+            rows.append(without_text(system, run_dirs, rows[-1]))
         write_results(name, protocol_text, rows)
     if args.part == "control":
         for system, run in (("method B: audio only (reference)", "ravdess-query-fusion-audio-utterance-level"),
                             ("method A: audio only (reference for C)", "ravdess-roi-attention-utterance-level")):
-            if (AUDIO_RUNS / run / "metrics.json").exists():
-                rows.append(row_from_run(system, AUDIO_RUNS / run))
+            references = [AUDIO_RUNS / f"{run}-seed{seed}" for seed in range(args.seeds)]
+            if all((reference / "metrics.json").exists() for reference in references):
+                rows.append(row_from_runs(system, references))
         write_results(name, protocol_text, rows)
     for row in rows:
         extra = f"  weighted-F1 {row['weighted_f1_mean']:.1f}" if "weighted_f1_mean" in row else ""
         print(f"{row['system']:<55} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}  "
               f"WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}{extra}")
+
+
+def without_text(system: str, run_dirs: list[Path], fused: dict) -> dict:
+    """Method B's runs tested again with the text removed: the row, and its UA drop."""
+    results = [evaluate_without(run_dir, ["text"]) for run_dir in run_dirs]
+    summary = summarise_folds(seed_average([result["per_fold"] for result in results]), list(fused["recall_mean"]))
+    return {"system": f"{system}, text removed at test time", "method": "query_fusion",
+            "protocol": fused["protocol"], "folds": summary["folds"], "seeds": len(run_dirs),
+            **{f"{n}_{s}": round(summary[f"{n}_{s}"], 2) for n in ("ua", "wa") for s in ("mean", "std")},
+            "ua_drop": round(fused["ua_mean"] - summary["ua_mean"], 2)}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ all of that speaker's unlabelled clips, test speakers included).
 
     EMOTRACE_DATA=../shared/data python benchmarks/ravdess_audio.py [--jobs 2] [--store DIR]
 
+Each trained system is trained with ``--seeds`` seeds (3 by default): fold figures are
+averaged over seeds, so one lucky or unlucky initialisation cannot decide a comparison.
 Runs are resumable (``runs/benchmarks/ravdess_audio/``); results go to
 ``benchmarks/results/ravdess_audio.json`` after each system, so a partial run keeps its rows.
 """
@@ -30,7 +32,7 @@ from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import row_from_run, write_results
+from common import row_from_runs, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED = {
@@ -42,7 +44,9 @@ TRAINED = {
 FRAME_LAYERS = [2, 3, 4, 5]  # the layers methods A and B read
 PROTOCOL_TEXT = (
     "RAVDESS speech, 8 classes, 1440 clips, the 6 EmoBox folds (4 test actors each; 2 validation "
-    "actors drawn from the 20 training actors); UA/WA/F1 in percent, mean and std over folds. "
+    "actors drawn from the 20 training actors); UA/WA/F1 in percent, mean and std over folds; each "
+    "trained system is trained with {seeds} seeds and each fold's figures are averaged over them "
+    "(ua_by_seed: each seed's own mean UA). "
     "Each row names its protocol: utterance-level, or speaker-adaptive (per-speaker feature "
     "normalisation from all of the speaker's unlabelled clips, test speakers included)."
 )
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="folds trained at once")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--systems", nargs="+", default=None, help="subset of system names (default: all)")
+    parser.add_argument("--seeds", type=int, default=3, help="trainings per trained system (seeds 0..N-1)")
     args = parser.parse_args()
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
 
@@ -63,16 +68,19 @@ def main() -> None:
         for protocol in args.protocols:
             if args.systems and system not in args.systems:
                 continue
-            config = load_config(REPO / config_path, [f"protocol={protocol}", f"trainer.jobs={args.jobs}",
-                                                      f"store={os.environ['EMOTRACE_STORE']}"])
-            run_dir = args.runs / f"{config.name}-{protocol}"
-            run_cv(config, run_dir, progress=False)
-            rows.append(row_from_run(system, run_dir, config=config_path))
-            write_results("ravdess_audio", PROTOCOL_TEXT, rows)
+            run_dirs = []
+            for seed in range(args.seeds):
+                config = load_config(REPO / config_path, [f"protocol={protocol}", f"seed={seed}",
+                                                          f"trainer.jobs={args.jobs}",
+                                                          f"store={os.environ['EMOTRACE_STORE']}"])
+                run_dirs.append(args.runs / f"{config.name}-{protocol}-seed{seed}")
+                run_cv(config, run_dirs[-1], progress=False)
+            rows.append(row_from_runs(system, run_dirs, config=config_path))
+            write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds), rows)
     for protocol in args.protocols:
         for row in classic_rows(protocol, os.environ["EMOTRACE_STORE"], args.systems):
             rows.append(row)
-            write_results("ravdess_audio", PROTOCOL_TEXT, rows)
+            write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds), rows)
     for row in rows:
         print(f"{row['protocol']:>17}  {row['system']:<48} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}"
               f"  WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}")

@@ -4,7 +4,7 @@ Method A (ROI attention) on Whisper-base frames of RAVDESS speech (8 classes), b
 ``configs/ravdess/roi_attention.yaml``, under both protocols: ``ravdess-whisper-base``
 (utterance-level) and ``ravdess-whisper-base-adaptive`` (speaker-adaptive). For each, the
 6-fold cross-validation gives the figures on the model card, and a final model trained on
-all 24 actors (2 of them validating) is what ships.
+22 of the 24 actors (the other 2 validate, to choose the epoch) is what ships.
 
     EMOTRACE_DATA=../shared/data python scripts/train_default_model.py [--store DIR]
 
@@ -46,7 +46,7 @@ def main() -> None:
     for protocol, name in ((UTTERANCE_LEVEL, DEFAULT_MODEL), (SPEAKER_ADAPTIVE, DEFAULT_MODEL + ADAPTIVE_SUFFIX)):
         config = load_config(CONFIG, [f"protocol={protocol}", f"trainer.jobs={args.jobs}",
                                       f"store={os.path.expanduser(args.store)}"])
-        run_dir = args.runs / f"{config.name}-{protocol}"
+        run_dir = args.runs / f"{config.name}-{protocol}-seed{config.seed}"  # the benchmark's seed-0 run
         run_cv(config, run_dir, progress=False)
         summary = write_report(run_dir)
         model_dir = train_final(config, run_dir, progress=False)
@@ -64,7 +64,8 @@ def package(model_dir: Path, target: Path, name: str, summary: dict) -> None:
         "metrics": {key: round(summary[key], 2) for key in ("ua_mean", "ua_std", "wa_mean", "wa_std",
                                                             "macro_f1_mean", "macro_f1_std")}
         | {"folds": summary["folds"], "folds_protocol": summary["folds_protocol"], "protocol": summary["protocol"]},
-        "training_data": "RAVDESS speech, 1440 clips, 24 actors (final model: all actors)",
+        "training_data": "RAVDESS speech, 1440 clips, 24 actors (final model: 22 train, "
+                         f"{' and '.join(checkpoint.info['val_speakers'])} validate)",
         "data_licence": DATA_LICENCE,
         "encoder": "Whisper base encoder (faster-whisper-base weights, MIT), frozen",
         "trained": datetime.date.today().isoformat(),
@@ -100,8 +101,9 @@ actors per fold, 2 validation actors from the training side), protocol **{summar
 | {summary["ua_mean"]:.1f} ± {summary["ua_std"]:.1f} | {summary["wa_mean"]:.1f} ± {summary["wa_std"]:.1f} | {summary["macro_f1_mean"]:.1f} ± {summary["macro_f1_std"]:.1f} |
 
 Mean ± std over folds, percent. Per-class recall: {recalls}.
-The shipped weights are a final model trained on all 24 actors with the same recipe; its
-figures are those of the cross-validation above.
+The shipped weights are a final model trained with the same recipe on 22 of the 24 actors,
+the other two ({" and ".join(checkpoint.info["val_speakers"])}) choosing the epoch; its figures are
+those of the cross-validation above.
 
 ## Data and licence
 {DATA_LICENCE}. Encoder: Whisper base (OpenAI, MIT licence) in the faster-whisper

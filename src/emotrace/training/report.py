@@ -57,6 +57,8 @@ def training_options(config: ExperimentConfig) -> dict[str, Any]:
         "random crops (s)": config.data.crop_seconds,
         "time masking (share of frames)": config.data.time_mask,
         "label smoothing": model.get("label_smoothing", 0.0),
+        "input standardisation (training moments)": model.get("standardise_inputs", False),
+        "weight averaging (EMA decay)": config.optim.ema_decay,
     }
 
 
