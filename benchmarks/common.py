@@ -48,6 +48,9 @@ def write_results(name: str, protocol: str, rows: list[dict[str, Any]], **extra:
 
 def seed_average(per_fold_by_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per fold, the headline figures and per-class recalls averaged over seeds."""
+    folds = [sorted(seed) for seed in per_fold_by_seed]
+    if any(names != folds[0] for names in folds):
+        raise ValueError(f"the seeds' runs hold different folds: {folds}; finish every run first")
     return {
         fold: {
             **{name: float(np.mean([seed[fold][name] for seed in per_fold_by_seed])) for name in HEADLINE},

@@ -21,7 +21,14 @@ from emotrace.errors import InputError
 from emotrace.models.checkpoint import load_checkpoint
 from emotrace.training import cv as cv_module
 from emotrace.training.config import apply_overrides, config_from_dict, load_config
-from emotrace.training.data import BucketBatchSampler, collate, inverse_frequency_weights
+from emotrace.training.config import DataConfig
+from emotrace.training.data import (
+    BucketBatchSampler,
+    FeatureDataset,
+    ModalityInputs,
+    collate,
+    inverse_frequency_weights,
+)
 from emotrace.training.metrics import classification_metrics, summarise_folds
 from emotrace.training.module import EmotionModule
 
@@ -78,6 +85,8 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(path, ["protocol=speaker-normalised"])
     with pytest.raises(ValueError, match="not key=value"):
         apply_overrides({}, ["optim.lr"])
+    with pytest.raises(ValueError, match=r"ema_decay must lie in \(0, 1\)"):
+        load_config(path, ["optim.ema_decay=1.5"])
     assert config_from_dict(config.to_dict()).to_dict() == config.to_dict()
 
 
@@ -235,6 +244,18 @@ def test_every_shipped_config_loads_and_builds_its_model(path, monkeypatch):
     model_config(name, num_classes=4, input_dims=dims, num_layers_in=layers, **hparams)
 
 
+def test_time_masks_write_the_fill_value_so_standardised_masks_are_blank():
+    frames = np.full((2, 50, 3), 7.0, np.float32)
+    inputs = {"audio": ModalityInputs({"u": frames}, frame_rate=50.0, stacked=True)}
+    fill = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
+    config = DataConfig(time_mask=0.4, time_mask_spans=2)
+    masked = FeatureDataset(["u"], [0], inputs, config, augment=True, mask_fill={"audio": fill})[0]["audio"].numpy()
+    changed = (masked != 7.0).all(axis=(0, 2))
+    assert changed.any() and np.array_equal(masked[:, changed], np.repeat(fill[:, None], changed.sum(), axis=1))
+    zeroed = FeatureDataset(["u"], [0], inputs, config, augment=True)[0]["audio"].numpy()
+    assert (zeroed[:, (zeroed != 7.0).all(axis=(0, 2))] == 0.0).all()
+
+
 def test_standardised_inputs_use_the_training_folds_moments_and_travel_in_the_checkpoint(tone_corpus, tmp_path):
     model = dict(TINY_LSTM, standardise_inputs=True)
     path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
@@ -277,6 +298,9 @@ def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_pa
     other = load_config(first, [f"init_from={tmp_path / 'stage1'}", "model.lstm_hidden=4"])
     with pytest.raises(InputError, match="does not fit this model"):
         cv_module.run_cv(other, tmp_path / "stage4", progress=False)
+    pooled = load_config(first, [f"init_from={tmp_path / 'stage1'}", "inputs.audio.frame_pooling=2"])
+    with pytest.raises(InputError, match="was trained on labels .* and inputs"):
+        cv_module.run_cv(pooled, tmp_path / "stage5", progress=False)
 
 
 def test_weight_averaging_keeps_the_moving_average_of_the_weights(tone_corpus, tmp_path, monkeypatch):
@@ -317,7 +341,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_killing_cv_ends_its_fold_workers(tone_corpus, tmp_path):
     path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
                         folds=["fold1", "fold2"], optim={"max_epochs": 10_000, "patience": 10_000},

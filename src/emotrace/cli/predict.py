@@ -22,7 +22,7 @@ from rich.table import Table
 
 from emotrace.api import DEFAULT_MODEL, available_models, load_model, resolve_model
 from emotrace.atomic import write_text_atomically
-from emotrace.audio import TARGET_SR, load_audio, probe
+from emotrace.audio import TARGET_SR, load_audio
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, Moments
 from emotrace.inference.plots import plot_timeline, plot_utterance
@@ -279,7 +279,7 @@ def _predict_all(
                 progress.update(task, description=f"speaker {speaker}: predicting")
             for path, path_text in zip(group, group_texts):
                 try:
-                    result = _predict_file(predictor, path, path_text, moments, report)
+                    result = predictor.predict_file(path, path_text, speaker_moments=moments, report=report)
                 except InputError as error:
                     skip(error)
                 else:
@@ -303,20 +303,6 @@ def _speaker_moments(
         for error in quiet.skipped:
             skip(error)
         return None
-
-
-def _predict_file(
-    predictor: Predictor, path: Path, text: str | None, moments: dict[str, Moments] | None, report: BatchReport
-) -> Result:
-    """An utterance, or a long recording by speech segments (its bad segments go to ``report``)."""
-    if probe(path).duration <= predictor.max_duration:
-        return predictor.predict(path, text, speaker_moments=moments)
-    if text is not None and predictor.reads("text"):
-        raise InputError(
-            path, f"is over {predictor.max_duration:g} s, so it is predicted by speech segments, "
-            "which take no transcript; use --asr"
-        )
-    return predictor.predict_recording(path, speaker_moments=moments, report=report)
 
 
 def plot_result(

@@ -276,6 +276,25 @@ class Predictor:
             shares=dict(zip(self.labels, shares.tolist())),
         )
 
+    def predict_file(
+        self,
+        path: str | Path,
+        text: str | None = None,
+        *,
+        speaker_moments: SpeakerMoments | None = None,
+        report: BatchReport | None = None,
+    ) -> Prediction | RecordingPrediction:
+        """A file of any length: one utterance up to ``max_duration``, else a recording
+        predicted by speech segments (whose bad segments go to ``report``)."""
+        if probe(path).duration <= self.max_duration:
+            return self.predict(path, text, speaker_moments=speaker_moments)
+        if text is not None and self.reads("text"):
+            raise InputError(
+                path, f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "
+                "no transcript: leave the text out (with ASR on, each segment is transcribed)"
+            )
+        return self.predict_recording(path, speaker_moments=speaker_moments, report=report)
+
     def speaker_moments_for(
         self,
         paths: Sequence[str | Path],

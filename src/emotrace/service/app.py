@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotrace import __version__
 from emotrace.api import DEFAULT_MODEL, load_model
-from emotrace.audio import probe
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.normalization import UTTERANCE_LEVEL
 from emotrace.inference.plots import EMOTION_COLOURS
@@ -130,26 +129,13 @@ class _Service:
             with open(path, "wb") as copy:
                 shutil.copyfileobj(upload, copy)
             try:
+                report = BatchReport()
                 with self.lock:
-                    result, report = self._predict(path, text)
+                    result = self.predictor.predict_file(path, text, report=report)
             except InputError as error:
                 raise InputError(error.source.replace(str(path), name), error.problem) from None
         skipped = [InputError(e.source.replace(str(path), name), e.problem) for e in report.skipped]
         return predictions_document([_renamed(result, name)], BatchReport(skipped=skipped))
-
-    def _predict(self, path: Path, text: str | None) -> tuple[Prediction | RecordingPrediction, BatchReport]:
-        """An utterance, or a long recording by speech segments (bad segments go to the report)."""
-        predictor = self.predictor
-        report = BatchReport()
-        if probe(path).duration <= predictor.max_duration:
-            return predictor.predict(path, text), report
-        if text is not None and predictor.reads("text"):
-            raise InputError(
-                path,
-                f"is over {predictor.max_duration:g} s, so it is predicted by speech segments, which "
-                "take no transcript; send it without text",
-            )
-        return predictor.predict_recording(path, report=report), report
 
 
 def _renamed(result: Prediction | RecordingPrediction, source: str) -> Prediction | RecordingPrediction:

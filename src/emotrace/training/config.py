@@ -72,6 +72,10 @@ class OptimConfig:
     # weights, which matters when a few validation speakers pick the epoch.
     ema_decay: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), or be null for no averaging; got {self.ema_decay}")
+
 
 @dataclass
 class TrainerConfig:

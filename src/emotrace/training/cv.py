@@ -22,8 +22,7 @@ import json
 import os
 import resource
 import shutil
-import signal
-import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -145,10 +144,11 @@ def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionM
     return model_from_config(model_config(name, **hparams))
 
 
-def _dataset(experiment: Experiment, utterances, augment: bool = False) -> FeatureDataset:
+def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fill=None) -> FeatureDataset:
     labels = [experiment.corpus.label_set.index(u.label) for u in utterances]
     return FeatureDataset(
-        [u.id for u in utterances], labels, experiment.inputs, experiment.config.data, augment, experiment.config.seed
+        [u.id for u in utterances], labels, experiment.inputs, experiment.config.data, augment, experiment.config.seed,
+        mask_fill,
     )
 
 
@@ -163,16 +163,22 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     train_part, val_part, test_part = fold.split(experiment.corpus.utterances)
     if not train_part:
         raise ValueError(f"fold {fold.name} has no training utterances")
-    train, val = _dataset(experiment, train_part, augment=True), _dataset(experiment, val_part)
+    moments = None
+    if config.model.get("standardise_inputs"):
+        moments = training_moments(experiment.inputs, [u.id for u in train_part])
+    mask_fill = {modality: mean.numpy() for modality, (mean, _) in moments.items()} if moments else None
+    train = _dataset(experiment, train_part, augment=True, mask_fill=mask_fill)
+    val = _dataset(experiment, val_part)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(experiment, train.labels)
-    if model.config.standardise_inputs:
-        model.set_input_moments(training_moments(experiment.inputs, train.ids))
-    if config.init_from:
-        _initialise(model, Path(config.init_from), fold.name)
+    state_dir = fold_dir / "lightning"
+    last = state_dir / "last.ckpt"
+    if config.init_from and not last.exists():  # a resumed fold restores its own weights
+        _initialise(model, experiment, Path(config.init_from), fold.name)
+    if moments:
+        model.set_input_moments(moments)
     module = EmotionModule(model, config.optim, experiment.labels)
 
-    state_dir = fold_dir / "lightning"
     selection = ModelCheckpoint(dirpath=state_dir, filename="best", monitor="val_ua", mode="max",
                                 save_top_k=1, save_last=True) if val_part else ModelCheckpoint(dirpath=state_dir, save_last=True)
     callbacks: list[Any] = [selection]
@@ -199,7 +205,6 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         log_every_n_steps=10,
         deterministic=True,
     )
-    last = state_dir / "last.ckpt"
     data = FoldDataModule(train, val, config.data, config.seed)
     trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None, weights_only=True)
     if not trainer.is_global_zero:
@@ -242,16 +247,22 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     return result
 
 
-def _initialise(model: EmotionModel, run_dir: Path, fold_name: str) -> None:
+def _initialise(model: EmotionModel, experiment: Experiment, run_dir: Path, fold_name: str) -> None:
     """Start ``model`` from the weights of ``run_dir``'s model for the same fold (a staged
-    schedule's previous stage); its architecture must match, its stage or loss may not."""
-    source = run_dir / ("model" if fold_name == "all" else f"folds/{fold_name}/model")
+    schedule's previous stage): same architecture, labels and inputs; stage or loss may differ."""
+    final = fold_name == "all"
+    source = run_dir / ("model" if final else f"folds/{fold_name}/model")
     try:
-        previous = load_checkpoint(source).model
+        previous = load_checkpoint(source)
     except FileNotFoundError:
-        raise InputError(source, f"init_from has no model for fold {fold_name}: run that stage first") from None
+        command = "emotrace train" if final else "emotrace cv"
+        raise InputError(source, f"init_from has no model for fold {fold_name}: run `{command}` on that stage first") from None
+    inputs = dict(experiment.config.inputs)
+    if previous.labels != experiment.labels or previous.inputs != inputs:
+        raise InputError(source, f"was trained on labels {list(previous.labels)} and inputs {previous.inputs}; "
+                                 f"this run has {list(experiment.labels)} and {inputs}")
     try:
-        model.load_state_dict(previous.state_dict())
+        model.load_state_dict(previous.model.state_dict())
     except RuntimeError as error:
         first = str(error).strip().splitlines()[1:2] or [str(error)]
         raise InputError(source, f"does not fit this model ({first[0].strip()})") from None
@@ -323,7 +334,8 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
         extractors = [resolve_extractor(spec.features) for spec in config.inputs.values()]
         extract_corpus(corpus.utterances, extractors, config.store_root(), progress=progress, console=console)
         context = get_context("spawn")  # a fresh interpreter per worker: torch and fork do not mix
-        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context, initializer=_die_with_parent) as pool:
+        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context, initializer=_die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {fold.name: pool.submit(_fold_worker, config.to_dict(), str(run_dir), fold.name)
                        for fold in pending}
             for name, future in futures.items():
@@ -360,16 +372,18 @@ def _fold_worker(config: dict[str, Any], run_dir: str, fold_name: str) -> dict[s
     return train_fold(experiment, fold, Path(run_dir) / "folds" / fold_name, progress=False)
 
 
-def _die_with_parent() -> None:
-    """Fold workers end when the ``emotrace cv`` process that started them is killed (Linux),
-    instead of training on unseen; a rerun resumes their folds from the last epoch."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with_parent(parent: int | None = None) -> None:
+    """Fold workers end when the ``emotrace cv`` process that started them (``parent``, by
+    default this process's parent now) is killed, instead of training on unseen; a rerun
+    resumes their folds from the last epoch."""
+    parent = os.getppid() if parent is None else parent
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() == 1:  # the parent died before the signal was armed
-            os._exit(1)
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="emotrace-parent-watch", daemon=True).start()
 
 
 def _set_threads(config: ExperimentConfig) -> None:

@@ -108,11 +108,16 @@ class FeatureDataset(Dataset):
         config: DataConfig | None = None,
         augment: bool = False,
         seed: int = 0,
+        mask_fill: Mapping[str, np.ndarray] | None = None,
     ):
+        """``mask_fill``: per modality, the ``(layers, dims)`` value time masks write (default
+        zeros); the training mean when the model standardises its inputs, so that a masked
+        frame is a blank one after standardisation rather than an outlier."""
         self.ids, self.labels, self.inputs = list(ids), list(labels), inputs
         self.config = config or DataConfig()
         self.augment = augment
         self.generator = np.random.default_rng(seed)
+        self.mask_fill = dict(mask_fill or {})
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,12 +131,12 @@ class FeatureDataset(Dataset):
         for name, modality in self.inputs.items():
             frames = modality.frames[self.ids[index]]
             if self.augment and modality.frame_rate > 0:
-                frames = self._augmented(frames, modality.frame_rate)
+                frames = self._augmented(frames, modality.frame_rate, self.mask_fill.get(name))
             item[name] = torch.from_numpy(frames)
         return item
 
-    def _augmented(self, frames: np.ndarray, frame_rate: float) -> np.ndarray:
-        """A random crop, then random time masks (spans of zeros), on a copy."""
+    def _augmented(self, frames: np.ndarray, frame_rate: float, fill: np.ndarray | None) -> np.ndarray:
+        """A random crop, then random time masks (spans of ``fill``, else zeros), on a copy."""
         length = frames.shape[1]
         if self.config.crop_seconds:
             crop = max(1, round(self.config.crop_seconds * frame_rate))
@@ -145,7 +150,7 @@ class FeatureDataset(Dataset):
             for _ in range(self.config.time_mask_spans):
                 width = int(self.generator.integers(1, span + 1))
                 start = int(self.generator.integers(0, max(1, length - width + 1)))
-                frames[:, start : start + width] = 0.0
+                frames[:, start : start + width] = 0.0 if fill is None else fill[:, None, :]
         return frames
 
 
