@@ -15,15 +15,24 @@ def figure(row: dict, name: str) -> str:
 
 
 def accuracy_table(result: dict) -> list[str]:
-    lines = ["| system | protocol | UA | WA | macro-F1 | weighted-F1 | s / fold | peak MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| system | protocol | UA | WA | macro-F1 | weighted-F1 | UA by seed | s / fold | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         extra = f" (UA drop {row['ua_drop']:+.1f})" if "ua_drop" in row else ""
+        seeds = " / ".join(f"{ua:.1f}" for ua in row.get("ua_by_seed", [])) or "–"
         lines.append(
             f"| {row['system']}{extra} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
-            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {row.get('seconds_per_fold', '–')} | "
-            f"{row.get('peak_mb', '–')} |"
+            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {seeds} | "
+            f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
+    return lines
+
+
+def real_length_table(result: dict) -> list[str]:
+    lines = ["| system | UA | WA | extraction s | x real time |", "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['system']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
+                     f"{row['extraction_seconds']} | {row['speed']} |")
     return lines
 
 
@@ -41,7 +50,9 @@ def main() -> None:
         rows = result["rows"]
         print(f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n")
         print(f"{result['protocol']}\n")
-        if rows and "speed" in rows[0]:
+        if rows and "extraction_seconds" in rows[0]:
+            print("\n".join(real_length_table(result)))
+        elif rows and "speed" in rows[0]:
             print("\n".join(speed_table(result)))
         elif rows and "ua_mean" in rows[0]:
             print("\n".join(accuracy_table(result)))
