@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import wilcoxon
 
 from emotrace.atomic import write_json_atomically
 from emotrace.features.asr import available_cores
@@ -80,3 +81,21 @@ def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, 
     row["options"] = first["options"]
     row["runs"] = [str(run_dir) for run_dir in run_dirs]
     return {**row, **extra}
+
+
+def fold_ua(row: dict[str, Any]) -> dict[str, float]:
+    """A row's UA per fold, averaged over its seeds' runs."""
+    summaries = [json.loads((Path(run_dir) / "metrics.json").read_text()) for run_dir in row["runs"]]
+    return {fold: metrics["ua"] for fold, metrics in seed_average([s["per_fold"] for s in summaries]).items()}
+
+
+def comparison(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """How far ``row`` lies above ``reference`` in UA, fold by fold on the same folds, with the
+    two-sided Wilcoxon signed-rank p over folds: whether a gap stands out from fold noise."""
+    ours, theirs = fold_ua(row), fold_ua(reference)
+    if sorted(ours) != sorted(theirs):
+        raise ValueError(f"{row['system']} and {reference['system']} were run on different folds")
+    differences = [ours[fold] - theirs[fold] for fold in sorted(ours)]
+    p_value = float(wilcoxon(differences).pvalue) if any(differences) else 1.0
+    return {"against": reference["system"], "ua_difference": round(float(np.mean(differences)), 2),
+            "per_fold": [round(d, 2) for d in differences], "wilcoxon_p": round(p_value, 3)}

@@ -29,7 +29,7 @@ from emotrace.training.cv import evaluate_without, run_cv
 from emotrace.training.metrics import summarise_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import row_from_runs, seed_average, write_results  # noqa: E402
+from common import comparison, row_from_runs, seed_average, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
@@ -67,6 +67,19 @@ PARTS = {
     ),
 }
 
+# The targets as (system, reference) pairs: each row gets its UA gap to the reference, fold by fold.
+COMPARISONS = {
+    "control": [("method B: audio + fixed text", "method B: audio only (reference)"),
+                ("method C: audio + fixed text", "method A: audio only (reference for C)")],
+    "paired": [("method B: emotion queries", "audio only (method A)"),
+               ("method B: emotion queries", "text only (BiLSTM on MiniLM)"),
+               ("method C: contrastive regulariser", "audio only (method A)"),
+               ("method C: contrastive regulariser", "text only (BiLSTM on MiniLM)"),
+               ("method C: contrastive regulariser", "method C without its regulariser"),
+               ("concatenation baseline (mean-pooled codes)", "audio only (method A)")],
+    "meld": [],
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,7 +111,11 @@ def main() -> None:
             references = [AUDIO_RUNS / f"{run}-seed{seed}" for seed in range(args.seeds)]
             if all((reference / "metrics.json").exists() for reference in references):
                 rows.append(row_from_runs(system, references))
-        write_results(name, protocol_text, rows)
+    by_system = {row["system"]: row for row in rows}
+    for system, reference in COMPARISONS[args.part]:
+        if system in by_system and reference in by_system:
+            by_system[system].setdefault("comparisons", []).append(comparison(by_system[system], by_system[reference]))
+    write_results(name, protocol_text, rows)
     for row in rows:
         extra = f"  weighted-F1 {row['weighted_f1_mean']:.1f}" if "weighted_f1_mean" in row else ""
         print(f"{row['system']:<55} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}  "

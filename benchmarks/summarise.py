@@ -1,11 +1,18 @@
-"""Markdown tables of every results file, for the README: ``python benchmarks/summarise.py``."""
+"""Markdown tables of every results file: ``python benchmarks/summarise.py [--readme]``.
+
+With ``--readme`` the tables replace the README's block between the two ``results`` markers,
+so the README always shows what the committed results files hold.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parent.parent / "README.md"
+START, END = "<!-- results: start (benchmarks/summarise.py --readme) -->", "<!-- results: end -->"
 
 
 def figure(row: dict, name: str) -> str:
@@ -28,6 +35,16 @@ def accuracy_table(result: dict) -> list[str]:
     return lines
 
 
+def comparison_table(result: dict) -> list[str]:
+    lines = ["| system | against | UA difference | per fold | Wilcoxon p |", "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        for c in row.get("comparisons", []):
+            per_fold = " / ".join(f"{d:+.1f}" for d in c["per_fold"])
+            lines.append(f"| {row['system']} | {c['against']} | {c['ua_difference']:+.1f} | {per_fold} | "
+                         f"{c['wilcoxon_p']} |")
+    return lines if len(lines) > 2 else []
+
+
 def real_length_table(result: dict) -> list[str]:
     lines = ["| system | UA | WA | extraction s | x real time |", "|---|---|---|---|---|"]
     for row in result["rows"]:
@@ -44,22 +61,37 @@ def speed_table(result: dict) -> list[str]:
     return lines
 
 
-def main() -> None:
+def tables() -> str:
+    out = []
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         rows = result["rows"]
-        print(f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n")
-        print(f"{result['protocol']}\n")
+        out.append(f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n")
+        out.append(f"{result['protocol']}\n")
         if rows and "extraction_seconds" in rows[0]:
-            print("\n".join(real_length_table(result)))
+            out.extend(real_length_table(result))
         elif rows and "speed" in rows[0]:
-            print("\n".join(speed_table(result)))
+            out.extend(speed_table(result))
         elif rows and "ua_mean" in rows[0]:
-            print("\n".join(accuracy_table(result)))
+            out.extend(accuracy_table(result))
+            if comparisons := comparison_table(result):
+                out.extend(["", *comparisons])
         else:  # ASR
-            print("| system | WER % | sentences exact % | RTF |\n|---|---|---|---|")
-            print("\n".join(f"| {r['system']} | {r['wer']} | {r['sentence_accuracy']} | {r['rtf']} |" for r in rows))
-        print()
+            out.append("| system | WER % | sentences exact % | RTF |\n|---|---|---|---|")
+            out.extend(f"| {r['system']} | {r['wer']} | {r['sentence_accuracy']} | {r['rtf']} |" for r in rows)
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    if "--readme" not in sys.argv[1:]:
+        print(tables())
+        return
+    text = README.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"{README}: the results markers are missing")
+    head, rest = text.split(START, 1)
+    README.write_text(f"{head}{START}\n\n{tables()}\n{END}{rest.split(END, 1)[1]}")
 
 
 if __name__ == "__main__":
