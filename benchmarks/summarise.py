@@ -54,10 +54,13 @@ def real_length_table(result: dict) -> list[str]:
 
 
 def speed_table(result: dict) -> list[str]:
-    lines = ["| system | x real time | seconds | peak MB |", "|---|---|---|---|"]
+    rerun = "rerun_seconds" in result["rows"][0]
+    lines = ["| system | x real time | seconds | peak MB |" + (" rerun: s, computed |" if rerun else ""),
+             "|---|---|---|---|" + ("---|" if rerun else "")]
     for row in result["rows"]:
         speedup = f" ({row['emotrace_speedup']}x slower than emotrace)" if "emotrace_speedup" in row else ""
-        lines.append(f"| {row['system']}{speedup} | {row['speed']} | {row['seconds']} | {row['peak_mb']} |")
+        again = f" {row['rerun_seconds']}, {row['rerun_computed']} |" if rerun else ""
+        lines.append(f"| {row['system']}{speedup} | {row['speed']} | {row['seconds']} | {row['peak_mb']} |{again}")
     return lines
 
 
