@@ -115,6 +115,18 @@ def test_stages_train_the_parts_of_their_step():
     }
 
 
+def test_the_unimodal_stage_predicts_with_the_heads_ensemble():
+    """Its concatenation classifier is untrained, so validation must read the heads."""
+    model = make_model(stage="unimodal").eval()
+    inputs, _ = separable_batch(seed=0)
+    output = model(**inputs)
+    ensemble = (output.audio_logits.softmax(-1) + output.text_logits.softmax(-1)) / 2
+    torch.testing.assert_close(output.logits.softmax(-1), ensemble)
+    model.config.stage = "fused"
+    fused = model(**inputs)
+    assert not torch.allclose(fused.logits.softmax(-1), ensemble)
+
+
 def test_regularised_loss_adds_alpha_times_the_regulariser():
     model = make_model(alpha=0.3).eval()
     inputs, labels = separable_batch(seed=0)

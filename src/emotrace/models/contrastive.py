@@ -23,7 +23,9 @@ fine-tuning with the regulariser. ``config.stage`` picks the loss of each stage
 (``"unimodal"``: the audio head's plus the text head's cross-entropy; ``"fused"``: the
 concatenation classifier's; ``"regularised"``: that plus alpha times the regulariser);
 training moves through them by setting ``model.config.stage``. The forward pass always
-returns all three sets of logits.
+returns all three sets of logits; at the unimodal stage, whose concatenation classifier is
+not trained yet, ``logits`` is the two heads' ensemble (the log of their mean probability),
+so validation picks the unimodal stage's epoch by what that stage trains.
 
 Encoders. The authors: a 4-block CNN on 128x128 log-spectrogram crops giving a 512-d code
 (``audio_encoder="cnn"``: each block 3x3 conv, batch norm, ReLU, 2x2 max pool, with
@@ -49,6 +51,7 @@ speaker-independent protocol this project uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -213,10 +216,16 @@ class ContrastiveFusion(EmotionModel):
         audio_code = self.audio_encoder(*streams["audio"])
         text_code = self.text_encoder(*streams["text"])
         audio, text = self.dropout(audio_code), self.dropout(text_code)
+        audio_logits, text_logits = self.audio_head(audio), self.text_head(text)
+        if self.config.stage == "unimodal":  # the concatenation is untrained: the heads' ensemble speaks
+            heads = torch.stack([audio_logits.log_softmax(-1), text_logits.log_softmax(-1)])
+            logits = heads.logsumexp(0) - math.log(2)
+        else:
+            logits = self.classifier(torch.cat([audio, text], dim=-1))
         return ContrastiveOutput(
-            logits=self.classifier(torch.cat([audio, text], dim=-1)),
-            audio_logits=self.audio_head(audio),
-            text_logits=self.text_head(text),
+            logits=logits,
+            audio_logits=audio_logits,
+            text_logits=text_logits,
             audio_code=audio_code,
             text_code=text_code,
         )
