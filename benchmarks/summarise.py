@@ -18,6 +18,8 @@ START, END = "<!-- results: start (benchmarks/summarise.py --readme) -->", "<!--
 def figure(row: dict, name: str) -> str:
     if f"{name}_mean" not in row:
         return "–"
+    if row.get("folds") == 1:  # one split: no spread over folds to show
+        return f"{row[f'{name}_mean']:.1f}"
     return f"{row[f'{name}_mean']:.1f} ± {row[f'{name}_std']:.1f}"
 
 
