@@ -50,6 +50,22 @@ def test_opensmile_sets(name: str, dims: int, rate: float, fixture_clips: list[P
     assert np.isfinite(features.data).all()
 
 
+def test_opensmile_batches_in_threads_equal_one_input_at_a_time(fixture_clips: list[Path]) -> None:
+    import torch
+
+    waveforms = [load_audio(clip) for clip in fixture_clips] * 2
+    extractor = get_extractor("egemaps")
+    alone = [extractor.extract([waveform])[0].data for waveform in waveforms]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        batch = [features.data for features in extractor.extract(waveforms)]
+    finally:
+        torch.set_num_threads(threads)
+    for one, together in zip(alone, batch):
+        np.testing.assert_array_equal(one, together)
+
+
 def test_opensmile_refuses_what_it_cannot_measure() -> None:
     with pytest.raises(InputError, match="too short for egemaps"):
         get_extractor("egemaps").extract([np.full(800, 0.1, np.float32)])

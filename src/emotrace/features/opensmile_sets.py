@@ -5,12 +5,16 @@ frame ``i`` starts at ``i`` x 10 ms, with 20-60 ms analysis windows, so it has a
 frames fewer than ``samples / 160``). ``egemaps-functionals``: the 88 eGeMAPSv02
 functionals of the whole input, one frame. ``compare``: the 6373 ComParE_2016 functionals,
 one frame. openSMILE is under a research (non-commercial) licence.
+
+Each input gets its own openSMILE engine, and an engine runs outside the GIL, so a batch is
+spread over as many threads as torch's intra-op setting (``emotrace extract --threads``).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -59,11 +63,16 @@ class OpenSmileExtractor(Extractor):
         )
 
     def extract(self, inputs: Sequence[np.ndarray] | Sequence[str]) -> list[Features]:
+        import torch
+
+        waveforms = checked_waveforms(inputs)
+        smile = self._smile
+        with warnings.catch_warnings(), ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+            warnings.simplefilter("ignore", UserWarning)  # "segment too short": an InputError below
+            outputs = list(pool.map(lambda waveform: smile.process_signal(waveform, SAMPLE_RATE), waveforms))
         results = []
-        for position, waveform in enumerate(checked_waveforms(inputs)):
-            with warnings.catch_warnings():  # "segment too short": reported below as an InputError
-                warnings.simplefilter("ignore", UserWarning)
-                values = self._smile.process_signal(waveform, SAMPLE_RATE).to_numpy(dtype=np.float32)
+        for position, (waveform, output) in enumerate(zip(waveforms, outputs)):
+            values = output.to_numpy(dtype=np.float32)
             # openSMILE fills what it cannot compute (an input under ~60 ms) with NaN
             if values.shape[0] == 0 or np.isnan(values).any():
                 raise InputError(f"input {position}", f"{len(waveform)} samples is too short for {self.name}")
