@@ -17,6 +17,7 @@ from emotrace.features.asr import available_cores
 from emotrace.training.metrics import HEADLINE, summarise_folds
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
@@ -62,6 +63,12 @@ def seed_average(per_fold_by_seed: list[dict[str, dict[str, Any]]]) -> dict[str,
     }
 
 
+def repo_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside, so results files hold no machine paths."""
+    path = path.resolve()
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+
+
 def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, Any]:
     """A results row from finished ``emotrace cv`` runs of one config that differ only in
     their seed: each fold's figures are averaged over the seeds, then summarised over folds
@@ -79,13 +86,13 @@ def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, 
     row["seconds_per_fold"] = round(float(np.mean([s["seconds_per_fold"] for s in summaries])), 1)
     row["peak_mb"] = round(max(s["peak_mb"] for s in summaries))
     row["options"] = first["options"]
-    row["runs"] = [str(run_dir) for run_dir in run_dirs]
+    row["runs"] = [repo_path(run_dir) for run_dir in run_dirs]
     return {**row, **extra}
 
 
 def fold_ua(row: dict[str, Any]) -> dict[str, float]:
     """A row's UA per fold, averaged over its seeds' runs."""
-    summaries = [json.loads((Path(run_dir) / "metrics.json").read_text()) for run_dir in row["runs"]]
+    summaries = [json.loads((REPO / run_dir / "metrics.json").read_text()) for run_dir in row["runs"]]
     return {fold: metrics["ua"] for fold, metrics in seed_average([s["per_fold"] for s in summaries]).items()}
 
 
