@@ -29,9 +29,8 @@ from emotrace.training.cv import evaluate_without, run_cv
 from emotrace.training.metrics import summarise_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import comparison, row_from_runs, seed_average, write_results  # noqa: E402
+from common import REPO, comparison, row_from_runs, seed_average, write_results  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
 
 PARTS = {

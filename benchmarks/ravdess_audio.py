@@ -32,9 +32,8 @@ from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import row_from_runs, write_results
+from common import REPO, row_from_runs, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 TRAINED = {
     "method A: ROI attention": "configs/ravdess/roi_attention.yaml",
     "LSTM baseline, last state": "configs/ravdess/lstm_last.yaml",
