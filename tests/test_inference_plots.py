@@ -44,7 +44,7 @@ def utterance(audio: np.ndarray) -> dict:
         "predicted": "angry",
         "probability": 0.64,
         "segments": [(segment.start, segment.end) for segment in segments],
-        "title": "03-01-05-01-01-01-20.flac",
+        "title": "03-01-05-02-01-01-01.flac",
     }
 
 
