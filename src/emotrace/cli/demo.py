@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from emotrace.corpora.ravdess import read_ravdess
 from emotrace.errors import BatchReport
@@ -31,7 +31,7 @@ def demo(
     utterances = read_ravdess(SAMPLES, BatchReport())
     with console.status(f"loading {DEFAULT_MODEL}"):
         predictor = load_model()
-    table = Table("clip", "portrayed", "predicted", "probabilities (top 3)", "regions of interest (s)",
+    table = Table(Column("clip", overflow="fold"), "portrayed", "predicted", "probabilities (top 3)", "regions of interest (s)",
                   title=f"{DEFAULT_MODEL}, protocol: utterance-level")
     plot.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
