@@ -31,8 +31,8 @@ def demo(
     utterances = read_ravdess(SAMPLES, BatchReport())
     with console.status(f"loading {DEFAULT_MODEL}"):
         predictor = load_model()
-    table = Table(Column("clip", overflow="fold"), "portrayed", "predicted", "probabilities (top 3)", "regions of interest (s)",
-                  title=f"{DEFAULT_MODEL}, protocol: utterance-level")
+    table = Table(Column("clip", overflow="fold"), "portrayed", "predicted", "probabilities (top 3)",
+                  "regions of interest (s)", title=f"{DEFAULT_MODEL}, protocol: utterance-level")
     plot.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
     with console.status("predicting"):
