@@ -13,11 +13,8 @@ import soxr
 
 from emotrace.audio import TARGET_SR, load_audio
 from emotrace.errors import InputError
-from emotrace.inference.segmentation import (
-    SpeechSegment,
-    segment_audio,
-    speech_segments,
-)
+from emotrace.inference.segmentation import segment_audio, speech_segments
+from emotrace.spans import Span
 
 SILENCES = (1.5, 2.0, 3.0, 1.0)  # seconds before the first clip, between clips, after the last
 TOLERANCE = 0.3  # seconds between a segment boundary and where its clip's speech lies
@@ -123,4 +120,4 @@ def test_options_are_checked(recording_file):
 
 
 def test_segment_duration():
-    assert SpeechSegment(1.5, 4.0).duration == 2.5
+    assert Span(1.5, 4.0).duration == 2.5

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from emotrace import api
-from emotrace.api import available_models, load_model, resolve_model
+from emotrace.api import available_models, load_model, predict_files, resolve_model
 from emotrace.audio import TARGET_SR, load_audio
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.base import Features
@@ -22,6 +22,7 @@ from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.features.registry import get_extractor
 from emotrace.features.transforms import InputSpec, model_frames, select_layers
 from emotrace.inference import predictor as predictor_module
+from emotrace.inference.batch import predict_batch
 from emotrace.inference.predictor import (
     Prediction,
     Predictor,
@@ -227,7 +228,8 @@ def test_speaker_adaptation_uses_the_adaptive_model_and_says_so(models, fixture_
     expected = training_probabilities(predictor.checkpoints[SPEAKER_ADAPTIVE], frames[0], moments["audio"])
     np.testing.assert_allclose([adapted.probabilities[label] for label in LABELS], expected, atol=1e-6)
 
-    predictions = predictor.predict_speaker(fixture_clips)
+    one_speaker = {clip: "anna" for clip in fixture_clips}
+    predictions = predict_files(fixture_clips, predictor, adapt_speaker=True, speakers=one_speaker).results
     assert [p.protocol for p in predictions] == [SPEAKER_ADAPTIVE] * 3
     assert predictions[0].probabilities == pytest.approx(adapted.probabilities)
 
@@ -247,12 +249,18 @@ def test_a_bad_recording_of_a_speaker_is_reported_once(models, fixture_clips, tm
     broken = tmp_path / "broken.flac"
     broken.write_bytes(b"fLaC but no more")
     predictor = load_model(models / "roi-adaptive")
+    one_speaker = {path.resolve(): "anna" for path in [*fixture_clips, broken]}
     report = BatchReport()
-    predictions = predictor.predict_speaker([*fixture_clips[:2], broken], report=report)
-    assert len(predictions) == 2 and report.done == 2
+    batch = predict_batch(
+        predictor, [*fixture_clips[:2], broken], adapt_speaker=True, speakers=one_speaker, report=report
+    )
+    assert len(batch.results) == 2 and report.done == 2
     assert [error.source for error in report.skipped] == [str(broken)]
     with pytest.raises(InputError, match="broken.flac"):
-        predictor.predict_speaker([fixture_clips[0], broken])
+        predict_batch(
+            predictor, [fixture_clips[0], broken], adapt_speaker=True, speakers=one_speaker,
+            report=BatchReport(strict=True),
+        )
 
 
 def test_query_fusion_reads_text_when_there_is_some(models, fixture_clips):

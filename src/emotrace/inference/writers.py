@@ -1,0 +1,136 @@
+"""Predictions out: the JSON document, CSV, a table for people, and a PNG per result.
+
+The JSON document is one format for every interface: ``emotrace predict --format json``
+writes it, :func:`emotrace.api.predict_files` gives it, the HTTP service answers with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from emotrace.audio import TARGET_SR
+from emotrace.errors import BatchReport
+from emotrace.inference.plots import plot_timeline, plot_utterance
+from emotrace.inference.predictions import Prediction, RecordingPrediction, Result, utterances
+
+TABLE_WIDTH = 160  # characters of a table written to a file
+
+
+class OutputFormat(str, Enum):
+    json = "json"
+    csv = "csv"
+    table = "table"
+
+
+def predictions_document(results: Sequence[Result], report: BatchReport) -> dict[str, Any]:
+    """The JSON document of a batch of predictions and what it skipped."""
+    return {"predictions": [result.to_dict() for result in results], "skipped": report.to_dict()["skipped"]}
+
+
+def render(
+    results: Sequence[Result], report: BatchReport, labels: Sequence[str], output_format: OutputFormat
+) -> str:
+    """The predictions as JSON, CSV (one row per utterance and per recording's speech
+    segment), or a plain-text table."""
+    if output_format == OutputFormat.json:
+        return json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False) + "\n"
+    if output_format == OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["source", "start", "end", "protocol", "label", *labels, "regions", "transcript"])
+        for p in utterances(results):
+            regions = ";".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
+            writer.writerow([
+                p.source, f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
+                *(f"{p.probabilities[label]:.5f}" for label in labels), regions, p.transcript or "",
+            ])
+        return buffer.getvalue()
+    buffer = io.StringIO()
+    Console(file=buffer, width=TABLE_WIDTH, no_color=True).print(predictions_table(results))
+    return buffer.getvalue()
+
+
+def predictions_table(results: Sequence[Result]) -> Table:
+    """A row per utterance and speech segment: time, label, runner-up, regions of
+    interest (and transcripts, when any); each recording's shares in the caption."""
+    predictions = utterances(results)
+    protocols = ", ".join(sorted({p.protocol for p in predictions}))
+    table = Table(title=f"{protocols} protocol")
+    table.add_column("file", overflow="fold")
+    for column in ("time (s)", "label", "runner-up", "regions of interest (s)"):
+        table.add_column(column)
+    with_text = any(p.transcript for p in predictions)
+    if with_text:
+        table.add_column("transcript")
+    for p in predictions:
+        ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
+        regions = ", ".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
+        row = [
+            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} {p.probabilities[p.label]:.0%}",
+            f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}", regions,
+        ]
+        table.add_row(*row, *([escape(p.transcript or "")] if with_text else []))
+    captions = []
+    for r in results:
+        if isinstance(r, RecordingPrediction):
+            top = sorted(r.shares, key=r.shares.__getitem__, reverse=True)[:3]
+            shares = ", ".join(f"{label} {r.shares[label]:.0%}" for label in top)
+            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}")
+    table.caption = "\n".join(captions) or None
+    return table
+
+
+def write_plot(
+    result: Result,
+    path: Path,
+    folder: Path,
+    labels: tuple[str, ...],
+    names: set[str],
+    waveform: np.ndarray | None,
+) -> Path | None:
+    """A timeline PNG for a recording, an attention-and-dynamics PNG for an utterance
+    (drawn over ``waveform``, the audio its prediction decoded); None for an utterance
+    whose model gives no frame-level dynamics. Files are named after ``path``, numbered
+    past the ``names`` already taken (which this adds to)."""
+    if isinstance(result, Prediction) and result.frame_posteriors is None:
+        return None
+    name, number = path.stem, 1
+    while name in names:
+        number += 1
+        name = f"{path.stem}-{number}"
+    names.add(name)
+    if isinstance(result, RecordingPrediction):
+        return plot_timeline(
+            folder / f"{name}.timeline.png",
+            segments=[(p.start, p.end) for p in result.timeline],
+            probabilities=np.array([[p.probabilities[label] for label in labels] for p in result.timeline]),
+            labels=labels,
+            duration=result.duration,
+            title=Path(result.source).name,
+        )
+    if waveform is None:
+        raise ValueError(f"plotting the utterance {result.source} needs the waveform it was predicted from")
+    return plot_utterance(
+        folder / f"{name}.png",
+        waveform=waveform,
+        sample_rate=TARGET_SR,
+        attention=result.attention,
+        frame_rate=result.frame_rate,
+        frame_posteriors=result.frame_posteriors,
+        labels=labels,
+        predicted=result.label,
+        probability=result.probabilities[result.label],
+        segments=[(span.start, span.end) for span in result.segments],
+        title=Path(result.source).name,
+    )
