@@ -107,10 +107,10 @@ class _ProgressBar(BatchProgress):
 
     def __init__(self, bar: Progress):
         self.bar = bar
-        self.task: TaskID | None = None
+        self.task: TaskID = bar.add_task("finding files", total=None)
 
     def start(self, total: int) -> None:
-        self.task = self.bar.add_task("predicting", total=total)
+        self.bar.update(self.task, description="predicting", total=total)
 
     def stage(self, description: str) -> None:
         self.bar.update(self.task, description=description)
