@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from emotrace.corpora import load_corpus
-from emotrace.features.normalization import PROTOCOLS
 from emotrace.features.pipeline import resolve_extractor
 from emotrace.features.store import FeatureStore
+from emotrace.protocols import PROTOCOLS
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
 

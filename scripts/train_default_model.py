@@ -22,8 +22,8 @@ from pathlib import Path
 
 from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, PRETRAINED
 from emotrace.atomic import write_text_atomically
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.models.checkpoint import load_checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv, train_final
 from emotrace.training.report import write_report

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from emotrace import api
 from emotrace.cli import app
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

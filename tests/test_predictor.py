@@ -18,19 +18,18 @@ from emotrace.api import available_models, load_model, resolve_model
 from emotrace.audio import TARGET_SR, load_audio
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.base import Features
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.features.registry import get_extractor
 from emotrace.features.transforms import InputSpec, model_frames, select_layers
 from emotrace.inference import predictor as predictor_module
 from emotrace.inference.predictor import (
     Prediction,
     Predictor,
-    ProtocolError,
     RecordingPrediction,
 )
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
 from emotrace.models.checkpoint import Checkpoint, load_checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError
 from emotrace.training.data import collate
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -24,7 +24,7 @@ from emotrace.api import DEFAULT_MODEL, available_models, load_model, resolve_mo
 from emotrace.atomic import write_text_atomically
 from emotrace.audio import TARGET_SR, load_audio
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, Moments
+from emotrace.features.normalization import Moments
 from emotrace.inference.plots import plot_timeline, plot_utterance
 from emotrace.inference.predictor import (
     Prediction,
@@ -32,6 +32,7 @@ from emotrace.inference.predictor import (
     RecordingPrediction,
     predictions_document,
 )
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 models_app = typer.Typer(help="Packaged pretrained models.", no_args_is_help=True)
 

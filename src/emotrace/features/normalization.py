@@ -17,10 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UTTERANCE_LEVEL = "utterance-level"
-SPEAKER_ADAPTIVE = "speaker-adaptive"
-PROTOCOLS = (UTTERANCE_LEVEL, SPEAKER_ADAPTIVE)
-
 #: floor on the standard deviation, so constant dimensions do not blow up
 MIN_STD = 1e-5
 
@@ -76,12 +72,6 @@ def speaker_moments(features: Iterable[tuple[str, np.ndarray]]) -> dict[str, Mom
     for speaker, data in features:
         accumulators.setdefault(speaker, MomentAccumulator()).add(data)
     return {speaker: accumulator.moments() for speaker, accumulator in accumulators.items()}
-
-
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return protocol
 
 
 def normalise_by_speaker(

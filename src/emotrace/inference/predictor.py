@@ -25,17 +25,11 @@ import numpy as np
 import torch
 
 from emotrace.audio import TARGET_SR, load_audio, probe
-from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import checked_waveforms
-from emotrace.features.normalization import (
-    SPEAKER_ADAPTIVE,
-    UTTERANCE_LEVEL,
-    MomentAccumulator,
-    Moments,
-    check_protocol,
-)
+from emotrace.features.normalization import MomentAccumulator, Moments
 from emotrace.features.registry import get_extractor, spec_for_layers
 from emotrace.features.transforms import frame_rate, model_frames, select_layers
 from emotrace.inference.segmentation import (
@@ -47,6 +41,7 @@ from emotrace.models.checkpoint import Checkpoint
 from emotrace.models.outputs import ModelOutput, QueryFusionOutput, ROIOutput
 from emotrace.models.query_fusion import QueryFusion
 from emotrace.models.roi_attention import roi_segments
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
 
 #: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
 MAX_UTTERANCE_SECONDS = 30.0
@@ -54,10 +49,6 @@ ARRAY_SOURCE = "<array>"
 
 #: a speaker's feature moments for each modality a speaker-adaptive model reads
 SpeakerMoments = Mapping[str, Moments]
-
-
-class ProtocolError(EmotraceError, ValueError):
-    """A model cannot run under the protocol asked for (e.g. speaker-adaptive without moments)."""
 
 
 @dataclass(frozen=True)
