@@ -25,10 +25,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from emotrace.audio import SAMPLE_RATE
 from emotrace.corpora import load_corpus
 from emotrace.features.pipeline import extract_corpus
 from emotrace.features.store import FeatureStore
-from emotrace.features.whisper import SAMPLE_RATE, WhisperEncoderExtractor
+from emotrace.features.whisper import WhisperEncoderExtractor
 from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.training.classic import run_classic
 

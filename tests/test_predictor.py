@@ -15,7 +15,7 @@ import torch
 
 from emotrace import api
 from emotrace.api import available_models, load_model, resolve_model
-from emotrace.audio import TARGET_SR, load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.base import Features
 from emotrace.features.registry import get_extractor
@@ -81,15 +81,15 @@ def long_recording(clips: list[Path], path: Path) -> list[tuple[float, float]]:
     audios = [load_audio(clip) for clip in clips] * REPEATS
     gaps = [GAPS[0]] + [GAPS[1 + i % 2] for i in range(len(audios) - 1)] + [GAPS[-1]]
     for gap, audio in zip(gaps, audios):
-        pieces += [np.zeros(round(gap * TARGET_SR), np.float32), audio]
+        pieces += [np.zeros(round(gap * SAMPLE_RATE), np.float32), audio]
         position += gap
         start, end = speech_span(audio)
         placed.append((position + start, position + end))
-        position += len(audio) / TARGET_SR
-    pieces.append(np.zeros(round(gaps[-1] * TARGET_SR), np.float32))
+        position += len(audio) / SAMPLE_RATE
+    pieces.append(np.zeros(round(gaps[-1] * SAMPLE_RATE), np.float32))
     audio = np.concatenate(pieces)
     audio += 1e-4 * np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32)
-    sf.write(path, audio, TARGET_SR)
+    sf.write(path, audio, SAMPLE_RATE)
     return placed
 
 
@@ -204,9 +204,9 @@ def test_bad_and_long_inputs_are_one_line_errors(roi, tmp_path, write_tone):
     with pytest.raises(InputError, match=r"long\.wav: is 31\.0 s long.*predict_recording"):
         roi.predict(write_tone("long.wav", seconds=31.0))
     with pytest.raises(InputError, match=r"<array>: is 31\.0 s long"):
-        roi.predict(np.full(31 * TARGET_SR, 0.1, np.float32))
+        roi.predict(np.full(31 * SAMPLE_RATE, 0.1, np.float32))
     with pytest.raises(InputError, match="<array>: expected a mono waveform"):
-        roi.predict(np.zeros((2, TARGET_SR), np.float32))
+        roi.predict(np.zeros((2, SAMPLE_RATE), np.float32))
 
 
 def test_speaker_adaptation_uses_the_adaptive_model_and_says_so(models, fixture_clips):

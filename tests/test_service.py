@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from emotrace.api import DEFAULT_MODEL, available_models
-from emotrace.audio import TARGET_SR, load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.cli import app as cli
 from emotrace.cli.serve import DEFAULT_MAX_UPLOAD_MB
 from emotrace.features.transforms import InputSpec
@@ -66,7 +66,7 @@ def upload(client: TestClient, path: Path, text: str | None = None):
 def write_opus(path: Path, waveform: np.ndarray, container: str) -> Path:
     """Opus at 48 kHz as a browser's MediaRecorder writes it; webm as a live stream, with no
     duration in its header (what Chrome and Firefox produce)."""
-    samples = soxr.resample(waveform, TARGET_SR, OPUS_RATE).astype(np.float32)
+    samples = soxr.resample(waveform, SAMPLE_RATE, OPUS_RATE).astype(np.float32)
     options = {"live": "1"} if container == "webm" else {}
     with av.open(str(path), "w", format=container, options=options) as output:
         stream = output.add_stream("libopus", rate=OPUS_RATE)
@@ -138,7 +138,7 @@ def test_a_browser_recording_in_opus_is_read(client, fixture_clips, tmp_path, co
     (prediction,) = response.json()["predictions"]
     assert prediction["source"] == recording.name
     check_utterance(prediction, LABELS, prediction["duration"])
-    assert prediction["duration"] == pytest.approx(len(waveform) / TARGET_SR, abs=0.05)
+    assert prediction["duration"] == pytest.approx(len(waveform) / SAMPLE_RATE, abs=0.05)
 
 
 def test_text_reaches_a_model_that_reads_it(text_model, fixture_clips, tmp_path):
@@ -156,7 +156,7 @@ def test_text_reaches_a_model_that_reads_it(text_model, fixture_clips, tmp_path)
         assert read["probabilities"] != unread["probabilities"]
 
         long = tmp_path / "long.wav"
-        sf.write(long, np.tile(load_audio(clip), 11), TARGET_SR)  # about 35 s
+        sf.write(long, np.tile(load_audio(clip), 11), SAMPLE_RATE)  # about 35 s
         refused = upload(client, long, "Kids are talking by the door")
         assert refused.status_code == 422
         error = refused.json()["error"]
@@ -171,15 +171,15 @@ def test_text_sent_to_an_audio_model_is_accepted_and_not_used(client, fixture_cl
 
 
 def test_a_long_upload_gets_a_timeline_of_speech_segments(client, fixture_clips, tmp_path):
-    silence = np.zeros(round(1.5 * TARGET_SR), np.float32)
+    silence = np.zeros(round(1.5 * SAMPLE_RATE), np.float32)
     pieces = [silence]
     for clip in fixture_clips * 3:
         pieces += [load_audio(clip), silence]
     audio = np.concatenate(pieces)
     audio += 1e-4 * np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32)
     path = tmp_path / "interview.flac"
-    sf.write(path, audio, TARGET_SR)
-    duration = len(audio) / TARGET_SR
+    sf.write(path, audio, SAMPLE_RATE)
+    duration = len(audio) / SAMPLE_RATE
     assert duration > 30
 
     response = upload(client, path)
@@ -199,7 +199,7 @@ def test_a_long_upload_gets_a_timeline_of_speech_segments(client, fixture_clips,
 def test_bad_uploads_get_a_one_line_4xx_naming_the_file_and_problem(client, write_tone):
     short = write_tone("short.wav", seconds=0.05)
     silent = short.with_name("silent.wav")
-    sf.write(silent, np.zeros(TARGET_SR, np.float32), TARGET_SR)
+    sf.write(silent, np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
     cases = [
         ("empty.wav", b"", "empty"),
         ("notes.wav", b"These are my notes, not audio.\n" * 20, "is not an audio file"),

@@ -28,9 +28,11 @@ from emotrace.errors import BatchReport, InputError
 if TYPE_CHECKING:  # at run time this would run corpora/__init__, which imports this module
     from emotrace.corpora.records import Utterance
 
-TARGET_SR: int = 16000
+#: Hz; every waveform inside emotrace (extractors, segmentation, prediction) is at this rate
+SAMPLE_RATE: int = 16000
 MIN_DURATION: float = 0.1  # seconds; shorter clips give an encoder too few frames to read
-MAX_UTTERANCE_DURATION: float = 600.0  # default limit for loading one utterance whole
+#: seconds; the longest audio :func:`load_audio` reads whole by default (longer: stream_audio)
+MAX_LOAD_SECONDS: float = 600.0
 
 _READ_FRAMES = 65536  # native frames per soundfile read: bounds memory whatever the length
 # Corpus annotations (IEMOCAP-style segment times) may overrun the end of their
@@ -67,8 +69,8 @@ def load_audio(
     path: str | Path,
     start: float | None = None,
     end: float | None = None,
-    sr: int = TARGET_SR,
-    max_duration: float | None = MAX_UTTERANCE_DURATION,
+    sr: int = SAMPLE_RATE,
+    max_duration: float | None = MAX_LOAD_SECONDS,
 ) -> np.ndarray:
     """One utterance (or its ``start``..``end`` segment, seconds) as 1-D float32 mono at ``sr``.
 
@@ -91,7 +93,7 @@ def load_audio(
 
 
 def stream_audio(
-    path: str | Path, block_seconds: float = 30.0, sr: int = TARGET_SR
+    path: str | Path, block_seconds: float = 30.0, sr: int = SAMPLE_RATE
 ) -> Iterator[tuple[float, np.ndarray]]:
     """(start time in seconds, mono float32 block at ``sr``) over a whole file of any length.
 
@@ -108,8 +110,8 @@ def stream_audio(
 def load_batch(
     utterances: Iterable[Utterance],
     report: BatchReport,
-    sr: int = TARGET_SR,
-    max_duration: float | None = MAX_UTTERANCE_DURATION,
+    sr: int = SAMPLE_RATE,
+    max_duration: float | None = MAX_LOAD_SECONDS,
 ) -> Iterator[tuple[Utterance, np.ndarray]]:
     """Each loadable utterance with its audio; each bad one goes to ``report`` and is skipped.
 

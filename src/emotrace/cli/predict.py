@@ -22,7 +22,7 @@ from rich.table import Table
 
 from emotrace.api import DEFAULT_MODEL, available_models, load_model, resolve_model
 from emotrace.atomic import write_text_atomically
-from emotrace.audio import TARGET_SR, load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.features.normalization import Moments
 from emotrace.inference.plots import plot_timeline, plot_utterance
@@ -328,7 +328,7 @@ def plot_result(
         plot_utterance(
             folder / f"{name}.png",
             waveform=load_audio(path, max_duration=None),
-            sample_rate=TARGET_SR,
+            sample_rate=SAMPLE_RATE,
             attention=result.attention,
             frame_rate=result.frame_rate,
             frame_posteriors=result.frame_posteriors,

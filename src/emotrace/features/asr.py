@@ -20,8 +20,6 @@ import numpy as np
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-SAMPLE_RATE = 16000
-
 
 class Word(NamedTuple):
     """One recognised word; times in seconds from the start of the transcribed waveform."""

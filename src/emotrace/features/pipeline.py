@@ -28,10 +28,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from emotrace.audio import load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.corpora.records import Utterance
 from emotrace.errors import BatchReport, InputError
-from emotrace.features.asr import SAMPLE_RATE, WhisperASR
+from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
 from emotrace.features.store import Entry, FeatureStore, TranscriptStore, audio_key, text_key
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emotrace.audio import TARGET_SR, load_audio, probe
+from emotrace.audio import SAMPLE_RATE, load_audio, probe
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
@@ -217,7 +217,7 @@ class Predictor:
                 (waveform,) = checked_waveforms([audio])
             except InputError as error:
                 raise InputError(source, error.problem) from None
-            self._check_length(source, len(waveform) / TARGET_SR)
+            self._check_length(source, len(waveform) / SAMPLE_RATE)
         else:
             info = probe(audio)
             source = info.path
@@ -463,7 +463,7 @@ class Predictor:
         return Prediction(
             source=source,
             start=start,
-            duration=len(waveform) / TARGET_SR,
+            duration=len(waveform) / SAMPLE_RATE,
             label=self.labels[label_index],
             probabilities=dict(zip(self.labels, probabilities.tolist())),
             protocol=checkpoint.protocol,
