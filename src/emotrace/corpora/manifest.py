@@ -20,13 +20,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 # A module import, not ``from emotrace.audio import probe``: emotrace.audio imports
 # emotrace.corpora.records, which runs this package's __init__, which imports this module.
 import emotrace.audio as audio
+from emotrace.atomic import write_text_atomically
 from emotrace.corpora.folds import Folds, speaker_kfold
 from emotrace.corpora.reader import Reader
 from emotrace.corpora.records import Utterance
@@ -98,7 +98,6 @@ def write_manifest(utterances: Iterable[Utterance], path: str | Path, report: Ba
             report.skip(error)
             continue
         report.done += 1
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO(newline="")
     if suffix == ".jsonl":
         buffer.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -106,7 +105,7 @@ def write_manifest(utterances: Iterable[Utterance], path: str | Path, report: Ba
         writer = csv.DictWriter(buffer, FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    _write_atomically(path, buffer.getvalue())
+    write_text_atomically(path, buffer.getvalue())
     return len(rows)
 
 
@@ -242,20 +241,6 @@ def _portable(path: str | None, folder: Path) -> str | None:
         if absolute.is_relative_to(folder)
         else str(absolute)
     )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``path``."""
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def manifest_folds(root: Path, utterances: Sequence[Utterance], seed: int) -> Folds:

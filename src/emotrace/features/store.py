@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -49,6 +48,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from emotrace.atomic import TEMP_PREFIX, atomic_path, fsync_dir, publish, temp_file, write_json_atomically
 from emotrace.features.asr import Transcript
 from emotrace.features.base import Features
 
@@ -57,7 +57,6 @@ META_FILE = "meta.json"
 FEATURES_FILE = "features.h5"
 SHARDS_DIR = "shards"
 TRANSCRIPTS_FILE = "transcripts.jsonl"
-TEMP_PREFIX = ".tmp-"
 _HASH_CHUNK = 1 << 20
 
 
@@ -94,34 +93,6 @@ def _flock(path: Path, *, shared: bool) -> Iterator[None]:
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield  # closing the file releases the lock
-
-
-def _fsync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _publish(temp: Path, final: Path) -> None:
-    """Make a fully written temp file visible under its final name, durably."""
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, final)
-    _fsync_dir(final.parent)
-
-
-def _temp_path(directory: Path, suffix: str) -> Path:
-    descriptor, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
-    os.close(descriptor)
-    return Path(name)
-
-
-def _write_json_atomically(path: Path, value: Any) -> None:
-    temp = _temp_path(path.parent, ".json")
-    temp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    _publish(temp, path)
 
 
 def _safe_name(name: str) -> str:
@@ -165,7 +136,7 @@ def _open_folder(root: Path, meta: StoreMeta) -> tuple[Path, StoreMeta]:
     directory.mkdir(parents=True, exist_ok=True)
     meta_path = directory / META_FILE
     if not meta_path.exists():
-        _write_json_atomically(meta_path, meta.to_dict())
+        write_json_atomically(meta_path, meta.to_dict(), sort_keys=True)
     found = _read_meta(directory)
     if found != meta:
         raise ValueError(f"{directory} holds {found}, not {meta} (config hash collision)")
@@ -453,12 +424,12 @@ class FeatureStore:
         layers, dims = (known.layers, known.dims) if known else (first.layers, first.data.shape[2])
         total_frames = sum(entry.features.data.shape[1] for entry in entries)
         with _flock(self._lock_path, shared=True):  # writers share; compaction excludes them
-            temp = _temp_path(self._shards, ".h5")
+            temp = temp_file(self._shards, suffix=".h5")
             try:
                 _write_entries(temp, entries, len(entries), total_frames, layers, dims)
                 # named by publication time: later shards override earlier ones
                 shard = self._shards / f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
-                _publish(temp, shard)
+                publish(temp, shard)
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -486,22 +457,21 @@ class FeatureStore:
                 latest = {utt_id: (indexed, row) for indexed in files for row, utt_id in enumerate(indexed.ids)}
                 ids = sorted(latest)
                 reference = next((indexed for indexed in files if indexed.ids), files[0])
-                temp = _temp_path(self.directory, ".h5")
-                _write_entries(
-                    temp,
-                    (latest[utt_id][0].entry(latest[utt_id][1]) for utt_id in ids),
-                    count=len(ids),
-                    total_frames=sum(int(indexed.lengths[row]) for indexed, row in latest.values()),
-                    layers=reference.layers,
-                    dims=reference.dims,
-                )
-                _publish(temp, self.directory / FEATURES_FILE)
+                with atomic_path(self.directory / FEATURES_FILE, suffix=".h5") as temp:
+                    _write_entries(
+                        temp,
+                        (latest[utt_id][0].entry(latest[utt_id][1]) for utt_id in ids),
+                        count=len(ids),
+                        total_frames=sum(int(indexed.lengths[row]) for indexed, row in latest.values()),
+                        layers=reference.layers,
+                        dims=reference.dims,
+                    )
             finally:
                 for indexed in files:
                     indexed.handle.close()
             for shard in shards:  # oldest first: a crash here leaves only newer shards, still correct
                 shard.unlink()
-            _fsync_dir(self._shards)
+            fsync_dir(self._shards)
         self.refresh()
         return True
 
