@@ -15,7 +15,7 @@ from emotrace.corpora.records import Utterance
 from emotrace.features.asr import WhisperASR, word_error_rate
 from emotrace.features.base import Extractor, Features
 from emotrace.features.pipeline import extract_corpus
-from emotrace.features.store import TranscriptStore
+from emotrace.features.transcripts import TranscriptStore
 
 DATA = Path(os.environ.get("EMOTRACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}

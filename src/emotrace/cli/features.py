@@ -14,8 +14,7 @@ from rich.table import Table
 from emotrace.corpora import load_corpus
 from emotrace.errors import BatchReport, EmotraceError
 from emotrace.features.asr import WhisperASR
-from emotrace.features.pipeline import extract_corpus
-from emotrace.features.store import open_stores
+from emotrace.features.pipeline import extract_corpus, open_stores
 
 app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 
