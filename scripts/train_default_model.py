@@ -22,7 +22,7 @@ from pathlib import Path
 
 from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, PRETRAINED
 from emotrace.atomic import write_text_atomically
-from emotrace.models.checkpoint import load_checkpoint
+from emotrace.checkpoint import load_checkpoint
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv, train_final

@@ -14,7 +14,8 @@ from test_models import CASES, make_model
 from emotrace.inference import export
 from emotrace.inference.export import ExportError, export_onnx
 from emotrace.models import MODELS, ROIOutput
-from emotrace.models.checkpoint import Checkpoint, InputSpec, load_checkpoint
+from emotrace.checkpoint import Checkpoint, load_checkpoint
+from emotrace.features.transforms import InputSpec
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

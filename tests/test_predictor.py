@@ -28,7 +28,7 @@ from emotrace.inference.predictor import (
 )
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
-from emotrace.models.checkpoint import Checkpoint, load_checkpoint
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError
 from emotrace.training.data import collate
 

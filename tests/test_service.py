@@ -27,7 +27,7 @@ from emotrace.features.transforms import InputSpec
 from emotrace.inference.plots import EMOTION_COLOURS
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
-from emotrace.models.checkpoint import Checkpoint
+from emotrace.checkpoint import Checkpoint
 from emotrace.service import DEFAULT_MAX_UPLOAD_BYTES, create_app
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

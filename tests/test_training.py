@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from emotrace.cli import app
 from emotrace.errors import InputError
-from emotrace.models.checkpoint import load_checkpoint
+from emotrace.checkpoint import load_checkpoint
 from emotrace.training import cv as cv_module
 from emotrace.training.config import apply_overrides, config_from_dict, load_config
 from emotrace.training.config import DataConfig

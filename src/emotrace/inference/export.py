@@ -47,7 +47,7 @@ from torch.onnx import symbolic_helper
 from emotrace.atomic import atomic_path, write_json_atomically
 from emotrace.errors import EmotraceError
 from emotrace.models.base import EmotionModel, ModelConfig
-from emotrace.models.checkpoint import Checkpoint, load_checkpoint
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.models.outputs import ModelOutput
 from emotrace.models.registry import model_config_to_dict
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from emotrace.audio import SAMPLE_RATE, load_audio, probe
+from emotrace.checkpoint import Checkpoint
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
@@ -37,7 +38,6 @@ from emotrace.inference.segmentation import (
     segment_audio,
     speech_segments,
 )
-from emotrace.models.checkpoint import Checkpoint
 from emotrace.models.outputs import ModelOutput, QueryFusionOutput, ROIOutput
 from emotrace.models.query_fusion import QueryFusion
 from emotrace.models.roi_attention import roi_segments

@@ -45,7 +45,7 @@ from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
-from emotrace.models.checkpoint import Checkpoint, load_checkpoint
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
 from emotrace.training.data import (
     FeatureDataset,

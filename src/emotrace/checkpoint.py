@@ -12,6 +12,9 @@ trained on, so that training, evaluation, prediction and export agree by constru
 
 Weights are safetensors, so loading never unpickles anything. A save writes a hidden
 temporary folder and renames it into place, so a crash never leaves half a checkpoint.
+
+A layer of its own, above models and features: it ties a model to the features it reads
+(:class:`~emotrace.features.transforms.InputSpec`), so models need know nothing of features.
 """
 
 from __future__ import annotations
