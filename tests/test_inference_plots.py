@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from emotrace.audio import SAMPLE_RATE, load_audio
-from emotrace.inference.plots import EMOTION_COLOURS, plot_timeline, plot_utterance
-from emotrace.labels import EMOTIONS, RAVDESS_8
+from emotrace.inference.plots import plot_timeline, plot_utterance
+from emotrace.labels import EMOTION_COLOURS, EMOTIONS, RAVDESS_8
 from emotrace.models import roi_segments
 
 LABELS = RAVDESS_8.classes

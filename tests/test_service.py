@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -24,10 +25,9 @@ from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.cli import app as cli
 from emotrace.cli.serve import DEFAULT_MAX_UPLOAD_MB
 from emotrace.features.transforms import InputSpec
-from emotrace.inference.plots import EMOTION_COLOURS
-from emotrace.labels import RAVDESS_8
-from emotrace.models import build_model
 from emotrace.checkpoint import Checkpoint
+from emotrace.labels import EMOTION_COLOURS, RAVDESS_8
+from emotrace.models import build_model
 from emotrace.service import DEFAULT_MAX_UPLOAD_BYTES, create_app
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -110,6 +110,13 @@ def test_health_names_the_model_its_labels_and_protocol(client):
     assert body["protocol"] == "utterance-level" and body["reads_text"] is False
     assert body["colours"] == {label: EMOTION_COLOURS[label] for label in packaged.labels}
     assert body["max_upload_bytes"] == DEFAULT_MAX_UPLOAD_BYTES == round(DEFAULT_MAX_UPLOAD_MB * 1e6)
+
+
+def test_the_service_does_not_load_matplotlib():
+    """Its emotion colours come from emotrace.labels, so a server never imports the plotting stack."""
+    check = "import sys, emotrace.service.app; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_a_shipped_clip_gets_the_json_the_cli_gives(client, fixture_clips, tmp_path):

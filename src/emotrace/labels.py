@@ -29,6 +29,28 @@ EMOTIONS: tuple[str, ...] = (
     "other",
 )
 
+#: A colour for every name in :data:`EMOTIONS`, the same in every figure and on the service's
+#: page (kept here, not with the plots, so the service need not import matplotlib). Mostly the
+#: Okabe-Ito and Paul Tol "muted" palettes, which stay distinguishable with colour-vision
+#: deficiencies, assigned so that the usual associations hold: angry red, sad blue, happy
+#: orange, neutral grey.
+EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
+    {
+        "neutral": "#8C8C8C",  # grey
+        "calm": "#44AA99",  # teal
+        "happy": "#E69F00",  # orange
+        "excited": "#DDCC77",  # sand
+        "sad": "#0072B2",  # blue
+        "angry": "#D55E00",  # vermilion
+        "frustrated": "#882255",  # wine
+        "fearful": "#7E57C2",  # purple
+        "disgusted": "#999933",  # olive
+        "surprised": "#CC79A7",  # pink
+        "contempt": "#332288",  # indigo
+        "bored": "#88CCEE",  # light blue
+        "other": "#3B3B3B",  # dark grey
+    }
+)
 #: Common spellings found in corpora and user files, mapped to canonical names.
 ALIASES: Mapping[str, str] = MappingProxyType(
     {
