@@ -17,7 +17,6 @@ from emotrace.audio import (
     MAX_LOAD_SECONDS,
     SAMPLE_RATE,
     load_audio,
-    load_batch,
     probe,
     stream_audio,
 )
@@ -198,45 +197,69 @@ def test_good_inputs_come_out_16k_mono_float32_with_right_length_and_pitch(good_
             assert dominant_frequency(audio, SAMPLE_RATE) == pytest.approx(440, abs=3), utterance.id
 
 
-def test_batch_skips_and_reports_every_bad_input_and_yields_every_good_one(
+def load_each(utterances: list[Utterance], report: BatchReport) -> dict[str, np.ndarray]:
+    """What a batch does with load_audio: each bad item goes to ``report`` and the batch goes on."""
+    loaded = {}
+    for utterance in utterances:
+        try:
+            loaded[utterance.id] = load_audio(utterance.audio, utterance.start, utterance.end)
+        except InputError as error:
+            report.skip(error)
+            continue
+        report.done += 1
+    return loaded
+
+
+def test_a_batch_skips_and_reports_every_bad_input_and_loads_every_good_one(
     bad_inputs, good_inputs
 ) -> None:
-    text_only = Utterance(id="text-only", audio=None, label="joy", speaker="s")
+    """Errors and successes interleaved: no bad file stops the batch or leaks into the next one."""
     good = {utterance.id: (seconds, slack) for utterance, seconds, slack in good_inputs}
-    bad = [utterance for utterance, _ in bad_inputs] + [text_only]
+    bad = [utterance for utterance, _ in bad_inputs]
     interleaved = zip_longest(bad, [utterance for utterance, _, _ in good_inputs])
+    mixed = [utterance for utterance in chain.from_iterable(interleaved) if utterance is not None]
     report = BatchReport()
 
-    mixed = [utterance for utterance in chain.from_iterable(interleaved) if utterance is not None]
-    loaded = {utterance.id: audio for utterance, audio in load_batch(mixed, report)}
+    loaded = load_each(mixed, report)
 
     assert sorted(loaded) == sorted(good)
     for name, audio in loaded.items():
         seconds, slack = good[name]
         assert abs(len(audio) - seconds * SAMPLE_RATE) <= slack * SAMPLE_RATE + 1, name
     assert report.done == len(good)
-    assert len(report.skipped) == len(bad_inputs) + 1
-    messages = {error.source.split(" (")[0]: str(error) for error in report.skipped}
-    for utterance, words in bad_inputs:
-        assert messages[utterance.id].startswith(f"{utterance.id} (")
-        assert_names_file_and_problem(messages[utterance.id], utterance, words)
-    assert messages["text-only"] == "text-only: has no audio file"
+    assert len(report.skipped) == len(bad_inputs)
+    for (utterance, words), error in zip(bad_inputs, report.skipped):  # bad ones keep their order
+        assert_names_file_and_problem(error, utterance, words)
     summary = report.summary()
-    assert summary.startswith(f"{len(good)} done, {len(bad_inputs) + 1} skipped")
-    assert all(utterance.id in summary for utterance, _ in bad_inputs)
+    assert summary.startswith(f"{len(good)} done, {len(bad_inputs)} skipped")
+    assert all(utterance.audio in summary for utterance, _ in bad_inputs)
 
 
-def test_strict_batch_raises_at_the_first_bad_item(bad_inputs, good_inputs) -> None:
+def test_a_strict_batch_raises_at_the_first_bad_item(bad_inputs, good_inputs) -> None:
     first_good, second_good = good_inputs[0][0], good_inputs[1][0]
     first_bad, second_bad = bad_inputs[5][0], bad_inputs[0][0]
     report = BatchReport(strict=True)
-    yielded = []
     with pytest.raises(InputError) as caught:
-        for utterance, _ in load_batch([first_good, first_bad, second_bad, second_good], report):
-            yielded.append(utterance.id)
-    assert yielded == [first_good.id]
-    assert str(caught.value).startswith(f"{first_bad.id} ({first_bad.audio}): has no audio track")
-    assert report.done == 1
+        load_each([first_good, first_bad, second_bad, second_good], report)
+    assert str(caught.value).startswith(f"{first_bad.audio}: has no audio track")
+    assert report.done == 1 and report.skipped == []
+
+
+def test_bad_files_fail_when_streamed_too(bad_inputs) -> None:
+    """stream_audio reads the same files: what is wrong with the file itself (not a segment or
+    length limit, which streaming does not have) is an InputError naming it, when called or
+    while iterating."""
+    file_problems = ("empty", "truncated", "corrupt", "not an audio file", "no audio track", "NaN or", "not found")
+    checked = 0
+    for utterance, words in bad_inputs:
+        if utterance.start is not None or not any(word.startswith(file_problems) for word in words):
+            continue
+        with pytest.raises(InputError) as caught:
+            for _ in stream_audio(utterance.audio):
+                pass
+        assert_names_file_and_problem(caught.value, utterance, words)
+        checked += 1
+    assert checked == 9
 
 
 def test_downmix_is_the_mean_over_channels(tmp_path: Path, sine) -> None:
@@ -411,13 +434,16 @@ def test_shipped_ravdess_clips_load_unchanged(fixture_clips: list[Path]) -> None
         np.testing.assert_array_equal(load_audio(path), expected)
 
 
-def test_real_ravdess_clips_load_in_a_batch(shared_data: Path) -> None:
+def test_real_ravdess_clips_load_whole_and_streamed(shared_data: Path) -> None:
     paths = sorted((shared_data / "ravdess").glob("Actor_0[12]/*.flac"))[::20]
     utterances = [
         Utterance(id=path.stem, audio=str(path), label=None, speaker=path.parent.name)
         for path in paths
     ]
     report = BatchReport(strict=True)
-    lengths = {utterance.id: len(audio) for utterance, audio in load_batch(utterances, report)}
+    loaded = load_each(utterances, report)
     assert report.done == len(paths) == 6
-    assert lengths == {path.stem: sf.info(path).frames for path in paths}
+    assert {name: len(audio) for name, audio in loaded.items()} == {path.stem: sf.info(path).frames for path in paths}
+    for path in paths:
+        streamed = np.concatenate([block for _, block in stream_audio(path, block_seconds=1.0)])
+        np.testing.assert_array_equal(streamed, loaded[path.stem])

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 import soundfile as sf
 import soxr
 
-from emotrace.errors import BatchReport, InputError
-
-if TYPE_CHECKING:  # at run time this would run corpora/__init__, which imports this module
-    from emotrace.corpora.records import Utterance
+from emotrace.errors import InputError
 
 #: Hz; every waveform inside emotrace (extractors, segmentation, prediction) is at this rate
 SAMPLE_RATE: int = 16000
@@ -105,30 +101,6 @@ def stream_audio(
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
     info, decoder = _inspect(path)
     return _rebuffered(_mono_resampled(info, decoder, 0.0, None, sr), round(block_seconds * sr), sr)
-
-
-def load_batch(
-    utterances: Iterable[Utterance],
-    report: BatchReport,
-    sr: int = SAMPLE_RATE,
-    max_duration: float | None = MAX_LOAD_SECONDS,
-) -> Iterator[tuple[Utterance, np.ndarray]]:
-    """Each loadable utterance with its audio; each bad one goes to ``report`` and is skipped.
-
-    A skipped item's message names the utterance id and its file; with
-    ``report.strict`` the first bad item raises instead.
-    """
-    for utterance in utterances:
-        if utterance.audio is None:
-            report.skip(InputError(utterance.id, "has no audio file"))
-            continue
-        try:
-            audio = load_audio(utterance.audio, utterance.start, utterance.end, sr, max_duration)
-        except InputError as error:
-            report.skip(InputError(f"{utterance.id} ({error.source})", error.problem))
-            continue
-        report.done += 1
-        yield utterance, audio
 
 
 def _inspect(path: str | Path) -> tuple[AudioInfo, _Decoder]:

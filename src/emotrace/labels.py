@@ -141,13 +141,6 @@ LABEL_SETS: Mapping[str, LabelSet] = MappingProxyType(
 )
 
 
-def get_label_set(name: str) -> LabelSet:
-    try:
-        return LABEL_SETS[name]
-    except KeyError:
-        raise KeyError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
-
-
 def open_label_set(classes: list[str] | tuple[str, ...], name: str = "custom") -> LabelSet:
     """A label set of exactly ``classes`` in canonical order (for manifests)."""
     canon = {canonical(c) for c in classes}

@@ -23,10 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-# A module import, not ``from emotrace.audio import probe``: emotrace.audio imports
-# emotrace.corpora.records, which runs this package's __init__, which imports this module.
-import emotrace.audio as audio
 from emotrace.atomic import write_text_atomically
+from emotrace.audio import probe
 from emotrace.corpora.folds import Folds, speaker_kfold
 from emotrace.corpora.reader import Reader
 from emotrace.corpora.records import Utterance
@@ -206,7 +204,7 @@ def _existing(listed: str | None, folder: Path, source: str) -> str | None:
 def _row(utterance: Utterance, folder: Path) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(FIELDS)
     if utterance.audio is not None:
-        info = audio.probe(utterance.audio)
+        info = probe(utterance.audio)
         length = (utterance.end or info.duration) - (utterance.start or 0.0)
         row.update(
             sample_rate=info.sample_rate,
