@@ -34,7 +34,7 @@ from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.training.classic import run_classic
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
 LAYERS = (2, 3, 4, 5)
 PROBE_LAYERS = {"layers 2-5 (mean of their pooled statistics)": None, "layer 4": [4]}

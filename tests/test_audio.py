@@ -371,7 +371,7 @@ def test_stream_blocks_join_into_what_load_audio_returns(tmp_path: Path, write_t
 
 
 def test_stream_audio_checks_the_file_when_called(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="missing.wav: file not found"):
+    with pytest.raises(InputError, match=r"missing\.wav: file not found"):
         stream_audio(tmp_path / "missing.wav")
 
 

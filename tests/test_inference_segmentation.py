@@ -111,7 +111,7 @@ def test_silence_has_no_segments(tmp_path):
 def test_non_audio_file_names_the_file(tmp_path):
     path = tmp_path / "notes.wav"
     path.write_bytes(b"these are not samples\n" * 50)
-    with pytest.raises(InputError, match="notes.wav"):
+    with pytest.raises(InputError, match=r"notes\.wav"):
         speech_segments(path)
 
 

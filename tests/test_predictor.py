@@ -16,6 +16,7 @@ import torch
 from emotrace import api
 from emotrace.api import available_models, load_model, resolve_model
 from emotrace.audio import SAMPLE_RATE, load_audio
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.base import Features
 from emotrace.features.registry import get_extractor
@@ -28,7 +29,6 @@ from emotrace.inference.predictor import (
 )
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
-from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError
 from emotrace.training.data import collate
 
@@ -199,7 +199,7 @@ def test_extractors_are_built_once(models, monkeypatch, fixture_clips):
 def test_bad_and_long_inputs_are_one_line_errors(roi, tmp_path, write_tone):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really audio")
-    with pytest.raises(InputError, match="broken.wav"):
+    with pytest.raises(InputError, match=r"broken\.wav"):
         roi.predict(broken)
     with pytest.raises(InputError, match=r"long\.wav: is 31\.0 s long.*predict_recording"):
         roi.predict(write_tone("long.wav", seconds=31.0))
@@ -250,7 +250,7 @@ def test_a_bad_recording_of_a_speaker_is_reported_once(models, fixture_clips, tm
     predictions = predictor.predict_speaker([*fixture_clips[:2], broken], report=report)
     assert len(predictions) == 2 and report.done == 2
     assert [error.source for error in report.skipped] == [str(broken)]
-    with pytest.raises(InputError, match="broken.flac"):
+    with pytest.raises(InputError, match=r"broken\.flac"):
         predictor.predict_speaker([fixture_clips[0], broken])
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -22,10 +23,10 @@ from typer.testing import CliRunner
 
 from emotrace.api import DEFAULT_MODEL, available_models
 from emotrace.audio import SAMPLE_RATE, load_audio
+from emotrace.checkpoint import Checkpoint
 from emotrace.cli import app as cli
 from emotrace.cli.serve import DEFAULT_MAX_UPLOAD_MB
 from emotrace.features.transforms import InputSpec
-from emotrace.checkpoint import Checkpoint
 from emotrace.labels import EMOTION_COLOURS, RAVDESS_8
 from emotrace.models import build_model
 from emotrace.service import DEFAULT_MAX_UPLOAD_BYTES, create_app
@@ -197,7 +198,7 @@ def test_a_long_upload_gets_a_timeline_of_speech_segments(client, fixture_clips,
     assert recording["label"] == max(recording["shares"], key=recording["shares"].get)
     timeline = recording["timeline"]
     assert len(timeline) == 3 * len(fixture_clips)
-    assert all(a["end"] <= b["start"] for a, b in zip(timeline, timeline[1:]))
+    assert all(a["end"] <= b["start"] for a, b in pairwise(timeline))
     for segment in timeline:
         assert segment["source"] == path.name and 0 <= segment["start"] < segment["end"] <= duration
         check_utterance(segment, LABELS, segment["duration"])

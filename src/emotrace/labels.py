@@ -8,9 +8,9 @@ every label set in the literature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 #: Every emotion name emotrace knows, in a fixed order (used for colours and sorting).
 EMOTIONS: tuple[str, ...] = (

@@ -20,8 +20,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from emotrace.atomic import write_text_atomically
 from emotrace.audio import probe

@@ -157,7 +157,7 @@ class _IndexedFile:
     dims: int
 
     @classmethod
-    def open(cls, path: Path) -> "_IndexedFile":
+    def open(cls, path: Path) -> _IndexedFile:
         handle = h5py.File(path, "r")
         return cls(
             handle=handle,
@@ -193,7 +193,7 @@ class _IndexedFile:
     def meta(self, row: int) -> dict[str, Any]:
         return json.loads(self.handle["meta"].asstr()[row])
 
-    def entry(self, row: int) -> "Entry":
+    def entry(self, row: int) -> Entry:
         return Entry(self.ids[row], self.keys[row], self.read(row), self.meta(row))
 
 
@@ -284,12 +284,12 @@ class FeatureStore:
 
     @classmethod
     def open(cls, root: str | Path, extractor_name: str, config: Mapping[str, Any],
-             version: int = 1) -> "FeatureStore":
+             version: int = 1) -> FeatureStore:
         """The store of this extractor configuration under ``root``, created if missing."""
         return cls(*open_store_folder(Path(root), StoreMeta("features", extractor_name, version, dict(config))))
 
     @classmethod
-    def at(cls, directory: str | Path) -> "FeatureStore":
+    def at(cls, directory: str | Path) -> FeatureStore:
         """An existing store folder."""
         meta = read_store_meta(Path(directory))
         if meta.kind != "features":
@@ -323,7 +323,7 @@ class FeatureStore:
             indexed.handle.close()
         self._files, self._index = [], {}
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

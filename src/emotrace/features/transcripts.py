@@ -38,12 +38,12 @@ class TranscriptStore:
         self.refresh()
 
     @classmethod
-    def open(cls, root: str | Path, config: Mapping[str, Any], version: int = 1) -> "TranscriptStore":
+    def open(cls, root: str | Path, config: Mapping[str, Any], version: int = 1) -> TranscriptStore:
         """The transcript store of this ASR configuration under ``root``, created if missing."""
         return cls(*open_store_folder(Path(root), StoreMeta("transcripts", "asr", version, dict(config))))
 
     @classmethod
-    def at(cls, directory: str | Path) -> "TranscriptStore":
+    def at(cls, directory: str | Path) -> TranscriptStore:
         meta = read_store_meta(Path(directory))
         if meta.kind != "transcripts":
             raise ValueError(f"{directory} is a {meta.kind} store, not a transcript store")
@@ -80,12 +80,11 @@ class TranscriptStore:
             json.dumps({"id": utt_id, "key": key, **transcript.to_dict()}, ensure_ascii=False).encode() + b"\n"
             for utt_id, key, transcript in entries
         )
-        with file_lock(self._lock_path, shared=False):
-            with open(self._path, "ab+") as handle:
-                handle.truncate(_end_of_last_line(handle))  # drop a killed writer's partial line
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with file_lock(self._lock_path, shared=False), open(self._path, "ab+") as handle:
+            handle.truncate(_end_of_last_line(handle))  # drop a killed writer's partial line
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
         self._records.update((utt_id, (key, transcript)) for utt_id, key, transcript in entries)
 
     def info(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ never sees half an image. Every emotion keeps one colour
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np

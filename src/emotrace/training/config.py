@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from emotrace.atomic import write_text_atomically
-from emotrace.protocols import UTTERANCE_LEVEL, check_protocol
 from emotrace.features.transforms import InputSpec
+from emotrace.protocols import UTTERANCE_LEVEL, check_protocol
 
 #: where feature stores live unless a config or ``EMOTRACE_STORE`` says otherwise
 DEFAULT_STORE = "~/.cache/emotrace/features"
