@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_predictor import LABELS, save_fusion, save_roi
 from typer.testing import CliRunner
 
 from emotrace import audio
 from emotrace.api import load_model, predict_files
+from emotrace.checkpoint import Checkpoint
 from emotrace.cli import app
 from emotrace.errors import InputError
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.features.transforms import InputSpec
 from emotrace.inference.batch import BatchProgress
-from emotrace.inference.predictor import ProtocolError
 from emotrace.models import build_model
-from emotrace.models.checkpoint import Checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError
+from test_predictor import LABELS, save_fusion, save_roi
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -100,7 +99,9 @@ def test_api_batch_adapts_to_each_speaker(models, speakers, fixture_clips):
     assert len(batch.results) == 3 and {r.protocol for r in batch.results} == {SPEAKER_ADAPTIVE}
     assert [Path(e.source).name for e in batch.report.skipped] == ["corrupt.wav"]
     stages = [value for kind, value in progress.events if kind == "stage"]
-    assert stages == ["speaker anna: moments", "speaker anna: predicting", "speaker ben: moments", "speaker ben: predicting"]
+    assert stages == [
+        "speaker anna: moments", "speaker anna: predicting", "speaker ben: moments", "speaker ben: predicting",
+    ]
     assert not any(kind == "note" and "ben" in value for kind, value in progress.events)  # a clip and a corrupt file
 
     anna = sorted((speakers / "anna").glob("*.flac"))
@@ -119,7 +120,8 @@ def test_api_batch_adapts_to_each_speaker(models, speakers, fixture_clips):
 def test_api_batch_reads_transcripts_per_file(models, fixture_clips):
     batch = predict_files(fixture_clips[:2], models / "fusion", transcripts={fixture_clips[0]: TEXT})
     first, second = batch.results
-    assert (first.transcript, first.transcript_source, first.modalities) == (TEXT, "given", {"audio": True, "text": True})
+    used = {"audio": True, "text": True}
+    assert (first.transcript, first.transcript_source, first.modalities) == (TEXT, "given", used)
     assert second.transcript is None and second.modalities == {"audio": True, "text": False}
 
 

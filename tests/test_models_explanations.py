@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_models import CASES, NUM_CLASSES, make_inputs, make_model
 
 from emotrace.models import roi_segments
+from test_models import CASES, NUM_CLASSES, make_inputs, make_model
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

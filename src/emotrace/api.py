@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emotrace.errors import InputError
-from emotrace.inference.batch import BatchPredictions, BatchProgress, predict_batch
-from emotrace.inference.predictor import Predictor
-from emotrace.models.checkpoint import (
+from emotrace.checkpoint import (
     CONFIG_FILE,
     Checkpoint,
     is_checkpoint,
     load_checkpoint,
 )
+from emotrace.errors import InputError
+from emotrace.inference.batch import BatchPredictions, BatchProgress, predict_batch
+from emotrace.inference.predictor import Predictor
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = "ravdess-whisper-base"

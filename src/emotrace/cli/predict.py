@@ -17,10 +17,10 @@ from emotrace.api import DEFAULT_MODEL, load_model
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.inference.batch import BatchProgress, predict_batch, read_pairs
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import OutputFormat, predictions_table, render
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 
 def predict(
@@ -57,7 +57,8 @@ def predict(
 ) -> None:
     """Emotion of each utterance: label, probabilities, regions of interest, dynamics, mixture.
 
-    Files longer than 30 s are long recordings, cut into speech segments by voice activity: one prediction per segment, and a timeline.
+    Files longer than 30 s are long recordings, cut into speech segments by voice activity:
+    one prediction per segment, and a timeline.
 
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 

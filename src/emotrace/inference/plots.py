@@ -4,15 +4,14 @@ Both take plain arrays, not predictor objects, so anything that has the numbers 
 them. Figures are built as :class:`matplotlib.figure.Figure` objects without pyplot: no
 window ever opens, no global figure list grows in a long-running service, and nothing has
 to be closed. Each PNG is written to a temporary file and renamed into place, so a reader
-never sees half an image. Every emotion keeps one colour (:data:`EMOTION_COLOURS`) in
-every figure.
+never sees half an image. Every emotion keeps one colour
+(:data:`emotrace.labels.EMOTION_COLOURS`) in every figure, and on the service's page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,28 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from emotrace.atomic import atomic_path
+from emotrace.labels import EMOTION_COLOURS
 
-#: A colour for every name in :data:`emotrace.labels.EMOTIONS`. Mostly the Okabe-Ito and
-#: Paul Tol "muted" palettes, which stay distinguishable with colour-vision deficiencies,
-#: assigned so that the usual associations hold: angry red, sad blue, happy orange,
-#: neutral grey.
-EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
-    {
-        "neutral": "#8C8C8C",  # grey
-        "calm": "#44AA99",  # teal
-        "happy": "#E69F00",  # orange
-        "excited": "#DDCC77",  # sand
-        "sad": "#0072B2",  # blue
-        "angry": "#D55E00",  # vermilion
-        "frustrated": "#882255",  # wine
-        "fearful": "#7E57C2",  # purple
-        "disgusted": "#999933",  # olive
-        "surprised": "#CC79A7",  # pink
-        "contempt": "#332288",  # indigo
-        "bored": "#88CCEE",  # light blue
-        "other": "#3B3B3B",  # dark grey
-    }
-)
 DPI = 120
 _ROI_COLOUR = "#F2C14E"  # shading of attention's regions of interest
 # Tick spacings a clock reads naturally (seconds), up to one tick per 10 hours.

@@ -25,23 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emotrace.audio import TARGET_SR, AudioInfo, load_audio, probe
-from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.audio import SAMPLE_RATE, AudioInfo, load_audio, probe
+from emotrace.checkpoint import Checkpoint
+from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import checked_waveforms
-from emotrace.features.normalization import (
-    SPEAKER_ADAPTIVE,
-    UTTERANCE_LEVEL,
-    MomentAccumulator,
-    Moments,
-    check_protocol,
-)
+from emotrace.features.normalization import MomentAccumulator, Moments
 from emotrace.features.registry import get_extractor, spec_for_layers
 from emotrace.features.transforms import frame_rate, model_frames, select_layers
 from emotrace.inference.predictions import Prediction, RecordingPrediction, Result
 from emotrace.inference.segmentation import segment_audio, speech_segments
-from emotrace.models.checkpoint import Checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
 from emotrace.spans import Span
 
 #: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
@@ -50,10 +45,6 @@ ARRAY_SOURCE = "<array>"
 
 #: a speaker's feature moments for each modality a speaker-adaptive model reads
 SpeakerMoments = Mapping[str, Moments]
-
-
-class ProtocolError(EmotraceError, ValueError):
-    """A model cannot run under the protocol asked for (e.g. speaker-adaptive without moments)."""
 
 
 class Predictor:
@@ -120,7 +111,7 @@ class Predictor:
                 (waveform,) = checked_waveforms([audio])
             except InputError as error:
                 raise InputError(source, error.problem) from None
-            self._check_length(source, len(waveform) / TARGET_SR)
+            self._check_length(source, len(waveform) / SAMPLE_RATE)
         else:
             info = probe(audio)
             source, waveform = info.path, self._decode_utterance(info)
@@ -352,7 +343,7 @@ class Predictor:
         return Prediction(
             source=source,
             start=start,
-            duration=len(waveform) / TARGET_SR,
+            duration=len(waveform) / SAMPLE_RATE,
             label=self.labels[int(probabilities.argmax())],
             probabilities=dict(zip(self.labels, probabilities.tolist())),
             protocol=checkpoint.protocol,

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from emotrace.audio import TARGET_SR, load_audio, stream_audio
+from emotrace.audio import SAMPLE_RATE, load_audio, stream_audio
 from emotrace.spans import Span
 
 FRAME = 512  # samples per VAD frame at 16 kHz: the only size silero-vad accepts
-FRAME_SECONDS = FRAME / TARGET_SR
+FRAME_SECONDS = FRAME / SAMPLE_RATE
 HYSTERESIS = 0.15  # speech ends below threshold - HYSTERESIS, as in silero-vad
 MIN_MAX_SEGMENT = 1.0  # seconds; shorter pieces leave a model too little to read
 
@@ -111,12 +111,12 @@ def _speech_probabilities(path: str | Path, block_seconds: float) -> tuple[np.nd
         pending = pending[whole:]
     if len(pending):
         probabilities.append(_frame_probabilities(vad, np.pad(pending, (0, FRAME - len(pending)))))
-    return np.concatenate(probabilities), samples / TARGET_SR
+    return np.concatenate(probabilities), samples / SAMPLE_RATE
 
 
 def _frame_probabilities(vad: Any, audio: np.ndarray) -> np.ndarray:
     frames = torch.from_numpy(np.ascontiguousarray(audio)).reshape(-1, FRAME)
-    return np.array([vad(frame, TARGET_SR).item() for frame in frames], dtype=np.float32)
+    return np.array([vad(frame, SAMPLE_RATE).item() for frame in frames], dtype=np.float32)
 
 
 def _speech_runs(

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emotrace.audio import TARGET_SR
+from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import BatchReport
 from emotrace.inference.plots import plot_timeline, plot_utterance
 from emotrace.inference.predictions import Prediction, RecordingPrediction, Result, utterances
@@ -124,7 +124,7 @@ def write_plot(
     return plot_utterance(
         folder / f"{name}.png",
         waveform=waveform,
-        sample_rate=TARGET_SR,
+        sample_rate=SAMPLE_RATE,
         attention=result.attention,
         frame_rate=result.frame_rate,
         frame_posteriors=result.frame_posteriors,
