@@ -26,7 +26,7 @@ def demo(
     """Predict the shipped sample clips with the default model: label, probabilities, ROIs."""
     from emotrace.api import DEFAULT_MODEL, load_model
     from emotrace.audio import load_audio
-    from emotrace.inference.writers import write_plot
+    from emotrace.inference.plots import write_plot
 
     console = Console()
     utterances = read_ravdess(SAMPLES, BatchReport())

@@ -24,7 +24,7 @@ from emotrace.errors import BatchReport, InputError
 from emotrace.features.normalization import Moments
 from emotrace.inference.predictions import Result
 from emotrace.inference.predictor import Predictor
-from emotrace.inference.writers import predictions_document, write_plot
+from emotrace.inference.writers import predictions_document
 
 #: what a folder is searched for (any file named explicitly is tried, whatever its name)
 AUDIO_EXTENSIONS = frozenset(
@@ -122,7 +122,7 @@ def predict_batch(
             else:
                 report.done += 1
                 results.append(result)
-                if plot is not None and write_plot(result, path, plot, predictor.labels, plot_names, waveform) is None:
+                if plot is not None and _plot(result, path, plot, predictor.labels, plot_names, waveform) is None:
                     progress.note(f"no plot for {path}: the model gives no frame-level dynamics")
             progress.advance()
     return BatchPredictions(results, report)
@@ -218,3 +218,11 @@ def _speaker_moments(
         for error in quiet.skipped:
             skip(error)
         return None
+
+
+def _plot(result: Result, path: Path, folder: Path, labels: tuple[str, ...], names: set[str], waveform: Any) -> Any:
+    """The batch's plot; matplotlib is imported only when plots are asked for, so the service
+    and the API load none."""
+    from emotrace.inference.plots import write_plot
+
+    return write_plot(result, path, folder, labels, names, waveform)

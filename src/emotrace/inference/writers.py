@@ -11,18 +11,14 @@ import io
 import json
 from collections.abc import Sequence
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import BatchReport
-from emotrace.inference.plots import plot_timeline, plot_utterance
-from emotrace.inference.predictions import Prediction, RecordingPrediction, Result, utterances
+from emotrace.inference.predictions import RecordingPrediction, Result, utterances
 
 TABLE_WIDTH = 160  # characters of a table written to a file
 
@@ -89,48 +85,3 @@ def predictions_table(results: Sequence[Result]) -> Table:
             captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}")
     table.caption = "\n".join(captions) or None
     return table
-
-
-def write_plot(
-    result: Result,
-    path: Path,
-    folder: Path,
-    labels: tuple[str, ...],
-    names: set[str],
-    waveform: np.ndarray | None,
-) -> Path | None:
-    """A timeline PNG for a recording, an attention-and-dynamics PNG for an utterance
-    (drawn over ``waveform``, the audio its prediction decoded); None for an utterance
-    whose model gives no frame-level dynamics. Files are named after ``path``, numbered
-    past the ``names`` already taken (which this adds to)."""
-    if isinstance(result, Prediction) and result.frame_posteriors is None:
-        return None
-    name, number = path.stem, 1
-    while name in names:
-        number += 1
-        name = f"{path.stem}-{number}"
-    names.add(name)
-    if isinstance(result, RecordingPrediction):
-        return plot_timeline(
-            folder / f"{name}.timeline.png",
-            segments=[(p.start, p.end) for p in result.timeline],
-            probabilities=np.array([[p.probabilities[label] for label in labels] for p in result.timeline]),
-            labels=labels,
-            duration=result.duration,
-            title=Path(result.source).name,
-        )
-    if waveform is None:
-        raise ValueError(f"plotting the utterance {result.source} needs the waveform it was predicted from")
-    return plot_utterance(
-        folder / f"{name}.png",
-        waveform=waveform,
-        sample_rate=SAMPLE_RATE,
-        attention=result.attention,
-        frame_rate=result.frame_rate,
-        frame_posteriors=result.frame_posteriors,
-        labels=labels,
-        predicted=result.label,
-        probability=result.probabilities[result.label],
-        segments=[(span.start, span.end) for span in result.segments],
-        title=Path(result.source).name,
-    )
