@@ -32,6 +32,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from emotrace.errors import EmotraceError
@@ -186,12 +187,15 @@ class FaceDetector:
         self._boxes, self._scores = outputs["regressors"], outputs["classificators"]
         self._anchors = _anchors()
         self._tensor = np.zeros((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
+        self._reformatter = VideoReformatter()  # keeps its scaler between frames
 
     def detect(self, frame: av.VideoFrame) -> list[Detection]:
         """Faces in ``frame``, best first."""
         scale = DETECTOR_SIZE / max(frame.width, frame.height)
         width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-        pixels = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        pixels = self._reformatter.reformat(
+            frame, width=width, height=height, format="rgb24", interpolation="AREA"
+        ).to_ndarray()
         pad_x, pad_y = (DETECTOR_SIZE - width) // 2, (DETECTOR_SIZE - height) // 2
         self._tensor.fill(-1.0)
         self._tensor[0, pad_y : pad_y + height, pad_x : pad_x + width] = pixels * np.float32(2 / 255) - 1
@@ -240,20 +244,20 @@ class FaceMesh:
         self._input = self._runner.get_input_details()[0]["index"]
         outputs = {detail["name"]: detail["index"] for detail in self._runner.get_output_details()}
         self._points, self._presence = outputs["conv2d_21"], outputs["conv2d_31"]
+        self._reformatter = VideoReformatter()
 
     def landmarks(self, frame: av.VideoFrame, roi: Roi) -> tuple[np.ndarray, float]:
         """``(points (468, 3) in frame pixels, face presence 0..1)``; z is depth at the pixel scale."""
         needed = roi.size / (MESH_SIZE * MAX_CROP_RATIO)
         shrink = max((step for step in _SHRINK_STEPS if step <= needed), default=1.0)
+        width, height = frame.width, frame.height
         if shrink > 1.0:
             width, height = round(frame.width / shrink), round(frame.height / shrink)
-            pixels = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
-        else:
-            pixels = frame.to_ndarray(format="rgb24")
-        affine = roi.pil_affine(MESH_SIZE, frame.width / pixels.shape[1], frame.height / pixels.shape[0])
-        crop = Image.fromarray(pixels).transform(
-            (MESH_SIZE, MESH_SIZE), Image.Transform.AFFINE, affine, resample=Image.Resampling.NEAREST
-        )
+        rgb = self._reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA")
+        plane = rgb.planes[0]  # read in place: no copy of the frame
+        image = Image.frombuffer("RGB", (rgb.width, rgb.height), plane, "raw", "RGB", plane.line_size, 1)
+        affine = roi.pil_affine(MESH_SIZE, frame.width / rgb.width, frame.height / rgb.height)
+        crop = image.transform((MESH_SIZE, MESH_SIZE), Image.Transform.AFFINE, affine, resample=Image.Resampling.NEAREST)
         tensor = np.multiply(np.asarray(crop), np.float32(1 / 255), dtype=np.float32)[None]
         self._runner.set_tensor(self._input, tensor)
         self._runner.invoke()

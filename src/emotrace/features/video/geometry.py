@@ -101,31 +101,32 @@ def _distance(points: np.ndarray, first: int, second: int) -> np.ndarray:
 def measures(frames: FaceFrames) -> np.ndarray:
     """``(T, len(MEASURES))`` per-sample measures (NaN where no face)."""
     p, roll, distance = aligned_points(frames.points.astype(np.float64))
-    x, y = p[..., 0], p[..., 1]  # y grows downwards, as on screen
-    mid_lip = (y[:, 51] + y[:, 57]) / 2
-    eye_open_right = (_distance(p, 37, 41) + _distance(p, 38, 40)) / (2 * _distance(p, 36, 39))
-    eye_open_left = (_distance(p, 43, 47) + _distance(p, 44, 46)) / (2 * _distance(p, 42, 45))
-    jaw_width = x[:, 16] - x[:, 0]
-    eyes_middle = frames.points[:, [36, 39, 42, 45]].mean(1)
-    columns = [
-        _distance(p, 62, 66),
-        _distance(p, 48, 54),
-        mid_lip - (y[:, 48] + y[:, 54]) / 2,
-        y[:, 51] - y[:, 33],
-        y[:, 8] - y[:, 33],
-        y[:, 39] - y[:, 21],
-        y[:, 42] - y[:, 22],
-        y[:, 36] - y[:, 17],
-        y[:, 45] - y[:, 26],
-        x[:, 22] - x[:, 21],
-        eye_open_right,
-        eye_open_left,
-        _distance(p, 27, 33),
-        roll,
-        (x[:, 30] - (x[:, 0] + x[:, 16]) / 2) / jaw_width,  # nose tip off the jaw's middle: turning
-        y[:, 30],  # nose tip below the eye line: shrinks when the head tilts forward
-        *_placement(eyes_middle, distance, frames.frame_size),
-    ]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a degenerate face gives NaN, marked below
+        x, y = p[..., 0], p[..., 1]  # y grows downwards, as on screen
+        mid_lip = (y[:, 51] + y[:, 57]) / 2
+        eye_open_right = (_distance(p, 37, 41) + _distance(p, 38, 40)) / (2 * _distance(p, 36, 39))
+        eye_open_left = (_distance(p, 43, 47) + _distance(p, 44, 46)) / (2 * _distance(p, 42, 45))
+        jaw_width = x[:, 16] - x[:, 0]
+        eyes_middle = frames.points[:, [36, 39, 42, 45]].mean(1)
+        columns = [
+            _distance(p, 62, 66),
+            _distance(p, 48, 54),
+            mid_lip - (y[:, 48] + y[:, 54]) / 2,
+            y[:, 51] - y[:, 33],
+            y[:, 8] - y[:, 33],
+            y[:, 39] - y[:, 21],
+            y[:, 42] - y[:, 22],
+            y[:, 36] - y[:, 17],
+            y[:, 45] - y[:, 26],
+            x[:, 22] - x[:, 21],
+            eye_open_right,
+            eye_open_left,
+            _distance(p, 27, 33),
+            roll,
+            (x[:, 30] - (x[:, 0] + x[:, 16]) / 2) / jaw_width,  # nose tip off the jaw's middle: turning
+            y[:, 30],  # nose tip below the eye line: shrinks when the head tilts forward
+            *_placement(eyes_middle, distance, frames.frame_size),
+        ]
     result = np.stack(columns, 1)
     result[~frames.present] = np.nan
     return result
