@@ -48,6 +48,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 FLAGS = {"aus": "-aus", "pose": "-pose", "gaze": "-gaze", "landmarks": "-2Dfp"}
 LANDMARK_COLUMNS: tuple[str, ...] = tuple(f"x_{i}" for i in range(68)) + tuple(f"y_{i}" for i in range(68))
 DEFAULT_MIN_CONFIDENCE = 0.8
+TIMESTAMP_ROUNDING = 0.0005 + 1e-9  # seconds
 
 
 def check_groups(groups: Sequence[str]) -> tuple[str, ...]:
@@ -71,7 +72,7 @@ def read_openface_csv(
     """One OpenFace CSV as :class:`FaceFrames` (the groups' columns as extra series).
 
     ``fps`` overrides the timestamps (time = (frame - 1) / fps); ``rate`` is the output rate
-    (default ``fps``, else the CSV's own median frame interval); ``start``/``end`` keep a
+    (default ``fps``, else the CSV's own: its frames over their span); ``start``/``end`` keep a
     segment (seconds), whose samples are timed from its start. ``frame_size`` (pixels) is
     only needed for the face position and scale measures, which are 0 without it.
     """
@@ -147,18 +148,20 @@ def _speaker_rows(table: dict[str, np.ndarray], ok: np.ndarray) -> tuple[dict[st
 
 
 def _own_rate(times: np.ndarray) -> float:
-    steps = np.diff(np.unique(times))
-    if not len(steps) or np.median(steps) <= 0:
+    """Frames over their span: OpenFace rounds timestamps to milliseconds, so single steps mislead."""
+    distinct = np.unique(times)
+    if len(distinct) < 2:
         return DEFAULT_RATE
-    return float(1.0 / np.median(steps))
+    return float((len(distinct) - 1) / (distinct[-1] - distinct[0]))
 
 
 def _resampled(times: np.ndarray, rate: float) -> np.ndarray:
     """For each sample ``k / rate`` up to one frame past the last, the row on screen then."""
-    interval = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / rate
-    count = max(1, int(np.ceil((times[-1] + interval) * rate - 1e-9)))
+    interval = 1.0 / _own_rate(times) if len(np.unique(times)) > 1 else 1.0 / rate
+    count = max(1, int(np.ceil((times[-1] + interval - TIMESTAMP_ROUNDING) * rate)))
     sample_times = np.arange(count) / rate
-    return np.clip(np.searchsorted(times, sample_times + 1e-9, side="right") - 1, 0, len(times) - 1)
+    # OpenFace writes timestamps to the millisecond: a frame due at 0.16667 s reads 0.167
+    return np.clip(np.searchsorted(times, sample_times + TIMESTAMP_ROUNDING, side="right") - 1, 0, len(times) - 1)
 
 
 class OpenFaceExtractor(Extractor):
@@ -195,9 +198,15 @@ class OpenFaceExtractor(Extractor):
 
     def _features(self, clip: VideoClip) -> Features:
         info = probe_video(clip.path)
-        frames = read_openface_csv(
-            self.folder / f"{Path(clip.path).stem}.csv", groups=self.groups, fps=self.fps, rate=self.rate,
-            min_confidence=self.min_confidence, start=clip.start, end=clip.end, frame_size=(info.width, info.height),
-        )
+        table = self.folder / f"{Path(clip.path).stem}.csv"
+        if not table.is_file():
+            raise InputError(clip.path, f"has no OpenFace CSV ({table} not found)")
+        try:
+            frames = read_openface_csv(
+                table, groups=self.groups, fps=self.fps, rate=self.rate, min_confidence=self.min_confidence,
+                start=clip.start, end=clip.end, frame_size=(info.width, info.height),
+            )
+        except InputError as error:  # named by the video, as the batch reports it, and by the CSV
+            raise InputError(clip.path, f"OpenFace CSV {error}") from None
         data, _ = geometry_features(frames)
         return Features(data=data[None], frame_rate=self.rate)
