@@ -83,6 +83,9 @@ class AttentionCurve:
 def attention_curve(model: EmotionModel, frames: np.ndarray, frame_rate: float) -> AttentionCurve:
     """Method A's attention over one clip's model input ``(L, T, D)`` (the form training and
     prediction make, :func:`~emotrace.features.transforms.model_frames`) at ``frame_rate``."""
+    problem = f"{type(model).__name__} has no attention over one stream's frames (method A's ROIAttention has)"
+    if len(model.config.modalities) != 1:
+        raise ValueError(problem)
     (modality,) = model.config.modalities
     tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[None]
     if model.config.layers_in(modality) == 1:
@@ -91,7 +94,7 @@ def attention_curve(model: EmotionModel, frames: np.ndarray, frame_rate: float) 
     with torch.no_grad():
         output = model(**{modality: tensor})
     if not isinstance(output, ROIOutput):
-        raise ValueError(f"{type(model).__name__} has no attention over frames (method A's ROIAttention has)")
+        raise ValueError(problem)
     return AttentionCurve(output.attention[0].double().numpy(), frame_rate)
 
 
@@ -135,9 +138,14 @@ def _union(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _pearson(first: np.ndarray, second: np.ndarray) -> float | None:
-    if len(first) < 2 or np.std(first) == 0 or np.std(second) == 0:
+    if len(first) < 2 or _flat(first) or _flat(second):
         return None
     return float(np.corrcoef(first, second)[0, 1])
+
+
+def _flat(values: np.ndarray) -> bool:
+    """Constant up to rounding (a uniform curve resampled is not exactly constant)."""
+    return bool(np.std(values) <= 1e-9 * np.abs(values).mean())
 
 
 def best_lag(audio: np.ndarray, video: np.ndarray, rate: float, max_lag: float = MAX_LAG) -> tuple[float, float | None]:
