@@ -43,7 +43,13 @@ from emotrace.inference.roi_compare import (
 )
 from emotrace.models.checkpoint import load_checkpoint
 from emotrace.training.config import ExperimentConfig, load_config
-from emotrace.training.cv import load_experiment_corpus, prepare, selected_folds, start_run, train_fold
+from emotrace.training.cv import (
+    load_experiment_corpus,
+    prepare,
+    selected_folds,
+    start_run,
+    train_fold,
+)
 from emotrace.training.report import write_report
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -87,7 +87,7 @@ def test_attention_of_a_video_model_and_the_plot(tmp_path: Path, torch_single_th
     assert curve.weights.shape == (45,) and curve.weights.sum() == pytest.approx(1.0) and curve.duration == 3.0
     fusion = build_model("query_fusion", num_classes=6, input_dims={"audio": 8, "video": 39},
                          modalities=("audio", "video"))
-    with pytest.raises(ValueError, match="no attention over one stream"):
+    with pytest.raises(TypeError, match="no attention over one stream"):
         attention_curve(fusion, frames, 15.0)
 
     agreement = compare_clip(bump(12.5, 3.0, 1.0), curve, clip="1001_DFA_ANG_XX", emotion="angry")

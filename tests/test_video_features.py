@@ -178,7 +178,10 @@ def test_corpus_extraction_into_the_store_skips_bad_videos_and_resumes(tmp_path:
 
 
 def test_expression_probabilities_from_fer_when_installed(tmp_path: Path) -> None:
-    from emotrace.features.video.expressions import EXPRESSION_COLUMNS, expression_model_path
+    from emotrace.features.video.expressions import (
+        EXPRESSION_COLUMNS,
+        expression_model_path,
+    )
     from emotrace.features.video.face_models import VideoModelError
 
     try:

@@ -15,7 +15,12 @@ from emotrace.features.pipeline import extract_corpus
 from emotrace.features.registry import get_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.features.video.geometry import MEASURES, FaceFrames, geometry_features
-from emotrace.features.video.openface import AU_INTENSITIES, AU_PRESENCES, GROUPS, read_openface_csv
+from emotrace.features.video.openface import (
+    AU_INTENSITIES,
+    AU_PRESENCES,
+    GROUPS,
+    read_openface_csv,
+)
 
 #: a plausible face: 68 iBUG points (pixels) of the fixture face as the mesh tracked it
 FACE_68 = np.array([

@@ -17,7 +17,13 @@ from PIL import Image
 
 from emotrace.audio import load_audio
 from emotrace.errors import InputError
-from emotrace.features.video.reader import TimedFrame, VideoClip, frames_at_rate, probe_video, read_frames
+from emotrace.features.video.reader import (
+    TimedFrame,
+    VideoClip,
+    frames_at_rate,
+    probe_video,
+    read_frames,
+)
 
 FACE = Path(__file__).parent / "fixtures" / "cremad_1001_face.png"
 BACKGROUND = (96, 128, 96)

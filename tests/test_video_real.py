@@ -17,7 +17,11 @@ from emotrace.features.store import FeatureStore
 from emotrace.features.transforms import InputSpec, model_frames
 from emotrace.features.video.extractor import FaceGeometryExtractor
 from emotrace.features.video.reader import probe_video
-from emotrace.inference.roi_compare import attention_curve, compare_clip, plot_roi_comparison
+from emotrace.inference.roi_compare import (
+    attention_curve,
+    compare_clip,
+    plot_roi_comparison,
+)
 from emotrace.models import build_model
 
 pytestmark = pytest.mark.slow

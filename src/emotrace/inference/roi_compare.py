@@ -85,7 +85,7 @@ def attention_curve(model: EmotionModel, frames: np.ndarray, frame_rate: float) 
     prediction make, :func:`~emotrace.features.transforms.model_frames`) at ``frame_rate``."""
     problem = f"{type(model).__name__} has no attention over one stream's frames (method A's ROIAttention has)"
     if len(model.config.modalities) != 1:
-        raise ValueError(problem)
+        raise TypeError(problem)
     (modality,) = model.config.modalities
     tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[None]
     if model.config.layers_in(modality) == 1:
@@ -94,7 +94,7 @@ def attention_curve(model: EmotionModel, frames: np.ndarray, frame_rate: float) 
     with torch.no_grad():
         output = model(**{modality: tensor})
     if not isinstance(output, ROIOutput):
-        raise ValueError(problem)
+        raise TypeError(problem)
     return AttentionCurve(output.attention[0].double().numpy(), frame_rate)
 
 
@@ -151,7 +151,7 @@ def _flat(values: np.ndarray) -> bool:
 def best_lag(audio: np.ndarray, video: np.ndarray, rate: float, max_lag: float = MAX_LAG) -> tuple[float, float | None]:
     """``(lag seconds, correlation there)``: the shift of ``video`` against ``audio`` (positive:
     video later) maximising the Pearson correlation of the overlapping parts."""
-    steps = min(int(round(max_lag * rate)), len(audio) - 2)
+    steps = min(round(max_lag * rate), len(audio) - 2)
     best: tuple[float, float | None] = (0.0, _pearson(audio, video))
     for shift in range(-max(steps, 0), max(steps, 0) + 1):
         if shift >= 0:

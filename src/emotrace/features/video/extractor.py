@@ -19,9 +19,24 @@ import numpy as np
 from emotrace.errors import InputError
 from emotrace.features.base import Extractor, Features
 from emotrace.features.video.face_models import CHECKSUMS
-from emotrace.features.video.geometry import MESH_TO_IBUG68, FaceFrames, feature_names, geometry_features
-from emotrace.features.video.reader import DEFAULT_RATE, VideoClip, frames_at_rate, read_frames
-from emotrace.features.video.tracking import SELECTIONS, FaceTrack, FaceTracker, Selection
+from emotrace.features.video.geometry import (
+    MESH_TO_IBUG68,
+    FaceFrames,
+    feature_names,
+    geometry_features,
+)
+from emotrace.features.video.reader import (
+    DEFAULT_RATE,
+    VideoClip,
+    frames_at_rate,
+    read_frames,
+)
+from emotrace.features.video.tracking import (
+    SELECTIONS,
+    FaceTrack,
+    FaceTracker,
+    Selection,
+)
 
 
 def checked_clips(inputs: Sequence[Any]) -> list[VideoClip]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class VideoModelError(EmotraceError):
     """The face models cannot run: runtime missing, or a shipped file damaged."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_path(name: str) -> Path:
     """A shipped model file, once its checksum is verified."""
     path = MODELS_DIR / name
@@ -257,7 +257,9 @@ class FaceMesh:
         plane = rgb.planes[0]  # read in place: no copy of the frame
         image = Image.frombuffer("RGB", (rgb.width, rgb.height), plane, "raw", "RGB", plane.line_size, 1)
         affine = roi.pil_affine(MESH_SIZE, frame.width / rgb.width, frame.height / rgb.height)
-        crop = image.transform((MESH_SIZE, MESH_SIZE), Image.Transform.AFFINE, affine, resample=Image.Resampling.NEAREST)
+        crop = image.transform(
+            (MESH_SIZE, MESH_SIZE), Image.Transform.AFFINE, affine, resample=Image.Resampling.NEAREST
+        )
         tensor = np.multiply(np.asarray(crop), np.float32(1 / 255), dtype=np.float32)[None]
         self._runner.set_tensor(self._input, tensor)
         self._runner.invoke()

@@ -30,7 +30,11 @@ import numpy as np
 
 from emotrace.errors import InputError
 from emotrace.features.base import Extractor, Features
-from emotrace.features.video.geometry import FaceFrames, feature_names, geometry_features
+from emotrace.features.video.geometry import (
+    FaceFrames,
+    feature_names,
+    geometry_features,
+)
 from emotrace.features.video.reader import DEFAULT_RATE, VideoClip, probe_video
 
 AU_INTENSITIES: tuple[str, ...] = tuple(
