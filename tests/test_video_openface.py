@@ -109,12 +109,14 @@ def _mouth(pixels: float) -> np.ndarray:
 
 
 def test_older_files_without_face_id_and_missing_groups(tmp_path: Path) -> None:
-    header = openface_header(face_id=False, groups=("landmarks", "aus"))  # FeatureExtraction -2Dfp -3Dfp -pdmparams -aus
+    # FeatureExtraction -2Dfp -3Dfp -pdmparams -aus, of a version without face_id
+    header = openface_header(face_id=False, groups=("landmarks", "aus"))
     rows = [frame_row(n) for n in range(1, 6)]
     path = write_openface(tmp_path / "old.csv", rows, header)
     frames = read_openface_csv(path, groups=("aus",))
     assert frames.present.all() and list(frames.extra) == list(GROUPS["aus"])
-    with pytest.raises(InputError, match=r"old.csv: .*missing pose_Rx, pose_Ry, pose_Rz.*\(run FeatureExtraction with -pose\)"):
+    missing_pose = r"old.csv: .*missing pose_Rx, pose_Ry, pose_Rz.*\(run FeatureExtraction with -pose\)"
+    with pytest.raises(InputError, match=missing_pose):
         read_openface_csv(path, groups=("aus", "pose"))
     no_points = write_openface(tmp_path / "aus_only.csv", rows, openface_header(groups=("aus",)))
     with pytest.raises(InputError, match="-2Dfp"):
