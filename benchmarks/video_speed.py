@@ -1,12 +1,13 @@
 """How fast the ``face`` extractor turns video into frame features: decode, detect, track the
 face mesh, geometry; x real time on this machine's 2 cores.
 
-    EMOTRACE_DATA=../shared/data python benchmarks/video_speed.py [CLIP ...] [--workers 1,2] [--repeat 4]
+    EMOTRACE_DATA=../shared/data python benchmarks/video_speed.py [CLIP ...] [--workers 1,2] [--rates 30,15]
 
 Default clips: the six CREMA-D clips of the shared data (480x360 VP6 at 29.97 fps, 12.6 s in
-all), features at 30 Hz. The clips go through the extractor ``--repeat`` times as one batch
-(as in a corpus run: models load once per thread), with each worker count in ``--workers``
-(threads, one clip each at a time). ``speed`` = video seconds / wall seconds; ``cpu_speed`` =
+all). The clips go through the extractor ``--repeat`` times as one batch (as in a corpus run:
+models load once per thread), for each feature rate in ``--rates`` (30 Hz: a mesh on every
+frame; 15 Hz: on every other one, though every frame is still decoded) and each worker count in
+``--workers`` (threads, one clip each at a time). ``speed`` = video seconds / wall seconds; ``cpu_speed`` =
 video seconds / CPU seconds of this process, which does not depend on what else runs on the
 shared cores (``load`` is the 1-minute load average before and after). Results:
 ``benchmarks/results/video_speed.json`` (or ``--output``).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ def measure(clips: list[str], workers: int, rate: float) -> dict[str, Any]:
     frames = sum(item.data.shape[1] for item in features)
     seconds = sum(probe_video(clip).duration for clip in clips)
     return {
-        "system": f"face extractor, {workers} worker{'s' if workers > 1 else ''}",
+        "system": f"face extractor at {rate:g} Hz, {workers} worker{'s' if workers > 1 else ''}",
         "workers": workers,
         "rate": rate,
         "clips": len(clips),
@@ -50,6 +52,7 @@ def measure(clips: list[str], workers: int, rate: float) -> dict[str, Any]:
         "speed": round(seconds / wall, 1),
         "cpu_speed": round(seconds / cpu, 1),
         "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("clips", nargs="*", type=Path)
     parser.add_argument("--workers", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--repeat", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--rates", default="30,15", help="comma-separated feature rates (Hz)")
     parser.add_argument("--output", type=Path, default=RESULTS / "video_speed.json")
     args = parser.parse_args(argv)
     clips = [str(clip) for clip in args.clips]
@@ -69,12 +72,14 @@ def main(argv: list[str] | None = None) -> Path:
             parser.error(f"no clips given and none in {folder / 'cremad-video'} (set EMOTRACE_DATA)")
     batch = clips * args.repeat
     rows = []
-    for workers in (int(count) for count in args.workers.split(",")):
-        rows.append(measure(batch, workers, args.rate))
+    rates = [float(rate) for rate in args.rates.split(",")]
+    for rate in rates:
+        for workers in (int(count) for count in args.workers.split(",")):
+            rows.append(measure(batch, workers, rate))
         print(f"{rows[-1]['system']}: {rows[-1]['speed']}x real time (CPU: {rows[-1]['cpu_speed']}x per core busy), "
               f"load {rows[-1]['load']}")
-    protocol = (f"{len(clips)} clips x {args.repeat}, face features at {args.rate:g} Hz (decode, BlazeFace, face mesh, "
-                "geometry); wall and CPU time of one process, models loaded beforehand")
+    protocol = (f"{len(clips)} clips x {args.repeat}, face features at {' and '.join(f'{r:g}' for r in rates)} Hz "
+                "(decode, BlazeFace, face mesh, geometry); wall and CPU time of one process, models loaded beforehand")
     return write_results(args.output.stem, protocol, rows, directory=args.output.parent)
 
 

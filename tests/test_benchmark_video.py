@@ -72,7 +72,8 @@ def test_video_benchmark_runs_end_to_end_and_resumes(tmp_path: Path, torch_singl
 def test_video_speed_benchmark_writes_its_results(tmp_path: Path) -> None:
     clip = write_video(tmp_path / "clip.mp4", scene(30)[0], rate=30, audio=tone(1.0, 22050), sample_rate=22050)
     speed = benchmark("video_speed")
-    path = speed.main([str(clip), "--repeat", "2", "--workers", "1", "--output", str(tmp_path / "speed.json")])
+    path = speed.main([str(clip), "--repeat", "2", "--workers", "1", "--rates", "30", "--output",
+                       str(tmp_path / "speed.json")])
     results = json.loads(path.read_text())
     assert results["benchmark"] == "speed" and "cores available" in results["machine"]
     (row,) = results["rows"]

@@ -118,14 +118,20 @@ class Roi:
 
 def roi_around(points: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray) -> Roi:
     """MediaPipe's region for points: their box, rotated so the eyes are level, squared to its
-    longer side, scaled by :data:`ROI_SCALE`."""
+    longer side, scaled by :data:`ROI_SCALE`. The box is taken in the upright frame, so its
+    size does not grow with the head's tilt."""
     angle = _normalised(-math.atan2(-(left_eye[1] - right_eye[1]), left_eye[0] - right_eye[0]))
-    centre = (points.min(0) + points.max(0)) / 2
-    # the box in the rotated frame, so its size does not grow with the tilt
-    upright = (points - centre) @ Roi(0, 0, 1, angle).rotation()
-    width, height = upright.max(0) - upright.min(0)
-    middle = centre + Roi(0, 0, 1, angle).rotation() @ ((upright.max(0) + upright.min(0)) / 2)
-    return Roi(float(middle[0]), float(middle[1]), float(max(width, height) * ROI_SCALE), angle)
+    cos, sin = math.cos(angle), math.sin(angle)
+    upright_x = points[:, 0] * cos + points[:, 1] * sin  # the rotation's inverse, applied to each point
+    upright_y = points[:, 1] * cos - points[:, 0] * sin
+    left, right, top, bottom = upright_x.min(), upright_x.max(), upright_y.min(), upright_y.max()
+    middle_x, middle_y = (left + right) / 2, (top + bottom) / 2
+    return Roi(
+        float(middle_x * cos - middle_y * sin),
+        float(middle_x * sin + middle_y * cos),
+        float(max(right - left, bottom - top) * ROI_SCALE),
+        angle,
+    )
 
 
 def _normalised(angle: float) -> float:
@@ -253,14 +259,16 @@ class FaceMesh:
         width, height = frame.width, frame.height
         if shrink > 1.0:
             width, height = round(frame.width / shrink), round(frame.height / shrink)
-        rgb = self._reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA")
-        plane = rgb.planes[0]  # read in place: no copy of the frame
-        image = Image.frombuffer("RGB", (rgb.width, rgb.height), plane, "raw", "RGB", plane.line_size, 1)
-        affine = roi.pil_affine(MESH_SIZE, frame.width / rgb.width, frame.height / rgb.height)
+        # RGBA, because Pillow keeps RGB images as 4 bytes a pixel too: the frame is then read in
+        # place rather than repacked
+        rgba = self._reformatter.reformat(frame, width=width, height=height, format="rgba", interpolation="AREA")
+        plane = rgba.planes[0]
+        image = Image.frombuffer("RGBA", (rgba.width, rgba.height), plane, "raw", "RGBA", plane.line_size, 1)
+        affine = roi.pil_affine(MESH_SIZE, frame.width / rgba.width, frame.height / rgba.height)
         crop = image.transform(
             (MESH_SIZE, MESH_SIZE), Image.Transform.AFFINE, affine, resample=Image.Resampling.NEAREST
         )
-        tensor = np.multiply(np.asarray(crop), np.float32(1 / 255), dtype=np.float32)[None]
+        tensor = np.multiply(np.asarray(crop)[..., :3], np.float32(1 / 255), dtype=np.float32)[None]
         self._runner.set_tensor(self._input, tensor)
         self._runner.invoke()
         raw = self._runner.get_tensor(self._points).reshape(MESH_POINTS, 3) / MESH_SIZE
