@@ -129,7 +129,7 @@ def run_system(config: ExperimentConfig, corpus: CorpusData, run_dir: Path, prog
 
 
 def agreement(corpus: CorpusData, audio: dict[str, AttentionCurve], video: dict[str, AttentionCurve],
-              plots: Path) -> dict[str, Any]:
+              plots: Path, protocol: str) -> dict[str, Any]:
     """Per-clip agreement of the two streams' attention, its summary, the chance level, and one
     plot per emotion (its first clip)."""
     labels = {u.id: u.label for u in corpus.utterances}
@@ -139,7 +139,8 @@ def agreement(corpus: CorpusData, audio: dict[str, AttentionCurve], video: dict[
     for clip in clips:
         if clip.emotion not in shown:
             shown.add(clip.emotion)
-            plot_roi_comparison(plots / f"{clip.clip}.png", audio[clip.clip], video[clip.clip], clip)
+            title = f"{clip.clip} ({clip.emotion}): the models of the fold testing it, {protocol}"
+            plot_roi_comparison(plots / f"{clip.clip}.png", audio[clip.clip], video[clip.clip], clip, title=title)
     shuffled = shuffled_agreement([audio[i] for i in ids], [video[i] for i in ids]) if len(ids) > 1 else None
     return agreement_rows(clips, shuffled)
 
@@ -168,10 +169,10 @@ def main(argv: list[str] | None = None) -> Path:
         rows.append(row_from_runs(system, [run_dir], clips=len(corpus.utterances)))
         print(f"{system}: UA {rows[-1]['ua_mean']:.1f} ± {rows[-1]['ua_std']:.1f}")
     (runs / "plots").mkdir(parents=True, exist_ok=True)
-    agreed = agreement(corpus, curves[AUDIO], curves[VIDEO], runs / "plots")
+    first = next(iter(systems.values()))
+    agreed = agreement(corpus, curves[AUDIO], curves[VIDEO], runs / "plots", first.protocol)
     write_json_atomically(runs / "roi_agreement.json", agreed)
     summary = {key: value for key, value in agreed.items() if key != "clips"}
-    first = next(iter(systems.values()))
     protocol = (f"{args.corpus}, {len(corpus.label_set.classes)} classes, {corpus.folds.protocol} folds "
                 f"({corpus.folds.description}), {first.protocol}; the {len(corpus.utterances)} clips with audio "
                 "and face video, the same for every system; ROI agreement between the audio and the video "
