@@ -56,6 +56,8 @@ class AttentionCurve:
         weights = np.asarray(self.weights, np.float64)
         if weights.ndim != 1 or not len(weights) or self.frame_rate <= 0:
             raise ValueError(f"an attention curve needs (T,) weights and a positive rate, got {weights.shape}")
+        if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("attention weights must be finite, non-negative and not all zero")
         object.__setattr__(self, "weights", weights / weights.sum())
 
     @property

@@ -135,10 +135,7 @@ class FaceGeometryExtractor(Extractor):
         )
 
     def _features(self, clip: VideoClip) -> Features:
-        frames = self.face_frames(clip)
-        if len(frames.present) == 0:
-            raise InputError(clip.path, "has no video frames in the requested segment")
-        data, _ = geometry_features(frames, points=self.points)
+        data, _ = geometry_features(self.face_frames(clip), points=self.points)
         return Features(data=data[None], frame_rate=self.rate)
 
     def _tracker(self) -> FaceTracker:
