@@ -33,9 +33,10 @@ def command() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
-def write_results(name: str, protocol: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
-    """``benchmarks/results/NAME.json`` in the guide's format, written atomically."""
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, protocol: str, rows: list[dict[str, Any]], directory: Path = RESULTS,
+                  **extra: Any) -> Path:
+    """``benchmarks/results/NAME.json`` (or ``directory/NAME.json``) in the guide's format, written atomically."""
+    path = Path(directory) / f"{name}.json"
     write_json_atomically(path, {
         "benchmark": name,
         "command": command(),

@@ -61,6 +61,8 @@ def speed_table(result: dict) -> list[str]:
              "|---|---|---|---|" + ("---|" if rerun else "")]
     for row in result["rows"]:
         speedup = f" ({row['emotrace_speedup']}x slower than emotrace)" if "emotrace_speedup" in row else ""
+        if "cpu_speed" in row:  # a shared machine: what the process itself needed, and how busy the cores were
+            speedup = f" ({row['cpu_speed']}x per busy core by CPU time; load {row['load'][0]})"
         again = f" {row['rerun_seconds']}, {row['rerun_computed']} |" if rerun else ""
         lines.append(f"| {row['system']}{speedup} | {row['speed']} | {row['seconds']} | {row['peak_mb']} |{again}")
     return lines
