@@ -20,6 +20,7 @@ UPLOAD_FIELD = "file"
 TEXT_FIELD = "text"
 MAX_TEXT_BYTES = 65536  # a transcript; anything longer is not one
 _MAX_HEADER_BYTES = 8192
+_MISSING = f"form field '{UPLOAD_FIELD}' (the audio, sent as multipart/form-data) is missing"
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")  # kept on the server's copy: a hint for FFmpeg
 
 
@@ -40,7 +41,7 @@ async def receive_upload(request: Request, folder: Path) -> Upload:
     """Parse the multipart form of ``request`` into ``folder`` (which must exist)."""
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or b"boundary" not in options:
-        raise UploadError(f"send the audio as multipart/form-data, in the form field '{UPLOAD_FIELD}'")
+        raise UploadError(_MISSING)
     form = _Form(folder)
     parser = MultipartParser(options[b"boundary"], form.callbacks())
     try:
@@ -53,7 +54,7 @@ async def receive_upload(request: Request, folder: Path) -> Upload:
     finally:
         form.close()
     if form.path is None:
-        raise UploadError(f"form field '{UPLOAD_FIELD}' (the audio, sent as multipart/form-data) is missing")
+        raise UploadError(_MISSING)
     text = bytes(form.text).decode("utf-8", errors="replace") if form.text is not None else None
     return Upload(form.path, form.name, text)
 
