@@ -98,7 +98,7 @@ def test_a_header_that_says_1_hz_fails_fast_in_bounded_memory(hostile):
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """)
     done = subprocess.run(
-        [sys.executable, "-c", script, str(hostile["one_hertz"])], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script, str(hostile["one_hertz"])], check=False, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(SRC)},
     )
     assert done.returncode == 0, done.stderr
@@ -195,7 +195,7 @@ def test_a_header_that_understates_the_length_is_caught_while_decoding(tmp_path,
     path = tmp_path / "tone.wav"
     sf.write(path, speechlike(3.0), TARGET_SR)
     header = probe(path)
-    import emotrace.audio as audio
+    from emotrace import audio
 
     real_inspect = audio._inspect
 
@@ -234,7 +234,7 @@ def test_a_batch_of_hostile_files_predicts_the_good_one_and_writes_strict_json(h
     out = tmp_path / "out.json"
     done = subprocess.run(
         [sys.executable, "-m", "emotrace", "predict", str(folder), "--format", "json", "--output", str(out)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(SRC)},
+        check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(SRC)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
 

@@ -202,10 +202,13 @@ def send_upload(port: int, path: Path) -> socket.socket:
     return connection
 
 
-def children(pid: int) -> set[int]:
+def workers_of(pid: int) -> set[int]:
+    """The worker processes of server ``pid`` (not multiprocessing's resource tracker)."""
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found |= {int(child) for child in (task / "children").read_text().split()}
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(int(child))
     return found
 
 
@@ -250,7 +253,7 @@ def test_worker_processes_stop_for_a_client_that_left_and_sigterm_stops_the_serv
                 return False
 
         wait_for(ready, 300, "the server to start")
-        (worker,) = children(server.pid)
+        (worker,) = workers_of(server.pid)
 
         # a client that hangs up mid-prediction: its worker is stopped and replaced
         gone = send_upload(port, long)
@@ -261,7 +264,7 @@ def test_worker_processes_stop_for_a_client_that_left_and_sigterm_stops_the_serv
         assert counted['emotrace_cancelled_total{stage="running"}'] == 1 and counted["emotrace_predictions_running"] == 0
         answered = http.post("/predict", files={"file": (fixture_clips[0].name, fixture_clips[0].read_bytes())})
         assert answered.status_code == 200, answered.text  # by the fresh worker
-        workers = children(server.pid)
+        workers = workers_of(server.pid)
         assert len(workers) == 1 and worker not in workers
 
         # SIGTERM mid-prediction, with another request waiting
@@ -275,11 +278,14 @@ def test_worker_processes_stop_for_a_client_that_left_and_sigterm_stops_the_serv
         assert b" 503 " in waiting.recv(4096)  # told at once, not left to wait out the grace
         server.wait(timeout=60)
         assert time.monotonic() - stopped_at < 20, "SIGTERM took too long"
-        assert server.returncode == 0, server.stdout.read()
+        # uvicorn raises the signal again once it has shut down, so the exit status says SIGTERM
+        assert server.returncode in (0, -signal.SIGTERM), server.stdout.read()
+        assert "Traceback" not in server.stdout.read()
         assert not any(alive(pid) for pid in workers)
         reply = busy.recv(4096)  # stopped after the grace: the connection closes, or a 5xx says why
         assert reply == b"" or reply.startswith(b"HTTP/1.1 5"), reply[:200]
-        assert list(temp.iterdir()) == []  # no upload, no folder left behind
+        # no upload and no folder of the service left behind (torch keeps caches of its own there)
+        assert not [path for path in temp.iterdir() if path.name.startswith("emotrace")]
     finally:
         http.close()
         if server.poll() is None:

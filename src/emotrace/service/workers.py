@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import traceback
@@ -126,7 +127,7 @@ class _Worker:
     def __init__(self, context: Any, model: str, asr: bool, threads: int):
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child, model, asr, threads), name="emotrace-worker", daemon=True
+            target=_worker_main, args=(child, model, asr, threads, os.getpid()), name="emotrace-worker", daemon=True
         )
         self.process.start()
         child.close()
@@ -181,6 +182,8 @@ class ProcessRunner:
         await asyncio.gather(*(self._spawn() for _ in range(self.workers)))
 
     async def _spawn(self) -> None:
+        if self.closed:
+            return
         worker = _Worker(self.context, self.model, self.asr, self.threads)
         self.all.add(worker)
         try:
@@ -227,19 +230,23 @@ class ProcessRunner:
             self._discard(worker)
 
 
-def _worker_main(connection: Connection, model: str, asr: bool, threads: int) -> None:
+def _worker_main(connection: Connection, model: str, asr: bool, threads: int, server: int) -> None:
     """A worker process: load the model, then answer jobs until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server decides
     _die_with_parent()
+    if os.getppid() != server:  # the server ended while this process was starting
+        return
     torch.set_num_threads(threads)
     try:
         from emotrace.api import load_model
 
         predictor = load_model(model, asr=asr)
+        connection.send((_READY, None))
+    except (BrokenPipeError, EOFError):
+        return
     except Exception as error:  # noqa: BLE001 - reported to the server, which refuses to start
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
-    connection.send((_READY, None))
     while True:
         try:
             job = connection.recv()
