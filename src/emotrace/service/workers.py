@@ -56,7 +56,8 @@ class Job:
 def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
     """The predictions document for an upload; errors and results name the client's file,
     never the temporary copy. Uploads longer than ``job.max_duration`` are refused from the
-    header; an utterance without speech gets a ``no speech`` result instead of an emotion."""
+    header; an utterance without speech (and without a transcript the model reads) gets a
+    ``no speech`` result instead of an emotion."""
     path, name = Path(job.path), job.name
     text = job.text.strip() if job.text and job.text.strip() else None
     report = BatchReport()
@@ -67,7 +68,8 @@ def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
                 path, f"is {info.duration:.1f} s long, over this service's {job.max_duration:g} s limit "
                 "(emotrace serve --max-duration); emotrace predict reads recordings of any length"
             )
-        if info.duration <= predictor.max_duration:
+        reads_text = text is not None and predictor.reads("text")  # a transcript carries emotion without speech
+        if info.duration <= predictor.max_duration and not reads_text:
             presence = speech_presence(load_audio(path, max_duration=None))
             if not presence.present:
                 return {"predictions": [no_speech_prediction(name, presence)], "skipped": []}
