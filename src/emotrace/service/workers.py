@@ -37,6 +37,8 @@ logger = logging.getLogger("emotrace.service")
 
 _READY = "ready"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h: a signal for the child when its parent dies
+#: workers yield the CPU to the server, so /health, admission and 503s stay prompt while they compute
+WORKER_NICENESS = 5
 
 
 class WorkerError(EmotraceError):
@@ -238,6 +240,7 @@ def _worker_main(connection: Connection, model: str, asr: bool, threads: int, se
     _die_with_parent()
     if os.getppid() != server:  # the server ended while this process was starting
         return
+    os.nice(WORKER_NICENESS)
     torch.set_num_threads(threads)
     try:
         from emotrace.api import load_model
