@@ -141,7 +141,7 @@ class _Worker:
         try:
             kind, detail = self.connection.recv()
         except EOFError:
-            raise WorkerError(f"a worker process exited while loading the model (exit code {self._exit()})") from None
+            raise WorkerError(f"a worker process {self._ended()} while loading the model") from None
         if kind != _READY:
             raise WorkerError(f"a worker process could not load the model: {detail}")
 
@@ -151,9 +151,7 @@ class _Worker:
         try:
             kind, detail = self.connection.recv()
         except (EOFError, OSError):
-            raise WorkerError(
-                f"the worker process died while predicting {job.name} (exit code {self._exit()})"
-            ) from None
+            raise WorkerError(f"the worker process {self._ended()} while predicting {job.name}") from None
         if kind == "ok":
             return detail
         if kind == "input":
@@ -165,9 +163,11 @@ class _Worker:
         self.process.join(timeout=10)
         self.connection.close()
 
-    def _exit(self) -> int | None:
+    def _ended(self) -> str:
+        """How the process ended, e.g. 'was killed by signal 11' (a decoder that crashed)."""
         self.process.join(timeout=5)
-        return self.process.exitcode
+        code = self.process.exitcode
+        return f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
 
 
 class ProcessRunner:
