@@ -291,3 +291,44 @@ def test_worker_processes_stop_for_a_client_that_left_and_sigterm_stops_the_serv
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_worker_that_crashes_costs_one_500_and_is_replaced(fixture_clips, tmp_path):
+    """A decoder that segfaults on a hostile file takes down its worker, never the server."""
+    long = tmp_path / "long.flac"
+    sf.write(long, 0.05 * np.random.default_rng(1).standard_normal(600 * 8000).astype(np.float32), 8000)
+    with TestClient(create_app(workers=1)) as client:
+        runner = client.app.state.service.runner
+        (worker,) = runner.all
+        answers = []
+        thread = threading.Thread(target=lambda: answers.append(upload(client, long)))
+        thread.start()
+        wait_for(lambda: client.app.state.service.admission.running == 1, 60, "the prediction to start")
+        time.sleep(0.5)
+        os.kill(worker.process.pid, signal.SIGSEGV)
+        thread.join(timeout=60)
+        (crashed,) = answers
+        assert crashed.status_code == 500
+        assert crashed.json() == {"error": "the worker process was killed by signal 11 while predicting long.flac"}
+        replaced = upload(client, fixture_clips[0])
+        assert replaced.status_code == 200, replaced.text
+        assert worker not in runner.all and len(runner.all) == 1
+        assert list(client.app.state.service.root.iterdir()) == []
+
+
+def test_serve_guards_hosts_only_when_bound_to_loopback(monkeypatch):
+    from typer.testing import CliRunner
+
+    from emotrace.cli import app as cli
+    from emotrace.cli import serve as serve_command
+
+    served = {}
+    monkeypatch.setattr(serve_command, "run_server", lambda app, **options: served.update(app=app, **options))
+    for host, guarded in (("127.0.0.1", True), ("0.0.0.0", False)):
+        done = CliRunner().invoke(cli, ["serve", "--host", host, "--workers", "0", "--allow-host", "box.lan",
+                                        "--shutdown-grace", "3"])
+        assert done.exit_code == 0, done.output
+        assert served["shutdown_grace"] == 3
+        with TestClient(served["app"], base_url="http://elsewhere.example") as client:
+            assert client.get("/health").status_code == (403 if guarded else 200)
+            assert client.get("/health", headers={"host": "box.lan:8000"}).status_code == 200
