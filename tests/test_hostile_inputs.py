@@ -254,3 +254,13 @@ def test_a_batch_of_hostile_files_predicts_the_good_one_and_writes_strict_json(h
     assert "sample values of" in skipped["huge.wav"]
     assert "truncated or corrupt" in skipped["cut.mp3"]
     assert "header is shorter than its data" in skipped["short_header.wav"]
+
+
+def test_a_waveform_passed_as_an_array_is_held_to_the_same_bound():
+    from emotrace.features.inputs import checked_waveforms
+
+    with pytest.raises(InputError) as caught:
+        checked_waveforms([speechlike(1.0) * 1e38])
+    assert str(caught.value).startswith("input 0: waveform has sample values of")
+    (plausible,) = checked_waveforms([speechlike(1.0) * 1000])
+    assert plausible.dtype == np.float32
