@@ -29,6 +29,11 @@ class Refused(Exception):
         super().__init__(message)
 
 
+def shutting_down() -> Refused:
+    """The refusal of a request that arrives, or still waits, once the server is stopping."""
+    return Refused("shutting_down", "the service is shutting down; try again shortly", 5)
+
+
 class Admission:
     """The count of predictions in the service (waiting or running) against its capacity."""
 
@@ -54,7 +59,7 @@ class Admission:
     def admit(self) -> Iterator[None]:
         """A place in the service for one request; Refused when there is none."""
         if self.draining:
-            raise Refused("shutting_down", "the service is shutting down; try again shortly", 5)
+            raise shutting_down()
         if self.inside >= self.workers + self.max_queue:
             raise Refused(
                 "queue_full",

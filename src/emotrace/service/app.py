@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -43,7 +44,7 @@ from emotrace.errors import InputError
 from emotrace.features.asr import available_cores
 from emotrace.features.normalization import UTTERANCE_LEVEL
 from emotrace.inference.plots import EMOTION_COLOURS
-from emotrace.service.admission import Admission, Metrics, Refused
+from emotrace.service.admission import Admission, Metrics, Refused, shutting_down
 from emotrace.service.uploads import TEXT_FIELD, UPLOAD_FIELD, UploadError, receive_upload
 from emotrace.service.workers import Job, ProcessRunner, Runner, ThreadRunner, WorkerError
 
@@ -174,6 +175,7 @@ class _Service:
         self.waiting: set[anyio.CancelScope] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.root: Path | None = None
+        self.root_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -213,9 +215,7 @@ class _Service:
         return response
 
     async def _admitted(self, request: Request) -> Response:
-        if self.root is None:
-            self.root = Path(tempfile.mkdtemp(prefix="emotrace-serve-"))
-        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.root))
+        folder = await anyio.to_thread.run_sync(self._new_folder)  # the disk may be slow: not in the event loop
         try:
             upload = await receive_upload(request, folder)
             job = Job(str(upload.path), upload.name, upload.text, self.max_duration)
@@ -229,7 +229,15 @@ class _Service:
         except WorkerError as error:
             return _error(500, str(error))
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            with anyio.CancelScope(shield=True):  # removed even when a shutdown cancels the request
+                await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+
+    def _new_folder(self) -> Path:
+        """A folder for one upload, in the service's own (made on first use)."""
+        with self.root_lock:
+            if self.root is None:
+                self.root = Path(tempfile.mkdtemp(prefix="emotrace-serve-"))
+            return Path(tempfile.mkdtemp(prefix="upload-", dir=self.root))
 
     async def _unless_gone(self, request: Request, job: Job) -> Response:
         """The job's result, unless the client disconnects first: then the job leaves the
@@ -261,6 +269,8 @@ class _Service:
 
     async def _run(self, job: Job, stage: list[str]) -> dict[str, Any]:
         """Wait for a worker (a shutdown ends the wait with Refused), then run the job."""
+        if self.admission.draining:  # the stop came while the upload was still arriving
+            raise shutting_down()
         with anyio.CancelScope() as waiting:
             self.waiting.add(waiting)
             try:
@@ -268,7 +278,7 @@ class _Service:
             finally:
                 self.waiting.discard(waiting)
         if waiting.cancelled_caught:
-            raise Refused("shutting_down", "the service is shutting down; try again shortly", 5)
+            raise shutting_down()
         try:
             stage[0] = "running"
             with self.admission.predicting():

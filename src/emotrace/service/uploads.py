@@ -3,7 +3,8 @@
 Starlette's form parsing spools every upload to a temporary file before the endpoint runs,
 so the service used to hold two copies of each queued upload. Here the multipart body is
 parsed as it arrives and the audio written once, into a folder the caller removes, and
-only after the request has been admitted: a refused request never touches the disk.
+only after the request has been admitted: a refused request never touches the disk. Disk
+writes run in a thread, so a slow disk never holds up the event loop (and /health).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -48,7 +50,9 @@ async def receive_upload(request: Request, folder: Path) -> Upload:
         try:
             async for chunk in request.stream():
                 parser.write(chunk)
+                await anyio.to_thread.run_sync(form.flush)
             parser.finalize()
+            await anyio.to_thread.run_sync(form.flush)
         except FormParserError:
             raise UploadError("the request body is not valid multipart/form-data") from None
     finally:
@@ -60,8 +64,8 @@ async def receive_upload(request: Request, folder: Path) -> Upload:
 
 
 class _Form:
-    """Callbacks of the multipart parser: the audio part goes to disk, the text to memory,
-    anything else is dropped."""
+    """Callbacks of the multipart parser: the audio part goes to disk (by :meth:`flush`),
+    the text to memory, anything else is dropped."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -69,6 +73,8 @@ class _Form:
         self.name = "upload"
         self.text: bytearray | None = None
         self._file = None
+        self._pending: list[bytes] = []  # audio parsed but not yet written
+        self._closing = False
         self._field = b""
         self._header_name = bytearray()
         self._header_value = bytearray()
@@ -110,7 +116,6 @@ class _Form:
             self.name = " ".join(Path(filename.replace("\\", "/")).name.split()) or "upload"
             suffix = _SUFFIX.search(self.name)
             self.path = self.folder / f"upload{suffix.group() if suffix else ''}"
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed at the part's end or in close()
             self._target = UPLOAD_FIELD
         elif field == TEXT_FIELD:
             self.text = bytearray()
@@ -118,16 +123,26 @@ class _Form:
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._target == UPLOAD_FIELD:
-            self._file.write(data[start:end])
+            self._pending.append(bytes(data[start:end]))
         elif self._target == TEXT_FIELD:
             if len(self.text) + end - start > MAX_TEXT_BYTES:
                 raise UploadError(f"form field '{TEXT_FIELD}' is over {MAX_TEXT_BYTES // 1024} kB: not a transcript")
             self.text.extend(data[start:end])
 
     def _part_end(self) -> None:
-        if self._target == UPLOAD_FIELD:
-            self._file.close()
+        self._closing = self._closing or self._target == UPLOAD_FIELD
         self._target = None
+
+    def flush(self) -> None:
+        """Write what was parsed of the audio; close the file once its part has ended."""
+        if self.path is None or (self._file is not None and self._file.closed):
+            return
+        if self._file is None:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed here at the part's end, or by close()
+        self._file.writelines(self._pending)
+        self._pending.clear()
+        if self._closing:
+            self._file.close()
 
     def close(self) -> None:
         if self._file is not None:
