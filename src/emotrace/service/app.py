@@ -21,7 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -99,10 +99,14 @@ def create_app(
     async def predict(
         file: UploadFile = File(..., description="Audio (or video) in any format emotrace.audio reads."),
         text: str | None = Form(None, description="Transcript, for models that read text."),
+        min_confidence: float | None = Query(
+            None, ge=0.0, le=1.0, description="Label a prediction 'uncertain' when its top probability is below this."
+        ),
     ) -> JSONResponse:
         """One upload: an utterance, or (longer than the utterance limit) a recording
-        predicted by speech segments, with its timeline."""
-        document = await run_in_threadpool(service.predict_upload, file.file, file.filename, text)
+        predicted by speech segments, with its timeline; with ``min_confidence`` the
+        predictions say whether they abstained."""
+        document = await run_in_threadpool(service.predict_upload, file.file, file.filename, text, min_confidence)
         return JSONResponse(document)
 
     return app
@@ -115,7 +119,9 @@ class _Service:
         self.predictor = predictor
         self.lock = threading.Lock()
 
-    def predict_upload(self, upload: BinaryIO, filename: str | None, text: str | None) -> dict[str, Any]:
+    def predict_upload(
+        self, upload: BinaryIO, filename: str | None, text: str | None, min_confidence: float | None = None
+    ) -> dict[str, Any]:
         """The predictions document for an upload; errors and results name the client's
         file, never the temporary copy."""
         name = " ".join(Path(filename or "").name.split()) or "upload"  # error messages stay one line
@@ -132,6 +138,8 @@ class _Service:
             except InputError as error:
                 raise InputError(error.source.replace(str(path), name), error.problem) from None
         skipped = [InputError(e.source.replace(str(path), name), e.problem) for e in report.skipped]
+        if min_confidence is not None:
+            result = result.with_min_confidence(min_confidence)
         return predictions_document([_renamed(result, name)], BatchReport(skipped=skipped))
 
 
@@ -200,7 +208,8 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"][1:]) or "request"
-        name = f"form field '{field}'" + (" (the audio, sent as multipart/form-data)" if field == UPLOAD_FIELD else "")
+        kind = "query parameter" if item["loc"][0] == "query" else "form field"
+        name = f"{kind} '{field}'" + (" (the audio, sent as multipart/form-data)" if field == UPLOAD_FIELD else "")
         problems.append(f"{name} is missing" if item["type"] == "missing" else f"{name}: {item['msg']}")
     return _error(400, "; ".join(problems))
 
