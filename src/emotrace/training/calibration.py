@@ -29,8 +29,7 @@ from emotrace.models.outputs import ModelOutput
 from emotrace.training.config import NO_CALIBRATION
 
 ECE_BINS = 15
-#: the temperatures searched: a validation set the model separates perfectly pushes T to the
-#: lower bound, one it gets mostly wrong to the upper; neither is left unbounded
+#: the temperatures searched (a validation set the model gets nearly all wrong pushes T up)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 #: percent of a fold's test predictions above which one class is flagged as swallowing it
 DOMINANT_SHARE = 50.0
@@ -54,10 +53,14 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int]) -> float:
     """The temperature in :data:`TEMPERATURE_BOUNDS` that minimises the NLL of ``labels``.
 
     The NLL is convex in ``1 / T``, so it has one minimum along ``log T``, found by a
-    golden-section search there (no gradients: masked ``-inf`` logits are fine).
+    golden-section search there (no gradients: masked ``-inf`` logits are fine). When the
+    model gets every item right the NLL only falls as ``T`` goes to 0: such a validation
+    set cannot tell how sure the model should be, and ``T`` stays 1.
     """
     if len(labels) == 0 or len(labels) != len(logits):
         raise ValueError(f"need logits for each label, got {len(logits)} rows and {len(labels)} labels")
+    if (np.asarray(logits).argmax(1) == np.asarray(labels)).all():
+        return 1.0
 
     def loss(log_temperature: float) -> float:
         return negative_log_likelihood(logits, labels, math.exp(log_temperature))
