@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class Checkpoint:
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        check_temperature(self.temperature)
+        self.temperature = check_temperature(self.temperature)
 
     def config_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class Checkpoint:
         directory = Path(directory)
         if len(self.labels) != self.model.config.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.model.config.num_classes} classes")
+        check_temperature(self.temperature)  # it may have been set since the checkpoint was made
         with atomic_directory(directory) as temp:
             save_model(self.model, str(temp / WEIGHTS_FILE))
             (temp / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2, sort_keys=True))
@@ -84,7 +86,7 @@ class Checkpoint:
 
 def check_temperature(temperature: Any) -> float:
     """``temperature`` itself when it is a finite number above 0; a one-line ValueError otherwise."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not (
         math.isfinite(temperature) and temperature > 0
     ):
         raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}")

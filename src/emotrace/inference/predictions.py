@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ UNCERTAIN = "uncertain"
 def check_min_confidence(value: float | None, name: str = "min_confidence") -> float | None:
     """``value`` itself when it is None (no abstention) or a probability in [0, 1]; a one-line
     ValueError naming it as ``name`` (e.g. the command line's option) otherwise."""
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+    if value is not None and not (isinstance(value, Real) and math.isfinite(value) and 0 <= value <= 1):
         raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
     return value
 
@@ -159,7 +160,7 @@ def _abstains(scores: dict[str, float], min_confidence: float | None) -> bool | 
     """Whether the top score is below ``min_confidence``; None when there is no threshold."""
     if check_min_confidence(min_confidence) is None:
         return None
-    return max(scores.values()) < min_confidence
+    return bool(max(scores.values()) < min_confidence)
 
 
 def _abstention(abstained: bool | None) -> dict[str, bool]:
