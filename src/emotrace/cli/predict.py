@@ -18,6 +18,7 @@ from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.batch import BatchProgress, predict_batch, read_pairs
+from emotrace.inference.predictions import check_min_confidence
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import OutputFormat, predictions_table, render
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
@@ -54,6 +55,14 @@ def predict(
         Path | None,
         typer.Option(help="Folder for PNGs: one per utterance, a timeline per long recording.", file_okay=False),
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="Label a prediction 'uncertain' when its top probability is below this (0 to 1); "
+            "its probabilities are still given.",
+        ),
+    ] = None,
 ) -> None:
     """Emotion of each utterance: label, probabilities, regions of interest, dynamics, mixture.
 
@@ -70,6 +79,10 @@ def predict(
     if speakers is not None and not adapt_speaker:
         raise typer.BadParameter("--speakers needs --adapt-speaker")
     try:
+        check_min_confidence(min_confidence, "--min-confidence")
+    except ValueError as error:
+        fail(console, EmotraceError(str(error)))
+    try:
         predictor = load_model(model, asr=asr)
         _check_protocol(predictor, adapt_speaker, model)
         texts = read_pairs(transcripts, "text") if transcripts else {}
@@ -84,7 +97,7 @@ def predict(
         with Progress(console=console) as bar:
             batch = predict_batch(
                 predictor, paths, text=text, transcripts=texts, adapt_speaker=adapt_speaker, speakers=speaker_of,
-                plot=plot, report=report, progress=_ProgressBar(bar),
+                plot=plot, report=report, progress=_ProgressBar(bar), min_confidence=min_confidence,
             )
     except EmotraceError as error:
         fail(console, error)

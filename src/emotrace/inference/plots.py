@@ -248,8 +248,8 @@ def write_plot(
         frame_rate=result.frame_rate,
         frame_posteriors=result.frame_posteriors,
         labels=labels,
-        predicted=result.label,
-        probability=result.probabilities[result.label],
+        predicted=result.top_label,  # an abstaining prediction's plot shows its best guess
+        probability=result.probabilities[result.top_label],
         segments=[(span.start, span.end) for span in result.segments],
         title=Path(result.source).name,
     )

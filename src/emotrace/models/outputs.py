@@ -52,7 +52,12 @@ class ModelOutput:
 
     @property
     def probabilities(self) -> Tensor:
-        return self.logits.softmax(-1)
+        return self.probabilities_at(1.0)
+
+    def probabilities_at(self, temperature: float) -> Tensor:
+        """Class probabilities ``(B, C)`` from the logits divided by ``temperature``: a
+        calibrated model's (temperature scaling), whose argmax is the same at any ``temperature``."""
+        return (self.logits / temperature).softmax(-1)
 
     def explain(self, item: int, frame_rates: Mapping[str, float], offset: float = 0.0) -> Explanation:
         """What item ``item`` shows: here, only that every modality given was read.

@@ -217,8 +217,9 @@ class _Service:
     async def _admitted(self, request: Request) -> Response:
         folder = await anyio.to_thread.run_sync(self._new_folder)  # the disk may be slow: not in the event loop
         try:
+            min_confidence = _min_confidence(request)
             upload = await receive_upload(request, folder)
-            job = Job(str(upload.path), upload.name, upload.text, self.max_duration)
+            job = Job(str(upload.path), upload.name, upload.text, self.max_duration, min_confidence)
             return await self._unless_gone(request, job)
         except UploadError as error:
             return _error(400, str(error))
@@ -288,6 +289,20 @@ class _Service:
 
 
 _CLIENT_GONE = 499  # as nginx logs it: nobody is left to read the response
+
+
+def _min_confidence(request: Request) -> float | None:
+    """The ``min_confidence`` query parameter: abstain below this top probability (0..1)."""
+    given = request.query_params.get("min_confidence")
+    if given is None or not given.strip():
+        return None
+    try:
+        value = float(given)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise UploadError(f"query parameter 'min_confidence' must be a number from 0 to 1, got {given!r}")
+    return value
 
 
 def _megabytes(size: int) -> str:
@@ -390,7 +405,8 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"][1:]) or "request"
-        name = f"form field '{field}'" + (" (the audio, sent as multipart/form-data)" if field == UPLOAD_FIELD else "")
+        kind = "query parameter" if item["loc"][0] == "query" else "form field"
+        name = f"{kind} '{field}'" + (" (the audio, sent as multipart/form-data)" if field == UPLOAD_FIELD else "")
         problems.append(f"{name} is missing" if item["type"] == "missing" else f"{name}: {item['msg']}")
     return _error(400, "; ".join(problems))
 

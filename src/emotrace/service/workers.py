@@ -56,6 +56,7 @@ class Job:
     name: str
     text: str | None
     max_duration: float
+    min_confidence: float | None = None  # abstain ("uncertain") below this top probability
 
 
 def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
             presence = speech_presence(load_audio(path, max_duration=None))
             if not presence.present:
                 return {"predictions": [no_speech_prediction(name, presence)], "skipped": []}
-        result = predictor.predict_file(path, text, report=report)
+        result = predictor.predict_file(path, text, report=report).with_min_confidence(job.min_confidence)
         for prediction in result.timeline if isinstance(result, RecordingPrediction) else (result,):
             check_probabilities(str(path), predictor.labels, np.array(list(prediction.probabilities.values())))
     except InputError as error:

@@ -46,7 +46,14 @@ from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
-from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
+from emotrace.training.calibration import calibration_metrics, fit_temperature, scaled_probabilities
+from emotrace.training.config import (
+    NO_CALIBRATION,
+    TEMPERATURE_SCALING,
+    ExperimentConfig,
+    config_from_dict,
+    save_config,
+)
 from emotrace.training.data import (
     FeatureDataset,
     FoldDataModule,
@@ -56,7 +63,7 @@ from emotrace.training.data import (
     training_moments,
 )
 from emotrace.training.metrics import classification_metrics
-from emotrace.training.module import EmotionModule, predict_probabilities
+from emotrace.training.module import EmotionModule, predict_logits, predict_probabilities
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -219,6 +226,9 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         module.load_state_dict(state)
         best_score = float(selection.best_model_score)
     model = module.model.cpu().eval()
+    # calibrated on the validation speakers, after they chose the epoch; never on the test fold
+    calibration = TEMPERATURE_SCALING if val_part and config.calibration == TEMPERATURE_SCALING else NO_CALIBRATION
+    temperature = fit_temperature(predict_logits(model, val), val.labels) if calibration != NO_CALIBRATION else 1.0
     info = {
         "experiment": config.name,
         "corpus": config.corpus.name,
@@ -230,19 +240,21 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     }
     result: dict[str, Any] = {"fold": fold.name, "protocol": config.protocol, "val_ua": best_score,
                               "epochs": trainer.current_epoch, "train": len(train_part), "val": len(val_part),
-                              "test": len(test_part)}
+                              "test": len(test_part), "calibration": calibration}
     if test_part:
         test = _dataset(experiment, test_part)
-        probabilities = predict_probabilities(model, test)
+        logits = predict_logits(model, test)
+        probabilities = scaled_probabilities(logits, temperature)
         predictions = probabilities.argmax(1)
         result.update(classification_metrics(test.labels, predictions, experiment.labels))
-        info["test"] = {name: result[name] for name in ("ua", "wa", "macro_f1", "weighted_f1")}
+        result.update(calibration_metrics(logits, test.labels, temperature, experiment.labels))
+        info["test"] = {name: result[name] for name in ("ua", "wa", "macro_f1", "weighted_f1", "ece")}
         write_jsonl_atomically(fold_dir / PREDICTIONS_FILE, [
             {"id": u.id, "speaker": u.speaker, "fold": fold.name, "label": u.label,
              "prediction": experiment.labels[p], "probabilities": [round(float(x), 6) for x in row]}
             for u, p, row in zip(test_part, predictions, probabilities)
         ])
-    Checkpoint(model, experiment.labels, config.inputs, config.protocol, info).save(fold_dir / "model")
+    Checkpoint(model, experiment.labels, config.inputs, config.protocol, info, temperature).save(fold_dir / "model")
     result["seconds"] = time.perf_counter() - started
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_json_atomically(metrics_path, result)

@@ -25,6 +25,7 @@ from emotrace.atomic import (
     write_jsonl_atomically,
     write_text_atomically,
 )
+from emotrace.training.calibration import calibration_markdown, summarise_calibration
 from emotrace.training.config import ExperimentConfig, load_config
 from emotrace.training.metrics import HEADLINE, classification_metrics, summarise_folds
 
@@ -90,6 +91,7 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         "per_fold": per_fold,
         "seconds_per_fold": float(np.mean([m["seconds"] for m in per_fold.values()])),
         "peak_mb": float(max(m["peak_mb"] for m in per_fold.values())),
+        **summarise_calibration(per_fold, predictions, labels),
     }
     write_json_atomically(run_dir / "metrics.json", summary)
     write_jsonl_atomically(run_dir / "predictions.jsonl", predictions)
@@ -155,6 +157,7 @@ def markdown_report(summary: dict[str, Any]) -> str:
     lines += ["", "Per-class recall (mean over folds): " + ", ".join(
         f"{label} {value:.1f}" for label, value in summary["recall_mean"].items()), ""]
     lines += ["Options: " + "; ".join(f"{key}: {value}" for key, value in summary["options"].items()), ""]
+    lines += calibration_markdown(summary)
     lines += [f"![confusion matrix]({CONFUSION_FILE})", ""]
     return "\n".join(lines)
 
