@@ -10,7 +10,8 @@ The classes are the seven both corpora share (neutral, happy, sad, angry, fearfu
 disgusted, surprised); RAVDESS *calm* has no MELD counterpart and is dropped, so the full
 corpus gives 1248 pairs: 96 neutral and 192 of each other class, 52 per actor.
 
-Pairing, deterministic for a seed:
+Pairing, deterministic for a seed (``load_corpus``'s ``read_seed``, by default its ``seed``;
+``corpus.read_seed`` in an experiment config varies the pairing apart from the training seed):
 
 * MELD dialogues (all three official splits) are dealt into one group per RAVDESS actor
   by a group k-fold over dialogues stratified by emotion, and an actor's clips are paired
@@ -139,4 +140,5 @@ READER = Reader(
     read=read_paired,
     folds=paired_folds,
     label_sets=(MELD_7,),
+    seeded=True,
 )

@@ -29,14 +29,17 @@ class Reader:
 
     ``read(root, report)`` lists the utterances; ``folds(root, utterances, seed)`` builds the
     corpus's standard folds over (label-filtered) utterances; ``label_sets`` are the
-    corpus's standard label sets, the default first (empty: every label present).
+    corpus's standard label sets, the default first (empty: every label present). A
+    ``seeded`` reader draws something when it reads (the pairing of a built corpus) and is
+    called as ``read(root, report, seed=seed)``.
     """
 
     name: str
     description: str
-    read: Callable[[Path, BatchReport], list[Utterance]]
+    read: Callable[..., list[Utterance]]
     folds: Callable[[Path, Sequence[Utterance], int], Folds]
     label_sets: tuple[LabelSet, ...] = ()
+    seeded: bool = False
 
 
 def audio_files(folder: Path) -> list[Path]:

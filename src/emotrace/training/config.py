@@ -42,6 +42,9 @@ class CorpusConfig:
     label_set: str | None = None
     speaker_dependent: bool = False  # only on explicit request; every report says so
     subset: int | None = None  # at most this many utterances per speaker (quick trials, tests)
+    # What a built corpus draws when read (the text paired with each clip in ravdess-meld);
+    # None: the experiment's seed, which also draws the validation speakers.
+    read_seed: int | None = None
 
 
 @dataclass

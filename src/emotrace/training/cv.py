@@ -85,6 +85,7 @@ def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
         config.corpus.label_set,
         speaker_dependent=config.corpus.speaker_dependent,
         seed=config.seed,
+        read_seed=config.corpus.read_seed,
     )
     return _subset(corpus, config.corpus.subset) if config.corpus.subset else corpus
 
