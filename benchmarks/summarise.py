@@ -24,26 +24,32 @@ def figure(row: dict, name: str) -> str:
 
 
 def accuracy_table(result: dict) -> list[str]:
-    lines = ["| system | protocol | UA | WA | macro-F1 | weighted-F1 | UA by seed | s / fold | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| system | protocol | UA | WA | macro-F1 | weighted-F1 | pooled UA [95% CI, speakers] | val UA "
+             "| UA by run | s / fold | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         extra = f" (UA drop {row['ua_drop']:+.1f})" if "ua_drop" in row else ""
         seeds = " / ".join(f"{ua:.1f}" for ua in row.get("ua_by_seed", [])) or "–"
+        pooled = f"{row['ua_pooled']:.1f} [{row['ua_ci'][0]:.1f}, {row['ua_ci'][1]:.1f}]" if "ua_ci" in row else "–"
+        validation = f"{row['val_ua_mean']:.1f}" if row.get("val_ua_mean") is not None else "–"
         lines.append(
             f"| {row['system']}{extra} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
-            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {seeds} | "
+            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
             f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
     return lines
 
 
 def comparison_table(result: dict) -> list[str]:
-    lines = ["| system | against | UA difference | per fold | Wilcoxon p |", "|---|---|---|---|---|"]
+    lines = ["| system | against | UA difference | per fold | Wilcoxon p | pooled difference [95% CI, speakers] |",
+             "|---|---|---|---|---|---|"]
     for row in result["rows"]:
         for c in row.get("comparisons", []):
             per_fold = " / ".join(f"{d:+.1f}" for d in c["per_fold"])
+            pooled = (f"{c['pooled_difference']:+.1f} [{c['difference_ci'][0]:+.1f}, {c['difference_ci'][1]:+.1f}]"
+                      if "difference_ci" in c else "–")
             lines.append(f"| {row['system']} | {c['against']} | {c['ua_difference']:+.1f} | {per_fold} | "
-                         f"{c['wilcoxon_p']} |")
+                         f"{c['wilcoxon_p']} | {pooled} |")
     return lines if len(lines) > 2 else []
 
 
