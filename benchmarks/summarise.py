@@ -24,8 +24,8 @@ def figure(row: dict, name: str) -> str:
 
 
 def accuracy_table(result: dict) -> list[str]:
-    lines = ["| system | protocol | UA | WA | macro-F1 | weighted-F1 | pooled UA [95% CI, speakers] | val UA "
-             "| UA by run | s / fold | peak MB |",
+    lines = [("| system | protocol | UA | WA | macro-F1 | weighted-F1 | pooled UA [95% CI, speakers] | val UA "
+              "| UA by run | s / fold | peak MB |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         extra = f" (UA drop {row['ua_drop']:+.1f})" if "ua_drop" in row else ""

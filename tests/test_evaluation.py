@@ -3,16 +3,29 @@ and the deletion test of method A's regions of interest."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+import yaml
 
 from emotrace.models import ROIAttention, ROIAttentionConfig
 from emotrace.models.base import EmotionModel, ModelConfig
 from emotrace.models.layers import lengths_to_mask
 from emotrace.models.outputs import ROIOutput
+from emotrace.training.config import load_config
+from emotrace.training.cv import run_cv
 from emotrace.training.data import FeatureDataset, ModalityInputs
-from emotrace.training.faithfulness import attention_deletion, decision_shares, shifted, top_attention_mask
+from emotrace.training.faithfulness import (
+    attention_deletion,
+    decision_shares,
+    run_deletion_test,
+    shifted,
+    top_attention_mask,
+)
 from emotrace.training.metrics import speaker_bootstrap
 from emotrace.training.report import select_by_validation
 
@@ -206,3 +219,43 @@ def test_logit_parts_add_up_to_the_logits_and_the_paper_model_has_no_mean_path(j
         assert 0.0 < shares["mean_share"] < 1.0
     else:
         assert shares == {"mean_share": 0.0, "attention_agreement": 1.0}
+
+
+@pytest.fixture(scope="module")
+def tone_run(tmp_path_factory) -> Path:
+    """A finished two-fold cv run of a tiny hybrid method A on tones (pitch = emotion)."""
+    root = tmp_path_factory.mktemp("tones")
+    rows, rate = [], 16000
+    for speaker in range(4):
+        for emotion, pitch in (("angry", 600.0), ("sad", 150.0)):
+            for take in range(2):
+                t = np.arange(int(0.5 * rate)) / rate
+                path = root / f"s{speaker}_{emotion}_{take}.wav"
+                sf.write(path, (0.3 * np.sin(2 * np.pi * (pitch + 10 * take) * t)).astype(np.float32), rate)
+                rows.append({"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "name": "tiny-roi", "corpus": {"name": "manifest", "root": str(root / "manifest.jsonl")},
+        "inputs": {"audio": {"features": "logmel:bins=16", "frame_pooling": 4}},
+        "model": {"name": "roi_attention", "lstm_hidden": 4, "lstm_layers": 1, "attention_dim": 4,
+                  "projection_dim": 8, "join_mean_pool": True},
+        "store": str(root / "store"), "data": {"batch_size": 4}, "optim": {"max_epochs": 1},
+        "folds": ["fold1", "fold2"],
+    }))
+    run_cv(load_config(config_path), root / "run", progress=False)
+    return root / "run"
+
+
+def test_the_deletion_test_of_a_run_tests_every_fold_model_on_its_test_speakers(tone_run):
+    result = run_deletion_test(tone_run, shares=(0.2, None), draws=2)
+    stored = [json.loads(line) for line in (tone_run / "predictions.jsonl").read_text().splitlines()]
+    assert sorted((r["speaker"], r["label"], r["prediction"]) for r in stored) == sorted(
+        (r["speaker"], r["label"], r["prediction"]) for r in result["intact"])
+    assert set(result["tests"]) == {"0.2", "roi"}
+    for test in result["tests"].values():
+        assert len(test["top"]) == len(stored) and [len(draw) for draw in test["control"]] == [len(stored)] * 2
+        assert 0.0 < test["deleted_share"] < 1.0
+    assert 0.0 <= result["decision"]["mean_share"] <= 1.0
+    mean_filled = run_deletion_test(tone_run, fill="mean", draws=1)
+    assert mean_filled["intact"] == result["intact"]

@@ -27,7 +27,7 @@ each decision comes through the mean-pooled path rather than the attention-poole
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,8 @@ from torch import Tensor
 
 from emotrace.models.base import EmotionModel
 from emotrace.models.checkpoint import load_checkpoint
+from emotrace.training.config import load_config
+from emotrace.training.cv import CONFIG_FILE, METRICS_FILE, load_experiment_corpus, prepare, selected_folds
 from emotrace.training.data import FeatureDataset, collate, training_moments
 
 
@@ -161,22 +163,21 @@ def decision_shares(model: EmotionModel, dataset: FeatureDataset, batch_size: in
 def run_deletion_test(
     run_dir: str | Path,
     *,
-    share: float | None = 0.2,
+    shares: Sequence[float | None] = (0.2,),
     fill: Literal["zeros", "mean"] = "zeros",
     draws: int = 5,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The deletion test on every finished fold model of an ``emotrace cv`` run, on its test
-    speakers; ``fill="mean"`` writes each fold's training mean frame instead of zeros.
+    speakers, for each selection in ``shares`` (a share of frames, or None for the ROI rule);
+    ``fill="mean"`` writes each fold's training mean frame instead of zeros.
 
-    Returns prediction records (``speaker``, ``label``, ``prediction``) pooled over folds for
-    ``"intact"``, ``"top"`` and each draw of ``"control"`` (a list of lists), the mean
-    ``deleted_share`` of frames, and for models that split their logits by path the
-    :func:`decision_shares` averaged over folds (``"decision"``). The run's files are untouched.
+    Returns ``{"intact": records, "tests": {share_name: {"top": records, "control": [records
+    per draw], "deleted_share": mean share of frames deleted}}, "decision": ...}``, records
+    being prediction records (``speaker``, ``label``, ``prediction``) pooled over folds, share
+    names ``"0.2"`` or ``"roi"``, and ``"decision"`` (models that split their logits by path)
+    the :func:`decision_shares` averaged over folds. The run's files are untouched.
     """
-    from emotrace.training.config import load_config
-    from emotrace.training.cv import CONFIG_FILE, METRICS_FILE, load_experiment_corpus, prepare, selected_folds
-
     if fill not in ("zeros", "mean"):
         raise ValueError(f"fill must be 'zeros' or 'mean', got {fill!r}")
     run_dir = Path(run_dir)
@@ -184,8 +185,10 @@ def run_deletion_test(
     corpus = load_experiment_corpus(config)
     experiment = prepare(config, progress=False, corpus=corpus)
     labels = experiment.labels
-    records: dict[str, Any] = {"intact": [], "top": [], "control": [[] for _ in range(draws)]}
-    deleted, decisions = [], []
+    names = {share: "roi" if share is None else f"{share:g}" for share in shares}
+    intact: list[dict[str, str]] = []
+    tests = {name: {"top": [], "control": [[] for _ in range(draws)], "deleted": []} for name in names.values()}
+    decisions = []
     for fold in selected_folds(config, corpus):
         fold_dir = run_dir / "folds" / fold.name
         if not (fold_dir / METRICS_FILE).exists():
@@ -198,22 +201,25 @@ def run_deletion_test(
             values = {modality: mean.numpy() for modality, (mean, _) in moments.items()}
         test = FeatureDataset([u.id for u in test_part], [labels.index(u.label) for u in test_part],
                               experiment.inputs, config.data)
-        result = attention_deletion(model, test, share=share, fill=values, draws=draws, seed=seed)
-
-        def rows(predictions: np.ndarray) -> list[dict[str, str]]:
-            return [{"speaker": u.speaker, "label": u.label, "prediction": labels[p]}
-                    for u, p in zip(test_part, predictions)]
-
-        records["intact"] += rows(result.intact)
-        records["top"] += rows(result.top)
-        for draw in range(draws):
-            records["control"][draw] += rows(result.control[draw])
-        deleted.append(result.deleted_share)
+        for share, name in names.items():
+            result = attention_deletion(model, test, share=share, fill=values, draws=draws, seed=seed)
+            if name == names[shares[0]]:
+                intact += _records(test_part, result.intact, labels)
+            tests[name]["top"] += _records(test_part, result.top, labels)
+            for draw in range(draws):
+                tests[name]["control"][draw] += _records(test_part, result.control[draw], labels)
+            tests[name]["deleted"].append(result.deleted_share)
         if hasattr(model, "logit_parts"):
             decisions.append(decision_shares(model, test))
-    if not deleted:
+    if not intact:
         raise ValueError(f"{run_dir}: no finished folds")
-    records["deleted_share"] = float(np.concatenate(deleted).mean())
+    for test_records in tests.values():
+        test_records["deleted_share"] = float(np.concatenate(test_records.pop("deleted")).mean())
+    summary: dict[str, Any] = {"intact": intact, "tests": tests}
     if decisions:
-        records["decision"] = {key: float(np.mean([d[key] for d in decisions])) for key in decisions[0]}
-    return records
+        summary["decision"] = {key: float(np.mean([d[key] for d in decisions])) for key in decisions[0]}
+    return summary
+
+
+def _records(utterances: list, predictions: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"speaker": u.speaker, "label": u.label, "prediction": labels[p]} for u, p in zip(utterances, predictions)]
