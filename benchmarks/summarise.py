@@ -53,6 +53,22 @@ def comparison_table(result: dict) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def deletion_table(result: dict) -> list[str]:
+    """Method A's deletion test: UA lost when its regions of interest go, against random frames."""
+    lines = [("| system | protocol | deleted | share of frames | UA drop, top attention | UA drop, random places | "
+             "difference | mean-pooled share of decisions |"), "|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        decision = row.get("decision")
+        split = (f"{decision['mean_share']:.0%} (attention path alone agrees on {decision['attention_agreement']:.0%})"
+                 if decision else "–")
+        for entry in row.get("deletion", []):
+            figures = [f"{entry[key]:+.1f} [{entry[f'{key}_ci'][0]:+.1f}, {entry[f'{key}_ci'][1]:+.1f}]"
+                       for key in ("top_drop", "control_drop", "extra_drop")]
+            lines.append(f"| {row['system']} | {row['protocol']} | {entry['selection']} | {entry['deleted_share']:.0%} | "
+                         f"{' | '.join(figures)} | {split} |")
+    return lines if len(lines) > 2 else []
+
+
 def real_length_table(result: dict) -> list[str]:
     lines = ["| system | UA | WA | extraction s | x real time |", "|---|---|---|---|---|"]
     for row in result["rows"]:
@@ -87,6 +103,8 @@ def tables() -> str:
             out.extend(accuracy_table(result))
             if comparisons := comparison_table(result):
                 out.extend(["", *comparisons])
+            if deletions := deletion_table(result):
+                out.extend(["", *deletions])
         else:  # ASR
             out.append("| system | WER % | sentences exact % | RTF |\n|---|---|---|---|")
             out.extend(f"| {r['system']} | {r['wer']} | {r['sentence_accuracy']} | {r['rtf']} |" for r in rows)
