@@ -6,7 +6,7 @@ on padded frames are zero in every per-frame field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -24,8 +24,8 @@ class ModelOutput:
 
 @dataclass
 class LateFusionOutput(ModelOutput):
-    """``logits`` are the log of the averaged class probabilities; ``modality_logits``
-    holds each modality's own ``(B, C)`` logits."""
+    """``logits`` are the log of the fused class probabilities (their mean, or their
+    normalised product); ``modality_logits`` holds each modality's own ``(B, C)`` logits."""
 
     modality_logits: dict[str, Tensor]
 
@@ -54,11 +54,15 @@ class QueryFusionOutput(ModelOutput):
     class query over the positions of modality ``m`` (mean over heads); for each query it
     sums to 1 over all modalities' positions together. Only modalities that were passed
     appear. ``modalities_used[m] (B,)``: whether ``m`` entered each item's memory (False
-    when absent, empty, or hidden by random modality masking).
+    when absent, empty, or hidden by random modality masking). ``modality_logits[m] (B, C)``:
+    in training with ``unimodal_loss_weight``, the prediction decoded from ``m`` alone
+    (empty otherwise); ``modalities_present[m] (B,)``: whether item had a non-empty ``m``.
     """
 
     cross_attention: dict[str, Tensor]
     modalities_used: dict[str, Tensor]
+    modality_logits: dict[str, Tensor] = field(default_factory=dict)
+    modalities_present: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
