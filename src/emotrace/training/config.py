@@ -59,7 +59,15 @@ class DataConfig:
     crop_seconds: float | None = None  # random crops of at most this length
     time_mask: float = 0.0  # share of frames zeroed in random spans (SpecAugment-style)
     time_mask_spans: int = 2
+    # Share of the training side's items (training and validation speakers, each side apart)
+    # whose text is replaced, for the whole run, by the text of an item of another emotion:
+    # the noisy-text control. Test items keep their own text.
+    noisy_text: float = 0.0
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noisy_text < 1.0:
+            raise ValueError(f"noisy_text is a share in [0, 1), got {self.noisy_text}")
 
 
 @dataclass

@@ -59,6 +59,7 @@ def training_options(config: ExperimentConfig) -> dict[str, Any]:
         "label smoothing": model.get("label_smoothing", 0.0),
         "input standardisation (training moments)": model.get("standardise_inputs", False),
         "weight averaging (EMA decay)": config.optim.ema_decay,
+        "noisy text (share of training-side items)": config.data.noisy_text,
     }
 
 
