@@ -62,7 +62,7 @@ here: for each audio code, every text code of the same label in the batch is a p
 rest are negatives (and symmetrically). Both regularisers use the same critic D(a, t), an
 MLP on the concatenated pair (hidden 256); the authors' discriminator class is missing from
 their code, so its form is ours. alpha was swept over 0.1-0.9 by the authors; choose it on
-validation speakers (``benchmarks/select.py``).
+validation speakers (``benchmarks/selection.py``).
 
 Other differences from the authors' code: they select the epoch by validation loss (here
 validation UA), use one dropout per head (here ``code_dropout`` before every head) and
