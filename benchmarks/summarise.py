@@ -109,7 +109,22 @@ def tables() -> str:
             out.append("| system | WER % | sentences exact % | RTF |\n|---|---|---|---|")
             out.extend(f"| {r['system']} | {r['wer']} | {r['sentence_accuracy']} | {r['rtf']} |" for r in rows)
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + selection_tables())
+
+
+def selection_tables() -> list[str]:
+    """The validation screens (benchmarks/selection.py): which setting validation picks."""
+    out = []
+    for path in sorted((RESULTS / "selection").glob("*.json")):
+        result = json.loads(path.read_text())
+        out += [f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n",
+                f"{result['protocol']}\n", "| variant | val UA | val UA by seed | epochs | |", "|---|---|---|---|---|"]
+        for row in result["rows"]:
+            seeds = " / ".join(f"{ua:.1f}" for ua in row["val_ua_by_seed"])
+            out.append(f"| {row['system']} | {row['val_ua_mean']:.1f} ± {row['val_ua_std']:.1f} | {seeds} | "
+                       f"{row['epochs_mean']} | {'picked' if row['chosen'] else ''} |")
+        out.append("")
+    return out
 
 
 def main() -> None:
