@@ -23,6 +23,11 @@ Pairing, deterministic for a seed (``load_corpus``'s ``read_seed``, by default i
   are scarce in MELD) are some reused, inside that group. The folds' description counts
   the reuses (none with seed 0 on the full corpus).
 
+The noisy-text control (a share of training pairs given text of another emotion) is not drawn
+here: which pairs are training pairs depends on the fold, and test pairs must keep their own
+text. It is the training option ``data.noisy_text`` (:func:`emotrace.training.data.with_noisy_text`),
+applied per fold to the training side only.
+
 Limitation: MELD's main characters speak in nearly every dialogue, so text speakers are
 shared across splits even though dialogues are not.
 
