@@ -13,8 +13,8 @@ The paper's claim, attention beats the LSTM baselines, is tested fold by fold (W
 by a paired bootstrap over test speakers. Whether method A's regions of interest are the
 evidence is tested by deletion (:mod:`emotrace.training.faithfulness`): for every fold model,
 the top-attention frames (the top 20 %, and the frames the ROI rule shows users) are replaced
-by zeros, what time masking wrote in training, against the same number of frames at random
-places; the UA each costs, with 95 % bootstrap intervals over test speakers. For the hybrid,
+by what time masking wrote in training (zeros for these configs), against the same number of
+frames at random places; the UA each costs, with 95 % bootstrap intervals over test speakers. For the hybrid,
 the share of each decision that comes through its mean-pooled path.
 
     EMOTRACE_DATA=../shared/data python benchmarks/ravdess_audio.py [--jobs 2] [--store DIR]

@@ -164,13 +164,15 @@ def run_deletion_test(
     run_dir: str | Path,
     *,
     shares: Sequence[float | None] = (0.2,),
-    fill: Literal["zeros", "mean"] = "zeros",
+    fill: Literal["training", "zeros", "mean"] = "training",
     draws: int = 5,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The deletion test on every finished fold model of an ``emotrace cv`` run, on its test
-    speakers, for each selection in ``shares`` (a share of frames, or None for the ROI rule);
-    ``fill="mean"`` writes each fold's training mean frame instead of zeros.
+    speakers, for each selection in ``shares`` (a share of frames, or None for the ROI rule).
+    Deleted frames get what time masks wrote in the run's training (``fill="training"``: the
+    fold's training mean frame when the model standardises its inputs, else zeros), or
+    ``"zeros"``, or ``"mean"``.
 
     Returns ``{"intact": records, "tests": {share_name: {"top": records, "control": [records
     per draw], "deleted_share": mean share of frames deleted}}, "decision": ...}``, records
@@ -178,10 +180,12 @@ def run_deletion_test(
     names ``"0.2"`` or ``"roi"``, and ``"decision"`` (models that split their logits by path)
     the :func:`decision_shares` averaged over folds. The run's files are untouched.
     """
-    if fill not in ("zeros", "mean"):
-        raise ValueError(f"fill must be 'zeros' or 'mean', got {fill!r}")
+    if fill not in ("training", "zeros", "mean"):
+        raise ValueError(f"fill must be 'training', 'zeros' or 'mean', got {fill!r}")
     run_dir = Path(run_dir)
     config = load_config(run_dir / CONFIG_FILE)
+    if fill == "training":
+        fill = "mean" if config.model.get("standardise_inputs") else "zeros"
     corpus = load_experiment_corpus(config)
     experiment = prepare(config, progress=False, corpus=corpus)
     labels = experiment.labels
