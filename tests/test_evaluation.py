@@ -259,3 +259,20 @@ def test_the_deletion_test_of_a_run_tests_every_fold_model_on_its_test_speakers(
     assert 0.0 <= result["decision"]["mean_share"] <= 1.0
     mean_filled = run_deletion_test(tone_run, fill="mean", draws=1)
     assert mean_filled["intact"] == result["intact"]
+
+
+def test_compare_shows_validation_ua_and_names_the_run_validation_picks(tone_run):
+    from typer.testing import CliRunner
+
+    from emotrace.cli import app
+
+    done = CliRunner().invoke(app, ["compare", str(tone_run), str(tone_run), "--select", "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.output)
+    summary = json.loads((tone_run / "metrics.json").read_text())
+    assert result["selected"] == str(tone_run)
+    assert result["rows"][0]["val_ua_mean"] == pytest.approx(summary["val_ua_mean"])
+    folds = summary["per_fold"].values()
+    assert summary["val_ua_mean"] == pytest.approx(np.mean([fold["val_ua"] for fold in folds]))
+    table = CliRunner().invoke(app, ["compare", str(tone_run), "--select"])
+    assert "val UA" in table.output and "validation picks" in table.output
