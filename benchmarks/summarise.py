@@ -64,8 +64,8 @@ def deletion_table(result: dict) -> list[str]:
         for entry in row.get("deletion", []):
             figures = [f"{entry[key]:+.1f} [{entry[f'{key}_ci'][0]:+.1f}, {entry[f'{key}_ci'][1]:+.1f}]"
                        for key in ("top_drop", "control_drop", "extra_drop")]
-            lines.append(f"| {row['system']} | {row['protocol']} | {entry['selection']} | {entry['deleted_share']:.0%} | "
-                         f"{' | '.join(figures)} | {split} |")
+            lines.append(f"| {row['system']} | {row['protocol']} | {entry['selection']} | "
+                         f"{entry['deleted_share']:.0%} | {' | '.join(figures)} | {split} |")
     return lines if len(lines) > 2 else []
 
 

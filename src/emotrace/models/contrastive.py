@@ -206,7 +206,8 @@ class FlatSpectrogramCNN(nn.Module):
         if spectrogram.dim() == 4:  # a one-layer stack (B, 1, T, F)
             spectrogram = spectrogram.squeeze(1)
         if spectrogram.dim() != 3 or spectrogram.shape[-1] != self.frequency_bins:
-            raise ValueError(f"expected a log-spectrogram (B, T, {self.frequency_bins}), got {tuple(spectrogram.shape)}")
+            expected = f"(B, T, {self.frequency_bins})"
+            raise ValueError(f"expected a log-spectrogram {expected}, got {tuple(spectrogram.shape)}")
         batch, length = spectrogram.shape[:2]
         windows = -(-length // self.frames)
         x = spectrogram * lengths_to_mask(lengths, length)[..., None]
@@ -368,5 +369,8 @@ class ContrastiveFusion(EmotionModel):
             return LossOutput(total=ce, parts={"ce": ce})
         regulariser = self.regulariser_loss(output.audio_code, output.text_code, labels)
         alpha = self.config.alpha
-        total = (1 - alpha) * ce + alpha * regulariser if self.config.loss_weighting == "authors" else ce + alpha * regulariser
+        if self.config.loss_weighting == "authors":
+            total = (1 - alpha) * ce + alpha * regulariser
+        else:
+            total = ce + alpha * regulariser
         return LossOutput(total=total, parts={"ce": ce, self.config.regulariser: regulariser})

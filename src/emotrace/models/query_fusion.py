@@ -34,7 +34,7 @@ Choices the paper leaves open, and our defaults:
   inputs at inference: pass ``None`` for a modality (or a zero length for one item).
 
 Options beyond the paper, for a weak unimodal path (on RAVDESS audio this model's
-transformer encoder trailed method A's attentive BiLSTM by about 5 UA); each is off by
+transformer encoder trailed method A's attentive BiLSTM, hybrid pooling, by about 5 UA); each is off by
 default, so the defaults are the model above:
 
 - ``norm_first``: pre-norm encoder and decoder layers (each with a final LayerNorm), which
