@@ -21,7 +21,8 @@ Audio alone is unaffected and comes from the ``paired`` runs.
 Each part writes ``benchmarks/results/<part>.json`` (``ravdess_control``, ``ravdess_meld_paired``,
 ``ravdess_meld_noisy_text``, ``meld_text``) after every system; runs resume under
 ``runs/benchmarks/<part>/`` (``paired`` and ``noisy`` share ``runs/benchmarks/paired/``).
-Comparisons give the fold-by-fold gap with its Wilcoxon p and the pooled gap with a 95 % bootstrap interval over test speakers.
+Comparisons give the fold-by-fold gap with its Wilcoxon p and the pooled gap with a 95 %
+bootstrap interval over test speakers.
 """
 
 from __future__ import annotations
