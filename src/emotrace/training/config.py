@@ -47,6 +47,9 @@ class CorpusConfig:
     label_set: str | None = None
     speaker_dependent: bool = False  # only on explicit request; every report says so
     subset: int | None = None  # at most this many utterances per speaker (quick trials, tests)
+    # What a built corpus draws when read (the text paired with each clip in ravdess-meld);
+    # None: the experiment's seed, which also draws the validation speakers.
+    read_seed: int | None = None
 
 
 @dataclass
@@ -61,7 +64,15 @@ class DataConfig:
     crop_seconds: float | None = None  # random crops of at most this length
     time_mask: float = 0.0  # share of frames zeroed in random spans (SpecAugment-style)
     time_mask_spans: int = 2
+    # Share of the training side's items (training and validation speakers, each side apart)
+    # whose text is replaced, for the whole run, by the text of an item of another emotion:
+    # the noisy-text control. Test items keep their own text.
+    noisy_text: float = 0.0
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noisy_text < 1.0:
+            raise ValueError(f"noisy_text is a share in [0, 1), got {self.noisy_text}")
 
 
 @dataclass

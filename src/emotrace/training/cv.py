@@ -61,6 +61,7 @@ from emotrace.training.data import (
     inverse_frequency_weights,
     load_inputs,
     training_moments,
+    with_noisy_text,
 )
 from emotrace.training.metrics import classification_metrics
 from emotrace.training.module import EmotionModule, predict_logits, predict_probabilities
@@ -92,6 +93,7 @@ def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
         config.corpus.label_set,
         speaker_dependent=config.corpus.speaker_dependent,
         seed=config.seed,
+        read_seed=config.corpus.read_seed,
     )
     return _subset(corpus, config.corpus.subset) if config.corpus.subset else corpus
 
@@ -151,12 +153,16 @@ def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionM
     return model_from_config(model_config(name, **hparams))
 
 
-def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fill=None) -> FeatureDataset:
+def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fill=None,
+             noisy_text: bool = False) -> FeatureDataset:
+    """Items of ``utterances``; with ``noisy_text``, the config's share of them carry the text
+    of another emotion (the training side of the noisy-text control)."""
     labels = [experiment.corpus.label_set.index(u.label) for u in utterances]
-    return FeatureDataset(
-        [u.id for u in utterances], labels, experiment.inputs, experiment.config.data, augment, experiment.config.seed,
-        mask_fill,
-    )
+    ids, config = [u.id for u in utterances], experiment.config
+    inputs = experiment.inputs
+    if noisy_text and config.data.noisy_text:
+        inputs = with_noisy_text(inputs, ids, labels, config.data.noisy_text, config.seed)
+    return FeatureDataset(ids, labels, inputs, config.data, augment, config.seed, mask_fill)
 
 
 def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -174,8 +180,8 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     if config.model.get("standardise_inputs"):
         moments = training_moments(experiment.inputs, [u.id for u in train_part])
     mask_fill = {modality: mean.numpy() for modality, (mean, _) in moments.items()} if moments else None
-    train = _dataset(experiment, train_part, augment=True, mask_fill=mask_fill)
-    val = _dataset(experiment, val_part)
+    train = _dataset(experiment, train_part, augment=True, mask_fill=mask_fill, noisy_text=True)
+    val = _dataset(experiment, val_part, noisy_text=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(experiment, train.labels)
     state_dir = fold_dir / "lightning"
