@@ -23,6 +23,7 @@ from rich.table import Table
 from emotrace.api import DEFAULT_MODEL, available_models, load_model, resolve_model
 from emotrace.atomic import write_text_atomically
 from emotrace.audio import TARGET_SR, load_audio
+from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, Moments
 from emotrace.inference.plots import plot_timeline, plot_utterance
@@ -48,6 +49,7 @@ class OutputFormat(str, Enum):
     json = "json"
     csv = "csv"
     table = "table"
+    parquet = "parquet"  # --engine ray
 
 
 def predict(
@@ -81,6 +83,10 @@ def predict(
         Path | None,
         typer.Option(help="Folder for PNGs: one per utterance, a timeline per long recording.", file_okay=False),
     ] = None,
+    engine: EngineOption = Engine.local,
+    address: AddressOption = None,
+    actors: ActorsOption = None,
+    threads: Annotated[int, typer.Option(min=1, help="Threads per Ray actor. With --engine ray.")] = 1,
 ) -> None:
     """Emotion of each utterance: label, probabilities, regions of interest, dynamics, mixture.
 
@@ -89,8 +95,12 @@ def predict(
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
     A bad file is reported and skipped; the exit code is 1 only when nothing could be predicted.
+
+    With --engine ray, files are predicted on a Ray cluster into --output (json or parquet); a killed run, rerun, predicts only what it had not finished.
     """
     console = Console(stderr=True)
+    check_engine_options(engine, address, actors)
+    _check_output(engine, output_format, output, plot)
     if sum([text is not None, transcripts is not None, asr]) > 1:
         raise typer.BadParameter("give at most one of --text, --transcripts and --asr")
     if speakers is not None and not adapt_speaker:
@@ -108,6 +118,9 @@ def predict(
     report = BatchReport()
     files = expand_inputs(paths, report)
     groups = _speaker_groups(files, speaker_of, report, console) if adapt_speaker else {None: files}
+    if engine == Engine.ray:
+        _predict_on_ray(model, groups, text, texts, asr, output, output_format, report, console, address, actors, threads)
+        return
     try:  # a configuration problem (an extractor that cannot load) ends the run in one line
         results = _predict_all(predictor, groups, text, texts, plot, report, console)
     except EmotraceError as error:
@@ -200,6 +213,35 @@ def _audio_files(folder: Path) -> list[Path]:
         for path in folder.rglob("*")
         if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file() and not path.name.startswith(".")
     )
+
+
+def _check_output(engine: Engine, output_format: OutputFormat, output: Path | None, plot: Path | None) -> None:
+    if engine == Engine.ray:
+        if output_format not in (OutputFormat.json, OutputFormat.parquet) or output is None:
+            raise typer.BadParameter("--engine ray writes --format json or parquet to an --output file")
+        if plot is not None:
+            raise typer.BadParameter("--plot is not available with --engine ray")
+    elif output_format == OutputFormat.parquet:
+        raise typer.BadParameter("--format parquet needs --engine ray")
+
+
+def _predict_on_ray(
+    model: str, groups: dict[str | None, list[Path]], text: str | None, texts: dict[Path, str], asr: bool,
+    output: Path, output_format: OutputFormat, report: BatchReport, console: Console, address: str | None,
+    actors: int | None, threads: int,
+) -> None:
+    from emotrace.distributed.predict import predict_files_on_ray
+
+    try:
+        count = predict_files_on_ray(
+            model, groups, output, output_format=output_format.value, text=text, texts=texts, asr=asr,
+            report=report, address=address, actors=actors, threads=threads, console=console,
+        )
+    except EmotraceError as error:
+        _fail(console, error)
+    _say(console, report.summary())
+    if not count:
+        raise typer.Exit(1)
 
 
 def _check_protocol(predictor: Predictor, adapt_speaker: bool, model: str) -> None:

@@ -66,40 +66,34 @@ def quiet_data_context() -> None:
 
 @dataclass(frozen=True)
 class ActorPool:
-    """How many model-holding actors run, and what each reserves: ``threads`` CPUs (its torch
-    threads) and ``gpus`` GPUs."""
+    """How many model-holding actors run, each with ``threads`` CPUs (its torch and BLAS threads).
+
+    Actors run on CPUs: emotrace's extractors and predictors compute on the CPU.
+    """
 
     size: int
     threads: int
-    gpus: float
 
-    def remote_args(self) -> dict[str, Any]:
-        """``map_batches`` arguments for a fixed pool of these actors."""
+    def remote_args(self, blocks: int) -> dict[str, Any]:
+        """``map_batches`` arguments for a fixed pool of these actors, no larger than the
+        ``blocks`` of input it will get (an actor without input only costs start-up)."""
         import ray.data
 
-        return {
-            "compute": ray.data.ActorPoolStrategy(size=self.size),
-            "num_cpus": self.threads,
-            "num_gpus": self.gpus or None,
-        }
+        return {"compute": ray.data.ActorPoolStrategy(size=max(1, min(self.size, blocks))), "num_cpus": self.threads}
 
 
-def actor_pool(actors: int | None = None, threads: int = 1, gpus: float = 0.0) -> ActorPool:
-    """A pool that keeps the cluster busy: by default one actor per GPU when actors take
-    GPUs, else one per ``threads`` CPUs of the cluster (each actor loads every model once)."""
+def actor_pool(actors: int | None = None, threads: int = 1) -> ActorPool:
+    """A pool that keeps the cluster busy: by default one actor per ``threads`` CPUs of the
+    cluster (each actor loads every model once, so memory grows with the pool)."""
     import ray
 
-    if threads < 1 or gpus < 0:
-        raise ValueError(f"threads must be at least 1 and gpus at least 0, got {threads} and {gpus}")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     if actors is None:
-        resources = ray.cluster_resources()
-        if gpus > 0:
-            actors = max(1, int(resources.get("GPU", 0) / gpus))
-        else:
-            actors = max(1, int(resources.get("CPU", 1) // threads))
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
     if actors < 1:
         raise ValueError(f"actors must be at least 1, got {actors}")
-    return ActorPool(actors, threads, gpus)
+    return ActorPool(actors, threads)
 
 
 def working_directory() -> str:
@@ -109,9 +103,13 @@ def working_directory() -> str:
 
 
 def enter(directory: str, threads: int) -> None:
-    """What every actor does first: the driver's folder, and ``threads`` torch threads."""
+    """What every actor does first: the driver's folder, and ``threads`` threads for torch and
+    the BLAS and OpenMP pools (a thread count can change the last bits of a float, so an
+    actor computes exactly what a local run with as many threads computes)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     if os.path.isdir(directory):
         os.chdir(directory)
     torch.set_num_threads(threads)
+    threadpool_limits(threads)  # stays in force: the process is this actor's alone
