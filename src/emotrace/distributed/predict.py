@@ -79,7 +79,7 @@ def predict_files_on_ray(
         for path in paths
     ]
     items = [Item(index, item.path, item.text, item.speaker) for index, item in enumerate(items)]
-    parts = ResultParts.for_job(output, {"model": model, "model_files": _model_files(model), "asr": asr})
+    parts = ResultParts.for_job(output, prediction_job(model, asr))
     pending = [item for item in items if not parts.finished(item)]
     if pending:
         with ray_cluster(address), _user_errors():
@@ -95,18 +95,19 @@ def predict_files_on_ray(
     return count
 
 
-def _model_files(model: str) -> list[list[Any]]:
-    """Name, size and modification time of the model's files (and of a packaged model's
-    speaker-adaptive twin): what says whether kept parts come from the same model."""
+def prediction_job(model: str, asr: bool) -> dict[str, Any]:
+    """What makes two runs the same job, whose parts one may reuse from the other: the model,
+    by name and by the size and modification time of its files (and of a packaged model's
+    speaker-adaptive twin), and whether ASR transcribes."""
     folder = resolve_model(model)
-    folders = [folder, folder.parent / f"{folder.name}{ADAPTIVE_SUFFIX}"]
-    return [
+    files = [
         [str(path), path.stat().st_size, path.stat().st_mtime_ns]
-        for directory in folders
+        for directory in (folder, folder.parent / f"{folder.name}{ADAPTIVE_SUFFIX}")
         if directory.is_dir()
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     ]
+    return {"model": model, "model_files": files, "asr": asr}
 
 
 @contextmanager
@@ -149,7 +150,8 @@ def _speaker_moments(
     moments: dict[str, Moments | list[InputError]] = {}
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for speaker, outcome in zip(batch["speaker"], batch["outcome"]):
-            moments[str(speaker)] = pickle.loads(outcome)
+            found = pickle.loads(outcome)
+            moments[str(speaker)] = [InputError(*error) for error in found] if isinstance(found, list) else found
             bar.advance(task)
     return moments
 
@@ -187,7 +189,7 @@ class _MomentsWorker(_Worker):
             try:
                 outcome: Any = self.predictor.speaker_moments_for(paths, texts, report=quiet)
             except InputError:
-                outcome = quiet.skipped
+                outcome = [(error.source, error.problem) for error in quiet.skipped]
             speakers.append(speaker)
             outcomes.append(pickle.dumps(outcome))
         return {"speaker": np.asarray(speakers, object), "outcome": np.asarray(outcomes, object)}
