@@ -196,6 +196,12 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> ShuffledBatchSampler:
+        """What Lightning sets the epoch of before each epoch: a batch sampler's ``sampler``
+        (it never calls the batch sampler's own ``set_epoch``), here the batch sampler itself."""
+        return self
+
     def _all_batches(self, generator: np.random.Generator) -> list[list[int]]:
         order = generator.permutation(self.size).tolist()
         return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
@@ -211,7 +217,7 @@ class ShuffledBatchSampler(Sampler[list[int]]):
         return batches[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())  # Lightning calls set_epoch before each epoch
+        return iter(self._batches())
 
     def __len__(self) -> int:
         return math.ceil(math.ceil(self.size / self.batch_size) / self.world_size)
