@@ -87,8 +87,9 @@ def predict_files_on_ray(
             pool = actor_pool(actors, threads)
             worker = {"directory": working_directory(), "threads": threads, "model": model, "asr": asr}
             with Progress(console=console, disable=not progress) as bar:
-                moments = _speaker_moments(pending, items, worker, pool, bar)
-                pending = _record_failed_speakers(pending, moments, parts)
+                outcomes = _speaker_moments(pending, items, worker, pool, bar)
+                pending = _record_failed_speakers(pending, outcomes, parts)
+                moments = {speaker: found for speaker, found in outcomes.items() if isinstance(found, Moments)}
                 _predict(pending, {**worker, "parts": str(parts.directory), "moments": moments}, pool, batch_size, bar)
     count = write_results(output, output_format, parts, items, report)
     parts.remove()
