@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from emotrace.cli import app
+from emotrace.corpora.manifest import write_manifest
 from emotrace.corpora.records import Utterance
 from emotrace.distributed.cluster import require_ray
 from emotrace.distributed.extract import extract_corpus_on_ray
@@ -68,15 +70,15 @@ def clips(shared_data: Path) -> list[Path]:
 def utterances(clips: list[Path], bad: Path) -> list[Utterance]:
     """The clips with their transcripts, a file that is not audio and one that is missing."""
     found = [
-        Utterance(id=clip.stem, audio=str(clip), label=None, speaker=clip.parent.name,
+        Utterance(id=clip.stem, audio=str(clip), label="neutral", speaker=clip.parent.name,
                   transcript=STATEMENTS[clip.stem.split("-")[4]])
         for clip in clips
     ]
     return [
         *found[:5],
-        Utterance(id="not-audio", audio=str(bad), label=None, speaker="x", transcript="a door"),
+        Utterance(id="not-audio", audio=str(bad), label="neutral", speaker="x", transcript="a door"),
         *found[5:],
-        Utterance(id="missing", audio=str(bad.parent / "missing.flac"), label=None, speaker="x"),
+        Utterance(id="missing", audio=str(bad.parent / "missing.flac"), label="neutral", speaker="x"),
     ]
 
 
@@ -121,8 +123,13 @@ def test_extraction_on_ray_gives_the_local_stores(cluster, clips, tmp_path):
     assert sorted(map(str, ray_report.skipped)) == sorted(map(str, local_report.skipped))
     assert_same_stores(tmp_path / "local", tmp_path / "ray")
 
-    again = extract_corpus_on_ray(items, specs, tmp_path / "ray", actors=2, batch_size=4, progress=False)
-    assert [(count.computed, count.cached) for count in again.stores] == [(0, 24), (0, 25)]
+    write_manifest(items, tmp_path / "corpus.jsonl", BatchReport())  # the clips; the bad files are left out
+    command = ["extract", "manifest", str(tmp_path / "corpus.jsonl"), "--features", ",".join(specs),
+               "--store", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2"]
+    again = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    for extractor in ("logmel", "glove-50d"):  # computed, cached, skipped
+        assert re.search(rf"│ {extractor}\s+│ 0\s+│ 24\s+│ 0\s+│", again.output), again.output
 
 
 def actor_pids(kind: str) -> list[int]:

@@ -37,7 +37,7 @@ from emotrace.distributed.cluster import (
 )
 from emotrace.distributed.results import Item, ResultParts, file_state, write_results
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.features.normalization import Moments
+from emotrace.inference.predictor import SpeakerMoments
 
 OUTPUT_FORMATS = ("json", "parquet")
 
@@ -89,7 +89,7 @@ def predict_files_on_ray(
             with Progress(console=console, disable=not progress) as bar:
                 outcomes = _speaker_moments(pending, items, worker, pool, bar)
                 pending = _record_failed_speakers(pending, outcomes, parts)
-                moments = {speaker: found for speaker, found in outcomes.items() if isinstance(found, Moments)}
+                moments = {speaker: found for speaker, found in outcomes.items() if not isinstance(found, list)}
                 _predict(pending, {**worker, "parts": str(parts.directory), "moments": moments}, pool, batch_size, bar)
     count = write_results(output, output_format, parts, items, report)
     parts.remove()
@@ -132,7 +132,7 @@ def _user_errors() -> Iterator[None]:
 
 def _speaker_moments(
     pending: list[Item], items: list[Item], worker: dict[str, Any], pool: ActorPool, bar: Progress
-) -> dict[str, Moments | list[InputError]]:
+) -> dict[str, SpeakerMoments | list[InputError]]:
     """Each speaker's moments, or the errors that left none, for the speakers with files to
     predict; from all of that speaker's files, as on one machine."""
     import ray.data
@@ -148,7 +148,7 @@ def _speaker_moments(
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         _MomentsWorker, batch_size=1, fn_constructor_kwargs=worker, **pool.remote_args(len(rows))
     )
-    moments: dict[str, Moments | list[InputError]] = {}
+    moments: dict[str, SpeakerMoments | list[InputError]] = {}
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for speaker, outcome in zip(batch["speaker"], batch["outcome"]):
             found = pickle.loads(outcome)
@@ -158,7 +158,7 @@ def _speaker_moments(
 
 
 def _record_failed_speakers(
-    pending: list[Item], moments: Mapping[str, Moments | list[InputError]], parts: ResultParts
+    pending: list[Item], moments: Mapping[str, SpeakerMoments | list[InputError]], parts: ResultParts
 ) -> list[Item]:
     """Record the files of speakers without moments as skipped (their first file holds why, as
     the local path reports it there); the files still to predict."""
@@ -219,7 +219,7 @@ class _PredictWorker(_Worker):
     batch retried after an actor died midway) is not predicted again."""
 
     def __init__(self, directory: str, threads: int, model: str, asr: bool, parts: str,
-                 moments: Mapping[str, Moments]):
+                 moments: Mapping[str, SpeakerMoments]):
         super().__init__(directory, threads, model, asr)
         self.parts = ResultParts(Path(parts))
         self.moments = moments
