@@ -285,7 +285,7 @@ def test_a_restarted_prediction_keeps_finished_parts(cluster, clips, tmp_path):
     assert [row["label"] for row in rows] == ["kept", *(p["label"] for p in local[1:])]
     assert dict(rows[2]["probabilities"]) == local[2]["probabilities"]
     assert rows[2]["dynamics"]["attention"] == local[2]["dynamics"]["attention"]
-    assert json.loads(table.schema.metadata[b"emotrace.skipped"]) == []
+    assert json.loads(pq.read_metadata(output).metadata[b"emotrace.skipped"]) == []
     assert not parts.directory.exists()
 
 

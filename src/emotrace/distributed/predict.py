@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from emotrace.distributed.cluster import (
     working_directory,
 )
 from emotrace.distributed.results import Item, ResultParts, file_state, write_results
-from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.errors import BatchReport, InputError
 from emotrace.inference.predictor import SpeakerMoments
 
 OUTPUT_FORMATS = ("json", "parquet")
@@ -73,16 +72,15 @@ def predict_files_on_ray(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     report = report if report is not None else BatchReport()
     texts = texts or {}
+    inputs = [(path, speaker) for speaker, paths in groups.items() for path in paths]
     items = [
-        Item(0, str(path), text if text is not None else texts.get(path.resolve()), speaker)
-        for speaker, paths in groups.items()
-        for path in paths
+        Item(index, str(path), text if text is not None else texts.get(path.resolve()), speaker)
+        for index, (path, speaker) in enumerate(inputs)
     ]
-    items = [Item(index, item.path, item.text, item.speaker) for index, item in enumerate(items)]
     parts = ResultParts.for_job(output, prediction_job(model, asr))
     pending = [item for item in items if not parts.finished(item)]
     if pending:
-        with ray_cluster(address), _user_errors():
+        with ray_cluster(address):
             quiet_data_context()
             pool = actor_pool(actors, threads)
             worker = {"directory": working_directory(), "threads": threads, "model": model, "asr": asr}
@@ -109,22 +107,6 @@ def prediction_job(model: str, asr: bool) -> dict[str, Any]:
         if path.is_file()
     ]
     return {"model": model, "model_files": files, "asr": asr}
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """An EmotraceError raised in a worker (a model that cannot load) as itself, one line."""
-    try:
-        yield
-    except EmotraceError:
-        raise
-    except Exception as error:
-        cause = error
-        while cause is not None and not isinstance(cause, EmotraceError):
-            cause = cause.__cause__ or getattr(cause, "cause", None)
-        if cause is None:
-            raise
-        raise EmotraceError(str(cause)) from None
 
 
 # --------------------------------------------------------------------------- speaker moments

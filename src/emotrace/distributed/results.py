@@ -183,8 +183,8 @@ def _layout(report: BatchReport) -> str:
 
 def write_parquet(output: Path, parts: ResultParts, items: Sequence[Item], report: BatchReport) -> int:
     """One row per utterance prediction (a long recording's speech segments each a row), the
-    fields of the JSON document as columns; what was skipped in the file's metadata as JSON
-    (``emotrace.skipped``). Written in row groups, so memory stays bounded; returns the rows."""
+    fields of the JSON document as columns; what was skipped in the file's key-value
+    metadata as JSON (``emotrace.skipped``, see ``pyarrow.parquet.read_metadata``). Written in row groups, so memory stays bounded; returns the rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
