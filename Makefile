@@ -22,6 +22,7 @@ demo: $(BIN)/.installed
 	$(BIN)/emotrace demo
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from emotrace.audio import load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.features.asr import (
-    SAMPLE_RATE,
     WhisperASR,
     available_cores,
     word_error_rate,

@@ -24,7 +24,7 @@ from pathlib import Path
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, write_results
 
 EXTRACTORS = {
     "whisper-base:layers=2,3,4,5": "default acoustic extractor (the default model's input): Whisper-base, "

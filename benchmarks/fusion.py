@@ -29,7 +29,7 @@ from emotrace.training.cv import evaluate_without, run_cv
 from emotrace.training.metrics import summarise_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, comparison, row_from_runs, seed_average, write_results  # noqa: E402
+from common import REPO, comparison, row_from_runs, seed_average, write_results
 
 AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
 

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
 HOUR = 3600.0
 
@@ -76,7 +76,8 @@ def wav2vec2_pipeline(paths: list[Path]) -> int:
     count = 0
     with torch.inference_mode():
         for path in paths:
-            blocks = [load_audio(path)] if sf.info(str(path)).duration <= 30 else (b for _, b in stream_audio(path, 30.0))
+            whole = sf.info(str(path)).duration <= 30
+            blocks = [load_audio(path)] if whole else (block for _, block in stream_audio(path, 30.0))
             for block in blocks:
                 if len(block) < 400:  # under wav2vec2's 25 ms receptive field: dropped, as such pipelines do
                     continue

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from emotrace.corpora import load_corpus
-from emotrace.features.normalization import PROTOCOLS
 from emotrace.features.pipeline import resolve_extractor
 from emotrace.features.store import FeatureStore
+from emotrace.protocols import PROTOCOLS
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
 
@@ -106,7 +106,8 @@ def classic_rows(protocol: str, store_root: str, systems: list[str] | None) -> l
         row = {"system": system, "method": kind, "protocol": protocol, "folds": summary["folds"],
                "folds_protocol": corpus.folds.protocol}
         for name in ("ua", "wa", "macro_f1", "weighted_f1"):
-            row[f"{name}_mean"], row[f"{name}_std"] = round(summary[f"{name}_mean"], 2), round(summary[f"{name}_std"], 2)
+            row[f"{name}_mean"] = round(summary[f"{name}_mean"], 2)
+            row[f"{name}_std"] = round(summary[f"{name}_std"], 2)
         row["seconds_per_fold"] = round((time.perf_counter() - started) / summary["folds"], 1)
         row["hyperparameters"] = result.get("chosen")
         rows.append(row)

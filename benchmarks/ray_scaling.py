@@ -33,7 +33,7 @@ from emotrace.errors import BatchReport
 from emotrace.features.pipeline import extract_corpus
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
 ACTORS = (1, 2, 4)
 

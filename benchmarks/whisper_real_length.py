@@ -25,14 +25,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from emotrace.audio import SAMPLE_RATE
 from emotrace.corpora import load_corpus
 from emotrace.features.pipeline import extract_corpus
 from emotrace.features.store import FeatureStore
-from emotrace.features.whisper import SAMPLE_RATE, WhisperEncoderExtractor
+from emotrace.features.whisper import WhisperEncoderExtractor
+from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.training.classic import run_classic
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
 LAYERS = (2, 3, 4, 5)
 PROBE_LAYERS = {"layers 2-5 (mean of their pooled statistics)": None, "layer 4": [4]}
@@ -78,10 +80,10 @@ def main() -> None:
             seconds = time.perf_counter() - started
             with FeatureStore.open(stores, extractor.name, extractor.config(), extractor.version) as store:
                 for probe, layers in PROBE_LAYERS.items():
-                    summary = run_classic("probe", store, corpus, "utterance-level", layers=layers)["summary"]
+                    summary = run_classic("probe", store, corpus, UTTERANCE_LEVEL, layers=layers)["summary"]
                     rows.append({
                         "system": f"Whisper-base {system}, linear probe on {probe}",
-                        "protocol": "utterance-level", "folds": summary["folds"],
+                        "protocol": UTTERANCE_LEVEL, "folds": summary["folds"],
                         **{f"{name}_{stat}": round(summary[f"{name}_{stat}"], 2)
                            for name in ("ua", "wa") for stat in ("mean", "std")},
                         "extraction_seconds": round(seconds, 1), "speed": round(audio_seconds / seconds, 1),

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, PRETRAINED
 from emotrace.atomic import write_text_atomically
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
-from emotrace.models.checkpoint import load_checkpoint
+from emotrace.checkpoint import load_checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv, train_final
 from emotrace.training.report import write_report
@@ -85,6 +85,9 @@ def model_card(name: str, checkpoint, summary: dict) -> str:
         else "speaker-adaptive: features are normalised per speaker from several of that speaker's "
         "recordings (unlabelled), so it needs `--adapt-speaker` and a few clips per speaker"
     )
+    figures = " | ".join(
+        f"{summary[f'{metric}_mean']:.1f} ± {summary[f'{metric}_std']:.1f}" for metric in ("ua", "wa", "macro_f1")
+    )
     return f"""# {name}
 
 Method A of emotrace (attention-based ROI detection: BiLSTM + additive attention over frozen
@@ -98,7 +101,7 @@ actors per fold, 2 validation actors from the training side), protocol **{summar
 
 | UA | WA | macro-F1 |
 |---|---|---|
-| {summary["ua_mean"]:.1f} ± {summary["ua_std"]:.1f} | {summary["wa_mean"]:.1f} ± {summary["wa_std"]:.1f} | {summary["macro_f1_mean"]:.1f} ± {summary["macro_f1_std"]:.1f} |
+| {figures} |
 
 Mean ± std over folds, percent. Per-class recall: {recalls}.
 The shipped weights are a final model trained with the same recipe on 22 of the 24 actors,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from emotrace.corpora.records import Utterance
 from emotrace.features.asr import WhisperASR, word_error_rate
 from emotrace.features.base import Extractor, Features
 from emotrace.features.pipeline import extract_corpus
-from emotrace.features.store import TranscriptStore
+from emotrace.features.transcripts import TranscriptStore
 
 DATA = Path(os.environ.get("EMOTRACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
@@ -59,7 +58,7 @@ def test_packaged_tiny_en_transcribes_ravdess_statements(asr: WhisperASR) -> Non
         assert transcript.language == "en"
         assert len(transcript.words) >= 5
         times = [time for word in transcript.words for time in (word.start, word.end)]
-        assert times == sorted(times) and 0.0 <= times[0] and times[-1] <= len(waveform) / rate + 0.1
+        assert times == sorted(times) and times[0] >= 0.0 and times[-1] <= len(waveform) / rate + 0.1
         assert all(0.0 <= word.probability <= 1.0 for word in transcript.words)
     assert word_error_rate(references, hypotheses) <= 0.15, hypotheses
     assert asr.config() == {"model": "tiny.en", "beam_size": 5, "language": None, "compute_type": "int8"}

@@ -14,10 +14,9 @@ import pytest
 import soundfile as sf
 
 from emotrace.audio import (
-    MAX_UTTERANCE_DURATION,
-    TARGET_SR,
+    MAX_LOAD_SECONDS,
+    SAMPLE_RATE,
     load_audio,
-    load_batch,
     probe,
     stream_audio,
 )
@@ -166,7 +165,7 @@ def good_inputs(
         (utterance(folder / "8khz.wav", start=0.25, end=0.75), 0.5, 0.0),
         (
             Utterance(id=clip.stem, audio=str(clip), label="happy", speaker="Actor_01"),
-            sf.info(clip).frames / TARGET_SR,
+            sf.info(clip).frames / SAMPLE_RATE,
             0.0,
         ),
     ]
@@ -193,50 +192,74 @@ def test_good_inputs_come_out_16k_mono_float32_with_right_length_and_pitch(good_
     for utterance, seconds, slack in good_inputs:
         audio = load_audio(utterance.audio, utterance.start, utterance.end)
         assert audio.dtype == np.float32 and audio.ndim == 1, utterance.id
-        assert abs(len(audio) - seconds * TARGET_SR) <= slack * TARGET_SR + 1, utterance.id
+        assert abs(len(audio) - seconds * SAMPLE_RATE) <= slack * SAMPLE_RATE + 1, utterance.id
         if utterance.label is None:  # a tone, not the labelled speech clip
-            assert dominant_frequency(audio, TARGET_SR) == pytest.approx(440, abs=3), utterance.id
+            assert dominant_frequency(audio, SAMPLE_RATE) == pytest.approx(440, abs=3), utterance.id
 
 
-def test_batch_skips_and_reports_every_bad_input_and_yields_every_good_one(
+def load_each(utterances: list[Utterance], report: BatchReport) -> dict[str, np.ndarray]:
+    """What a batch does with load_audio: each bad item goes to ``report`` and the batch goes on."""
+    loaded = {}
+    for utterance in utterances:
+        try:
+            loaded[utterance.id] = load_audio(utterance.audio, utterance.start, utterance.end)
+        except InputError as error:
+            report.skip(error)
+            continue
+        report.done += 1
+    return loaded
+
+
+def test_a_batch_skips_and_reports_every_bad_input_and_loads_every_good_one(
     bad_inputs, good_inputs
 ) -> None:
-    text_only = Utterance(id="text-only", audio=None, label="joy", speaker="s")
+    """Errors and successes interleaved: no bad file stops the batch or leaks into the next one."""
     good = {utterance.id: (seconds, slack) for utterance, seconds, slack in good_inputs}
-    bad = [utterance for utterance, _ in bad_inputs] + [text_only]
+    bad = [utterance for utterance, _ in bad_inputs]
     interleaved = zip_longest(bad, [utterance for utterance, _, _ in good_inputs])
+    mixed = [utterance for utterance in chain.from_iterable(interleaved) if utterance is not None]
     report = BatchReport()
 
-    mixed = [utterance for utterance in chain.from_iterable(interleaved) if utterance is not None]
-    loaded = {utterance.id: audio for utterance, audio in load_batch(mixed, report)}
+    loaded = load_each(mixed, report)
 
     assert sorted(loaded) == sorted(good)
     for name, audio in loaded.items():
         seconds, slack = good[name]
-        assert abs(len(audio) - seconds * TARGET_SR) <= slack * TARGET_SR + 1, name
+        assert abs(len(audio) - seconds * SAMPLE_RATE) <= slack * SAMPLE_RATE + 1, name
     assert report.done == len(good)
-    assert len(report.skipped) == len(bad_inputs) + 1
-    messages = {error.source.split(" (")[0]: str(error) for error in report.skipped}
-    for utterance, words in bad_inputs:
-        assert messages[utterance.id].startswith(f"{utterance.id} (")
-        assert_names_file_and_problem(messages[utterance.id], utterance, words)
-    assert messages["text-only"] == "text-only: has no audio file"
+    assert len(report.skipped) == len(bad_inputs)
+    for (utterance, words), error in zip(bad_inputs, report.skipped):  # bad ones keep their order
+        assert_names_file_and_problem(error, utterance, words)
     summary = report.summary()
-    assert summary.startswith(f"{len(good)} done, {len(bad_inputs) + 1} skipped")
-    assert all(utterance.id in summary for utterance, _ in bad_inputs)
+    assert summary.startswith(f"{len(good)} done, {len(bad_inputs)} skipped")
+    assert all(utterance.audio in summary for utterance, _ in bad_inputs)
 
 
-def test_strict_batch_raises_at_the_first_bad_item(bad_inputs, good_inputs) -> None:
+def test_a_strict_batch_raises_at_the_first_bad_item(bad_inputs, good_inputs) -> None:
     first_good, second_good = good_inputs[0][0], good_inputs[1][0]
     first_bad, second_bad = bad_inputs[5][0], bad_inputs[0][0]
     report = BatchReport(strict=True)
-    yielded = []
     with pytest.raises(InputError) as caught:
-        for utterance, _ in load_batch([first_good, first_bad, second_bad, second_good], report):
-            yielded.append(utterance.id)
-    assert yielded == [first_good.id]
-    assert str(caught.value).startswith(f"{first_bad.id} ({first_bad.audio}): has no audio track")
-    assert report.done == 1
+        load_each([first_good, first_bad, second_bad, second_good], report)
+    assert str(caught.value).startswith(f"{first_bad.audio}: has no audio track")
+    assert report.done == 1 and report.skipped == []
+
+
+def test_bad_files_fail_when_streamed_too(bad_inputs) -> None:
+    """stream_audio reads the same files: what is wrong with the file itself (not a segment or
+    length limit, which streaming does not have) is an InputError naming it, when called or
+    while iterating."""
+    file_problems = ("empty", "truncated", "corrupt", "not an audio file", "no audio track", "NaN or", "not found")
+    checked = 0
+    for utterance, words in bad_inputs:
+        if utterance.start is not None or not any(word.startswith(file_problems) for word in words):
+            continue
+        with pytest.raises(InputError) as caught:
+            for _ in stream_audio(utterance.audio):
+                pass
+        assert_names_file_and_problem(caught.value, utterance, words)
+        checked += 1
+    assert checked == 9
 
 
 def test_downmix_is_the_mean_over_channels(tmp_path: Path, sine) -> None:
@@ -254,8 +277,8 @@ def test_resampling_keeps_pitch_and_level_and_removes_what_16k_cannot_hold(
     above_nyquist = sine(12000, 1.0, rate, amplitude=0.2) if rate > 24000 else 0
     sf.write(tmp_path / "tone.wav", sine(440, 1.0, rate) + above_nyquist, rate, subtype="FLOAT")
     audio = load_audio(tmp_path / "tone.wav")
-    assert len(audio) == TARGET_SR
-    spectrum = np.abs(np.fft.rfft(audio)) / (TARGET_SR / 2)  # amplitude per 1 Hz bin
+    assert len(audio) == SAMPLE_RATE
+    spectrum = np.abs(np.fft.rfft(audio)) / (SAMPLE_RATE / 2)  # amplitude per 1 Hz bin
     assert np.argmax(spectrum) == 440
     assert spectrum[440] == pytest.approx(0.5, abs=0.01)
     assert spectrum[4000] < 1e-3  # a 12 kHz tone at 192 kHz must not alias to 4 kHz
@@ -278,7 +301,7 @@ def test_container_segments_seek_to_the_right_place(tmp_path: Path) -> None:
     path = write_with_pyav(tmp_path / "ramp.mkv", "pcm_s16le", pcm, 48000)
     whole = load_audio(path)
     segment = load_audio(path, start=1.0, end=2.0)
-    assert len(segment) == TARGET_SR
+    assert len(segment) == SAMPLE_RATE
     # away from its cut edges, where resampling rings, the segment is that slice of the whole
     np.testing.assert_allclose(segment[50:-50], whole[16050:31950], atol=1e-3)
 
@@ -298,8 +321,8 @@ def test_container_segments_are_read_by_seeking_not_by_decoding_what_precedes_th
     started = time.perf_counter()
     last_second = load_audio(tmp_path / "long.mkv", start=minutes * 60 - 1.0, end=minutes * 60)
     assert time.perf_counter() - started < 0.2  # decoding the 20 minutes before it takes ~0.8 s
-    assert len(last_second) == TARGET_SR
-    assert dominant_frequency(last_second, TARGET_SR) == pytest.approx(440, abs=2)
+    assert len(last_second) == SAMPLE_RATE
+    assert dominant_frequency(last_second, SAMPLE_RATE) == pytest.approx(440, abs=2)
 
 
 def test_a_two_hour_file_is_rejected_from_its_header_and_segments_of_it_are_read_by_seeking(
@@ -313,17 +336,17 @@ def test_a_two_hour_file_is_rejected_from_its_header_and_segments_of_it_are_read
     started = time.perf_counter()
     minute_100 = load_audio(two_hour_wav, start=6000.0, end=6002.0)
     assert time.perf_counter() - started < 0.2
-    assert len(minute_100) == 2 * TARGET_SR
-    assert dominant_frequency(minute_100[:TARGET_SR], TARGET_SR) == pytest.approx(440, abs=2)
-    assert np.abs(minute_100[TARGET_SR + 100 :]).max() < 1e-3  # then silence, bar filter ringing
-    over_the_limit = MAX_UTTERANCE_DURATION + 1
+    assert len(minute_100) == 2 * SAMPLE_RATE
+    assert dominant_frequency(minute_100[:SAMPLE_RATE], SAMPLE_RATE) == pytest.approx(440, abs=2)
+    assert np.abs(minute_100[SAMPLE_RATE + 100 :]).max() < 1e-3  # then silence, bar filter ringing
+    over_the_limit = MAX_LOAD_SECONDS + 1
     unlimited = load_audio(two_hour_wav, end=over_the_limit, max_duration=None)
-    assert len(unlimited) == over_the_limit * TARGET_SR
+    assert len(unlimited) == over_the_limit * SAMPLE_RATE
 
 
 def test_streaming_two_hours_keeps_memory_to_a_few_blocks(two_hour_wav: Path) -> None:
     block_seconds = 30.0
-    block_size = round(block_seconds * TARGET_SR)
+    block_size = round(block_seconds * SAMPLE_RATE)
     starts, total = [], 0
     tracemalloc.start()
     try:
@@ -334,7 +357,7 @@ def test_streaming_two_hours_keeps_memory_to_a_few_blocks(two_hour_wav: Path) ->
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert total == TWO_HOURS * TARGET_SR
+    assert total == TWO_HOURS * SAMPLE_RATE
     assert starts == [k * block_seconds for k in range(round(TWO_HOURS / block_seconds))]
     # a few blocks of 1.8 MiB each, where the whole file decoded would be 440 MiB
     assert peak < 8 * block_size * 4, f"peak {peak / 2**20:.1f} MiB"
@@ -348,7 +371,7 @@ def test_stream_blocks_join_into_what_load_audio_returns(tmp_path: Path, write_t
 
 
 def test_stream_audio_checks_the_file_when_called(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="missing.wav: file not found"):
+    with pytest.raises(InputError, match=r"missing\.wav: file not found"):
         stream_audio(tmp_path / "missing.wav")
 
 
@@ -389,7 +412,7 @@ def test_a_webm_recorded_live_without_duration_in_its_header_is_timed_by_its_pac
         assert container.duration is None
     assert probe(tmp_path / "live.webm").duration == pytest.approx(1.5, abs=LOSSY_SLACK)
     assert len(load_audio(tmp_path / "live.webm")) == pytest.approx(
-        1.5 * TARGET_SR, abs=LOSSY_SLACK * TARGET_SR
+        1.5 * SAMPLE_RATE, abs=LOSSY_SLACK * SAMPLE_RATE
     )
 
 
@@ -400,24 +423,27 @@ def test_a_wav_streamed_to_a_pipe_with_unset_sizes_is_not_called_truncated(
     data = bytearray(path.read_bytes())
     data[4:8] = (0xFFFFFFFF).to_bytes(4, "little")  # what a writer that cannot seek back leaves
     path.write_bytes(data)
-    assert len(load_audio(path)) == TARGET_SR
+    assert len(load_audio(path)) == SAMPLE_RATE
 
 
 def test_shipped_ravdess_clips_load_unchanged(fixture_clips: list[Path]) -> None:
     assert len(fixture_clips) == 3 and sum(path.stat().st_size for path in fixture_clips) < 300_000
     for path in fixture_clips:
         expected, sr = sf.read(path, dtype="float32")
-        assert sr == TARGET_SR and 0.5 < len(expected) / sr < 5
+        assert sr == SAMPLE_RATE and 0.5 < len(expected) / sr < 5
         np.testing.assert_array_equal(load_audio(path), expected)
 
 
-def test_real_ravdess_clips_load_in_a_batch(shared_data: Path) -> None:
+def test_real_ravdess_clips_load_whole_and_streamed(shared_data: Path) -> None:
     paths = sorted((shared_data / "ravdess").glob("Actor_0[12]/*.flac"))[::20]
     utterances = [
         Utterance(id=path.stem, audio=str(path), label=None, speaker=path.parent.name)
         for path in paths
     ]
     report = BatchReport(strict=True)
-    lengths = {utterance.id: len(audio) for utterance, audio in load_batch(utterances, report)}
+    loaded = load_each(utterances, report)
     assert report.done == len(paths) == 6
-    assert lengths == {path.stem: sf.info(path).frames for path in paths}
+    assert {name: len(audio) for name, audio in loaded.items()} == {path.stem: sf.info(path).frames for path in paths}
+    for path in paths:
+        streamed = np.concatenate([block for _, block in stream_audio(path, block_seconds=1.0)])
+        np.testing.assert_array_equal(streamed, loaded[path.stem])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from test_predictor import LABELS, TOLERANCE, long_recording, save_fusion, save_roi
 from typer.testing import CliRunner
 
 from emotrace import api
 from emotrace.cli import app
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
+from test_predictor import LABELS, TOLERANCE, long_recording, save_fusion, save_roi
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -122,7 +122,7 @@ def test_ravdess_folds_come_from_folds_json_when_present(tmp_path: Path) -> None
     with pytest.raises(InputError, match="more than one fold"):
         load_corpus("ravdess", root)
     (root / "folds.json").write_text("{not json")
-    with pytest.raises(InputError, match="folds.json: not a folds file"):
+    with pytest.raises(InputError, match=r"folds\.json: not a folds file"):
         load_corpus("ravdess", root)
 
 
@@ -327,7 +327,8 @@ def test_cremad_without_audio_folder_is_not_a_release(tmp_path: Path) -> None:
 MELD_COLUMNS = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
 MELD_ROWS = {
     "train": [
-        '1,"Oh my God, he\u2019s lost it.  He\u2019s totally lost it.",Phoebe,sadness,negative,0,0,4,7,"00:20:57,256","00:21:00,049"\n',
+        '1,"Oh my God, he\u2019s lost it.  He\u2019s totally lost it.",Phoebe,sadness,negative,0,0,4,7,'
+        '"00:20:57,256","00:21:00,049"\n',
         '2,What?,Monica,surprise,negative,0,1,4,7,"00:21:03,089","00:21:04,090"\n',
         '3,"Or! Or, we could go to the bank\u2026",Joey,joy,positive,1,0,6,2,"00:03:01,000","00:03:05,000"\n',
     ],
@@ -336,7 +337,8 @@ MELD_ROWS = {
         '2,\u201cNo!\u201d,Rachel,anger,negative,0,1,8,1,"00:01:02,500","00:01:03,000"\n',
     ],
     "test": [
-        '1,Why do all you\u2019re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,3,19,"00:14:38,127","00:14:40,378"\n',
+        '1,Why do all you\u2019re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,3,19,'
+        '"00:14:38,127","00:14:40,378"\n',
         '2,Oh. That\u2019s so Monica can keep track.,Rachel,disgust,negative,0,1,3,19,"00:14:40,629","00:14:47,385"\n',
         '3,Ugh.,Ross,fear,negative,1,0,3,20,"00:01:00,000","00:01:01,000"\n',
     ],
@@ -412,7 +414,7 @@ def test_meld_reports_bad_rows_and_needs_its_csvs(tmp_path: Path) -> None:
         ":6: Dialogue_ID and Utterance_ID must be integers",
     ]
     (root / "test_sent_emo.csv").unlink()
-    with pytest.raises(InputError, match="test_sent_emo.csv: missing labels file"):
+    with pytest.raises(InputError, match=r"test_sent_emo\.csv: missing labels file"):
         load_corpus("meld", root)
 
 

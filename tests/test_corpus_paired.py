@@ -76,7 +76,8 @@ def build(root: Path, emotions: list[str]) -> Path:
 def test_scarce_classes_reuse_text_within_the_actors_group_and_say_so(tmp_path: Path) -> None:
     data = load_corpus("ravdess-meld", build(tmp_path, ["fear", "fear"]))
     assert len(data.utterances) == 4 and {pair.label for pair in data.utterances} == {"fearful"}
-    by_actor = {actor: [meld_id(p) for p in data.utterances if p.speaker == actor] for actor in ("Actor_01", "Actor_02")}
+    actors = ("Actor_01", "Actor_02")
+    by_actor = {actor: [meld_id(p) for p in data.utterances if p.speaker == actor] for actor in actors}
     assert all(len(set(ids)) == 1 for ids in by_actor.values())  # one line each, used twice
     assert set(by_actor["Actor_01"]).isdisjoint(by_actor["Actor_02"])
     assert "2 reuses" in data.folds.description

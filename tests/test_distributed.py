@@ -24,6 +24,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
+from emotrace.atomic import TEMP_PREFIX
+from emotrace.checkpoint import Checkpoint
 from emotrace.cli import app
 from emotrace.corpora.manifest import write_manifest
 from emotrace.corpora.records import Utterance
@@ -32,13 +34,12 @@ from emotrace.distributed.extract import extract_corpus_on_ray
 from emotrace.distributed.predict import predict_files_on_ray, prediction_job
 from emotrace.distributed.results import PARTS_SUFFIX, Item, ResultParts, file_state
 from emotrace.errors import BatchReport, EmotraceError
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
-from emotrace.features.pipeline import extract_corpus
-from emotrace.features.store import SHARDS_DIR, TEMP_PREFIX, FeatureStore, open_stores
+from emotrace.features.pipeline import extract_corpus, open_stores
+from emotrace.features.store import SHARDS_DIR, FeatureStore
 from emotrace.features.transforms import InputSpec
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
-from emotrace.models.checkpoint import Checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 CLIPS_PER_ACTOR = 12
@@ -176,7 +177,7 @@ class WorkerKiller(threading.Thread):
                 self.killed = (pids[0], done)
             time.sleep(0.02)
 
-    def __enter__(self) -> "WorkerKiller":
+    def __enter__(self) -> WorkerKiller:
         self.start()
         return self
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import librosa
 import numpy as np
@@ -93,7 +93,8 @@ def test_resemblyzer_windows_and_utterance(resemblyzer_installed: None, fixture_
 
     utterance = get_extractor("resemblyzer-utterance").extract([waveform])[0]
     assert utterance.data.shape == (1, 1, 256) and utterance.frame_rate == 0.0
-    library = VoiceEncoder("cpu", verbose=False).embed_utterance(audio.normalize_volume(waveform, -30, increase_only=True))
+    normalised = audio.normalize_volume(waveform, -30, increase_only=True)
+    library = VoiceEncoder("cpu", verbose=False).embed_utterance(normalised)
     np.testing.assert_allclose(utterance.data[0, 0], library, atol=1e-5)
 
 

@@ -31,7 +31,10 @@ def test_specs_become_configured_extractors() -> None:
     assert ssl.name == "hf:some-org/some-model"
     assert ssl.config() == {"model": "some-org/some-model", "weights": "hub", "layers": [2, 4],
                             "window_seconds": 30.0, "overlap_seconds": 1.0}
-    assert get_extractor("egemaps-functionals").config() == {"feature_set": "eGeMAPSv02", "feature_level": "Functionals"}
+    assert get_extractor("egemaps-functionals").config() == {
+        "feature_set": "eGeMAPSv02",
+        "feature_level": "Functionals",
+    }
 
 
 @pytest.mark.parametrize(

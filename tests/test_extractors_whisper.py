@@ -148,7 +148,7 @@ def test_bad_inputs_are_input_errors(tiny_whisper: Path, bad: object, problem: s
 def test_layers_beyond_the_model_and_foreign_checkpoints_are_refused(
     tiny_whisper: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(ExtractorConfigError, match="0..2"):
+    with pytest.raises(ExtractorConfigError, match=r"0\.\.2"):
         get_extractor(f"whisper:{tiny_whisper}:layers=3").extract([speech_like(0.5)])
     config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                             conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)

@@ -3,8 +3,8 @@
 ``tests/golden/`` holds two tiny checkpoints (ROI attention on log-mel, with its
 speaker-adaptive twin, and query fusion on log-mel + GloVe) and the outputs the CLI wrote
 for them, and for the packaged default model, on the shipped clips and on a
-two-and-a-half-minute recording, recorded before the refactor. Run this file with ``EMOTRACE_RECORD_GOLDEN=1`` to record them again after a
-deliberate change of behaviour.
+two-and-a-half-minute recording, recorded before the refactor. Run this file with
+``EMOTRACE_RECORD_GOLDEN=1`` to record them again after a deliberate change of behaviour.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_predictor import long_recording
 from typer.testing import CliRunner
 
 from emotrace.cli import app
+from test_predictor import long_recording
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -9,12 +9,13 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from test_models import CASES, make_model
 
+from emotrace.checkpoint import Checkpoint, load_checkpoint
+from emotrace.features.transforms import InputSpec
 from emotrace.inference import export
 from emotrace.inference.export import ExportError, export_onnx
 from emotrace.models import MODELS, ROIOutput
-from emotrace.models.checkpoint import Checkpoint, InputSpec, load_checkpoint
+from test_models import CASES, make_model
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

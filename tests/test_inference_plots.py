@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from emotrace.audio import TARGET_SR, load_audio
-from emotrace.inference.plots import EMOTION_COLOURS, plot_timeline, plot_utterance
-from emotrace.labels import EMOTIONS, RAVDESS_8
+from emotrace.audio import SAMPLE_RATE, load_audio
+from emotrace.inference.plots import plot_timeline, plot_utterance
+from emotrace.labels import EMOTION_COLOURS, EMOTIONS, RAVDESS_8
 from emotrace.models import roi_segments
 
 LABELS = RAVDESS_8.classes
@@ -20,7 +20,7 @@ FRAME_RATE = 25.0
 def utterance(audio: np.ndarray) -> dict:
     """Plausible model outputs for ``audio``: attention and anger follow loudness, neutral
     holds the quiet frames, and the ROI segments come from the attention."""
-    hop = round(TARGET_SR / FRAME_RATE)
+    hop = round(SAMPLE_RATE / FRAME_RATE)
     frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
     loudness = np.sqrt((frames**2).mean(1))
     loudness /= loudness.max()
@@ -36,7 +36,7 @@ def utterance(audio: np.ndarray) -> dict:
     )
     return {
         "waveform": audio,
-        "sample_rate": TARGET_SR,
+        "sample_rate": SAMPLE_RATE,
         "attention": attention,
         "frame_rate": FRAME_RATE,
         "frame_posteriors": posteriors,

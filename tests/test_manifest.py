@@ -192,7 +192,7 @@ def test_unreadable_audio_is_reported_and_left_out_when_writing(tmp_path: Path) 
 
 
 def test_write_refuses_unknown_formats_before_probing(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="a manifest must end in .jsonl or .csv"):
+    with pytest.raises(InputError, match=r"a manifest must end in \.jsonl or \.csv"):
         write_manifest(sample(tmp_path), tmp_path / "m.txt", BatchReport())
     assert not (tmp_path / "m.txt").exists()
 

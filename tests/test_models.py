@@ -296,7 +296,8 @@ def test_standardised_inputs_equal_the_model_on_z_scored_frames():
                    **LSTM_SMALL, attention_dim=8)
     standardised = build_model("roi_attention", standardise_inputs=True, **hparams).eval()
     plain = build_model("roi_attention", **hparams).eval()
-    plain.load_state_dict({k: v for k, v in standardised.state_dict().items() if not k.endswith(("input_mean", "input_std"))})
+    moments = ("input_mean", "input_std")
+    plain.load_state_dict({k: v for k, v in standardised.state_dict().items() if not k.endswith(moments)})
     torch.manual_seed(1)
     mean, std = torch.randn(AUDIO_LAYERS, AUDIO_DIM), torch.rand(AUDIO_LAYERS, AUDIO_DIM) + 0.5
     standardised.set_input_moments({"audio": (mean, std)})

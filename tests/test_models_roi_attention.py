@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotrace.models import ROIAttention, ROIAttentionConfig, Segment, roi_segments
+from emotrace.models import ROIAttention, ROIAttentionConfig, roi_segments
+from emotrace.spans import Span
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -66,14 +67,15 @@ WEIGHTS = torch.tensor([[0.05, 0.30, 0.30, 0.05, 0.05, 0.25, 9.0, 9.0]])  # last
 LENGTH = torch.tensor([6])
 
 
-def spans(segments: list[Segment]) -> list[tuple[int, int]]:
-    return [(s.start_frame, s.end_frame) for s in segments]
+def spans(segments: list[Span], frame_rate: float = 50.0) -> list[tuple[int, int]]:
+    """The frames ``[start, end)`` of each span."""
+    return [(round(s.start * frame_rate), round(s.end * frame_rate)) for s in segments]
 
 
 def test_above_uniform_keeps_frames_over_their_fair_share():
     (segments,) = roi_segments(WEIGHTS, LENGTH, frame_rate=50.0, merge_gap=0.0)
     assert spans(segments) == [(1, 3), (5, 6)]  # 1/6 of the mass per frame is the bar
-    assert segments[0] == Segment(1, 3, 0.02, 0.06, pytest.approx(0.6))
+    assert segments[0] == Span(0.02, 0.06, pytest.approx(0.6))
 
 
 def test_mass_rule_takes_the_fewest_frames_covering_the_mass():
@@ -97,10 +99,10 @@ def test_segments_agree_with_the_model_attention():
     all_segments = roi_segments(output.attention, output.lengths, 50.0, merge_gap=0.0)
     for weights, length, segments in zip(output.attention, output.lengths, all_segments):
         inside = torch.zeros(int(length), dtype=torch.bool)
-        for segment in segments:
-            inside[segment.start_frame : segment.end_frame] = True
-            assert segment.start == segment.start_frame / 50.0 and segment.end == segment.end_frame / 50.0
-            inside_mass = weights[segment.start_frame : segment.end_frame].sum()
+        for segment, (start_frame, end_frame) in zip(segments, spans(segments)):
+            inside[start_frame:end_frame] = True
+            assert segment.start == start_frame / 50.0 and segment.end == end_frame / 50.0
+            inside_mass = weights[start_frame:end_frame].sum()
             assert segment.mass == pytest.approx(float(inside_mass))
         assert torch.equal(inside, weights[: int(length)] > 1.0 / int(length))
 

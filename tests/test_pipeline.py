@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -165,7 +165,9 @@ def test_bad_inputs_are_skipped_and_reported(tmp_path: Path) -> None:
     assert [(c.computed, c.cached, c.skipped) for c in summary.stores] == [(2, 0, 3)]
     assert report.done == 2
     assert sorted(error.source for error in report.skipped) == [
-        f"clip001 ({tmp_path / 'clips' / 'clip001.wav'})", f"clip002 ({tmp_path / 'clips' / 'clip002.wav'})", f"gone ({tmp_path / 'gone.wav'})"
+        f"clip001 ({tmp_path / 'clips' / 'clip001.wav'})",
+        f"clip002 ({tmp_path / 'clips' / 'clip002.wav'})",
+        f"gone ({tmp_path / 'gone.wav'})",
     ]
     assert f"skipped gone ({tmp_path / 'gone.wav'}): file not found" in report.summary()
     good = [u for u in utterances if u.id in {"clip000", "clip003"}]

@@ -14,23 +14,23 @@ import soundfile as sf
 import torch
 
 from emotrace import api
-from emotrace.api import available_models, load_model, resolve_model
-from emotrace.audio import TARGET_SR, load_audio
+from emotrace.api import available_models, load_model, predict_files, resolve_model
+from emotrace.audio import SAMPLE_RATE, load_audio
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.base import Features
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.features.registry import get_extractor
 from emotrace.features.transforms import InputSpec, model_frames, select_layers
 from emotrace.inference import predictor as predictor_module
+from emotrace.inference.batch import predict_batch
 from emotrace.inference.predictor import (
     Prediction,
     Predictor,
-    ProtocolError,
     RecordingPrediction,
 )
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
-from emotrace.models.checkpoint import Checkpoint, load_checkpoint
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError
 from emotrace.training.data import collate
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -82,15 +82,15 @@ def long_recording(clips: list[Path], path: Path) -> list[tuple[float, float]]:
     audios = [load_audio(clip) for clip in clips] * REPEATS
     gaps = [GAPS[0]] + [GAPS[1 + i % 2] for i in range(len(audios) - 1)] + [GAPS[-1]]
     for gap, audio in zip(gaps, audios):
-        pieces += [np.zeros(round(gap * TARGET_SR), np.float32), audio]
+        pieces += [np.zeros(round(gap * SAMPLE_RATE), np.float32), audio]
         position += gap
         start, end = speech_span(audio)
         placed.append((position + start, position + end))
-        position += len(audio) / TARGET_SR
-    pieces.append(np.zeros(round(gaps[-1] * TARGET_SR), np.float32))
+        position += len(audio) / SAMPLE_RATE
+    pieces.append(np.zeros(round(gaps[-1] * SAMPLE_RATE), np.float32))
     audio = np.concatenate(pieces)
     audio += 1e-4 * np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32)
-    sf.write(path, audio, TARGET_SR)
+    sf.write(path, audio, SAMPLE_RATE)
     return placed
 
 
@@ -200,14 +200,14 @@ def test_extractors_are_built_once(models, monkeypatch, fixture_clips):
 def test_bad_and_long_inputs_are_one_line_errors(roi, tmp_path, write_tone):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really audio")
-    with pytest.raises(InputError, match="broken.wav"):
+    with pytest.raises(InputError, match=r"broken\.wav"):
         roi.predict(broken)
     with pytest.raises(InputError, match=r"long\.wav: is 31\.0 s long.*predict_recording"):
         roi.predict(write_tone("long.wav", seconds=31.0))
     with pytest.raises(InputError, match=r"<array>: is 31\.0 s long"):
-        roi.predict(np.full(31 * TARGET_SR, 0.1, np.float32))
+        roi.predict(np.full(31 * SAMPLE_RATE, 0.1, np.float32))
     with pytest.raises(InputError, match="<array>: expected a mono waveform"):
-        roi.predict(np.zeros((2, TARGET_SR), np.float32))
+        roi.predict(np.zeros((2, SAMPLE_RATE), np.float32))
 
 
 def test_speaker_adaptation_uses_the_adaptive_model_and_says_so(models, fixture_clips):
@@ -227,7 +227,8 @@ def test_speaker_adaptation_uses_the_adaptive_model_and_says_so(models, fixture_
     expected = training_probabilities(predictor.checkpoints[SPEAKER_ADAPTIVE], frames[0], moments["audio"])
     np.testing.assert_allclose([adapted.probabilities[label] for label in LABELS], expected, atol=1e-6)
 
-    predictions = predictor.predict_speaker(fixture_clips)
+    one_speaker = {clip: "anna" for clip in fixture_clips}
+    predictions = predict_files(fixture_clips, predictor, adapt_speaker=True, speakers=one_speaker).results
     assert [p.protocol for p in predictions] == [SPEAKER_ADAPTIVE] * 3
     assert predictions[0].probabilities == pytest.approx(adapted.probabilities)
 
@@ -247,12 +248,18 @@ def test_a_bad_recording_of_a_speaker_is_reported_once(models, fixture_clips, tm
     broken = tmp_path / "broken.flac"
     broken.write_bytes(b"fLaC but no more")
     predictor = load_model(models / "roi-adaptive")
+    one_speaker = {path.resolve(): "anna" for path in [*fixture_clips, broken]}
     report = BatchReport()
-    predictions = predictor.predict_speaker([*fixture_clips[:2], broken], report=report)
-    assert len(predictions) == 2 and report.done == 2
+    batch = predict_batch(
+        predictor, [*fixture_clips[:2], broken], adapt_speaker=True, speakers=one_speaker, report=report
+    )
+    assert len(batch.results) == 2 and report.done == 2
     assert [error.source for error in report.skipped] == [str(broken)]
-    with pytest.raises(InputError, match="broken.flac"):
-        predictor.predict_speaker([fixture_clips[0], broken])
+    with pytest.raises(InputError, match=r"broken\.flac"):
+        predict_batch(
+            predictor, [fixture_clips[0], broken], adapt_speaker=True, speakers=one_speaker,
+            report=BatchReport(strict=True),
+        )
 
 
 def test_query_fusion_reads_text_when_there_is_some(models, fixture_clips):

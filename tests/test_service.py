@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -20,14 +22,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from emotrace.api import DEFAULT_MODEL, available_models
-from emotrace.audio import TARGET_SR, load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
+from emotrace.checkpoint import Checkpoint
 from emotrace.cli import app as cli
 from emotrace.cli.serve import DEFAULT_MAX_UPLOAD_MB
 from emotrace.features.transforms import InputSpec
-from emotrace.inference.plots import EMOTION_COLOURS
-from emotrace.labels import RAVDESS_8
+from emotrace.labels import EMOTION_COLOURS, RAVDESS_8
 from emotrace.models import build_model
-from emotrace.models.checkpoint import Checkpoint
 from emotrace.service import DEFAULT_MAX_UPLOAD_BYTES, create_app
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -66,7 +67,7 @@ def upload(client: TestClient, path: Path, text: str | None = None):
 def write_opus(path: Path, waveform: np.ndarray, container: str) -> Path:
     """Opus at 48 kHz as a browser's MediaRecorder writes it; webm as a live stream, with no
     duration in its header (what Chrome and Firefox produce)."""
-    samples = soxr.resample(waveform, TARGET_SR, OPUS_RATE).astype(np.float32)
+    samples = soxr.resample(waveform, SAMPLE_RATE, OPUS_RATE).astype(np.float32)
     options = {"live": "1"} if container == "webm" else {}
     with av.open(str(path), "w", format=container, options=options) as output:
         stream = output.add_stream("libopus", rate=OPUS_RATE)
@@ -112,6 +113,13 @@ def test_health_names_the_model_its_labels_and_protocol(client):
     assert body["max_upload_bytes"] == DEFAULT_MAX_UPLOAD_BYTES == round(DEFAULT_MAX_UPLOAD_MB * 1e6)
 
 
+def test_the_service_does_not_load_matplotlib():
+    """Its emotion colours come from emotrace.labels, so a server never imports the plotting stack."""
+    check = "import sys, emotrace.service.app; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
 def test_a_shipped_clip_gets_the_json_the_cli_gives(client, fixture_clips, tmp_path):
     clip = fixture_clips[0]
     response = upload(client, clip)
@@ -138,7 +146,7 @@ def test_a_browser_recording_in_opus_is_read(client, fixture_clips, tmp_path, co
     (prediction,) = response.json()["predictions"]
     assert prediction["source"] == recording.name
     check_utterance(prediction, LABELS, prediction["duration"])
-    assert prediction["duration"] == pytest.approx(len(waveform) / TARGET_SR, abs=0.05)
+    assert prediction["duration"] == pytest.approx(len(waveform) / SAMPLE_RATE, abs=0.05)
 
 
 def test_text_reaches_a_model_that_reads_it(text_model, fixture_clips, tmp_path):
@@ -156,7 +164,7 @@ def test_text_reaches_a_model_that_reads_it(text_model, fixture_clips, tmp_path)
         assert read["probabilities"] != unread["probabilities"]
 
         long = tmp_path / "long.wav"
-        sf.write(long, np.tile(load_audio(clip), 11), TARGET_SR)  # about 35 s
+        sf.write(long, np.tile(load_audio(clip), 11), SAMPLE_RATE)  # about 35 s
         refused = upload(client, long, "Kids are talking by the door")
         assert refused.status_code == 422
         error = refused.json()["error"]
@@ -171,15 +179,15 @@ def test_text_sent_to_an_audio_model_is_accepted_and_not_used(client, fixture_cl
 
 
 def test_a_long_upload_gets_a_timeline_of_speech_segments(client, fixture_clips, tmp_path):
-    silence = np.zeros(round(1.5 * TARGET_SR), np.float32)
+    silence = np.zeros(round(1.5 * SAMPLE_RATE), np.float32)
     pieces = [silence]
     for clip in fixture_clips * 3:
         pieces += [load_audio(clip), silence]
     audio = np.concatenate(pieces)
     audio += 1e-4 * np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32)
     path = tmp_path / "interview.flac"
-    sf.write(path, audio, TARGET_SR)
-    duration = len(audio) / TARGET_SR
+    sf.write(path, audio, SAMPLE_RATE)
+    duration = len(audio) / SAMPLE_RATE
     assert duration > 30
 
     response = upload(client, path)
@@ -190,7 +198,7 @@ def test_a_long_upload_gets_a_timeline_of_speech_segments(client, fixture_clips,
     assert recording["label"] == max(recording["shares"], key=recording["shares"].get)
     timeline = recording["timeline"]
     assert len(timeline) == 3 * len(fixture_clips)
-    assert all(a["end"] <= b["start"] for a, b in zip(timeline, timeline[1:]))
+    assert all(a["end"] <= b["start"] for a, b in pairwise(timeline))
     for segment in timeline:
         assert segment["source"] == path.name and 0 <= segment["start"] < segment["end"] <= duration
         check_utterance(segment, LABELS, segment["duration"])
@@ -199,7 +207,7 @@ def test_a_long_upload_gets_a_timeline_of_speech_segments(client, fixture_clips,
 def test_bad_uploads_get_a_one_line_4xx_naming_the_file_and_problem(client, write_tone):
     short = write_tone("short.wav", seconds=0.05)
     silent = short.with_name("silent.wav")
-    sf.write(silent, np.zeros(TARGET_SR, np.float32), TARGET_SR)
+    sf.write(silent, np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
     cases = [
         ("empty.wav", b"", "empty"),
         ("notes.wav", b"These are my notes, not audio.\n" * 20, "is not an audio file"),

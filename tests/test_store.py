@@ -10,14 +10,10 @@ import pytest
 
 from emotrace.features.asr import Transcript, Word
 from emotrace.features.base import Features
-from emotrace.features.store import (
-    Entry,
-    FeatureStore,
-    TranscriptStore,
-    audio_key,
-    open_stores,
-    text_key,
-)
+from emotrace.features.keys import audio_key, text_key
+from emotrace.features.pipeline import open_stores
+from emotrace.features.store import Entry, FeatureStore
+from emotrace.features.transcripts import TranscriptStore
 
 CONFIG = {"hop": 160, "layers": [3, 4]}
 

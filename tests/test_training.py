@@ -16,12 +16,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from emotrace.checkpoint import load_checkpoint
 from emotrace.cli import app
 from emotrace.errors import InputError
-from emotrace.models.checkpoint import load_checkpoint
 from emotrace.training import cv as cv_module
-from emotrace.training.config import apply_overrides, config_from_dict, load_config
-from emotrace.training.config import DataConfig
+from emotrace.training.config import DataConfig, apply_overrides, config_from_dict, load_config
 from emotrace.training.data import (
     BucketBatchSampler,
     FeatureDataset,
@@ -197,7 +196,8 @@ def test_one_fold_on_real_ravdess_end_to_end(shared_data, tmp_path, monkeypatch)
     results = cv_module.run_cv(config, run_dir, progress=False)
     fold = results["fold1"]
     assert fold["test"] == 24 and fold["train"] + fold["val"] == 120  # 4 test actors of 24, 6 clips each
-    assert 0 <= fold["ua"] <= 100 and set(fold["recall"]) <= set(json.loads((run_dir / "metrics.json").read_text())["labels"])
+    labels = json.loads((run_dir / "metrics.json").read_text())["labels"]
+    assert 0 <= fold["ua"] <= 100 and set(fold["recall"]) <= set(labels)
 
     checkpoint = load_checkpoint(run_dir / "folds" / "fold1" / "model")
     assert checkpoint.protocol == "speaker-adaptive" and checkpoint.inputs["audio"].frame_pooling == 4
@@ -299,7 +299,7 @@ def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_pa
     with pytest.raises(InputError, match="does not fit this model"):
         cv_module.run_cv(other, tmp_path / "stage4", progress=False)
     pooled = load_config(first, [f"init_from={tmp_path / 'stage1'}", "inputs.audio.frame_pooling=2"])
-    with pytest.raises(InputError, match="was trained on labels .* and inputs"):
+    with pytest.raises(InputError, match=r"was trained on labels .* and inputs"):
         cv_module.run_cv(pooled, tmp_path / "stage5", progress=False)
 
 

@@ -1,4 +1,5 @@
-"""``emotrace.load_model``: a packaged model by name, or any checkpoint or training run folder.
+"""``emotrace.load_model``: a packaged model by name, or any checkpoint or training run folder;
+:func:`predict_files`: a batch of files, folders and globs, as ``emotrace predict`` runs it.
 
 Packaged models are checkpoint folders in ``emotrace/pretrained/<name>/`` (package data,
 so they work offline right after installation). A model trained with the
@@ -10,18 +11,20 @@ speakers with several recordings.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emotrace.errors import InputError
-from emotrace.inference.predictor import Predictor
-from emotrace.models.checkpoint import (
+from emotrace.checkpoint import (
     CONFIG_FILE,
     Checkpoint,
     is_checkpoint,
     load_checkpoint,
 )
+from emotrace.errors import InputError
+from emotrace.inference.batch import BatchPredictions, BatchProgress, predict_batch
+from emotrace.inference.predictor import Predictor
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = "ravdess-whisper-base"
@@ -86,6 +89,44 @@ def load_model(
         adaptive = twin
     companion = None if adaptive is None else _load(resolve_model(adaptive))
     return Predictor(_load(path), companion, asr=asr)
+
+
+def predict_files(
+    inputs: str | Path | Sequence[str | Path],
+    model: str | Path | Predictor = DEFAULT_MODEL,
+    *,
+    text: str | None = None,
+    transcripts: Mapping[str | Path, str] | None = None,
+    adapt_speaker: bool = False,
+    speakers: Mapping[str | Path, str] | None = None,
+    plot: str | Path | None = None,
+    progress: BatchProgress | None = None,
+) -> BatchPredictions:
+    """Predict every file that ``inputs`` name (files, folders searched recursively, globs).
+
+    ``model`` is a name or folder for :func:`load_model`, or a predictor already loaded
+    (``load_model(name, asr=True)`` transcribes for models that read text).
+    ``text`` is the transcript of every file, or ``transcripts`` one per file path. With
+    ``adapt_speaker`` each speaker's recordings are normalised together (speaker-adaptive
+    protocol); ``speakers`` maps file paths to speakers, else a file's folder names its
+    speaker. ``plot`` is a folder for a PNG per result. Bad files are skipped and listed
+    in the result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
+    """
+    predictor = model if isinstance(model, Predictor) else load_model(model)
+    return predict_batch(
+        predictor,
+        [inputs] if isinstance(inputs, (str, Path)) else inputs,
+        text=text,
+        transcripts=None if transcripts is None else _resolved(transcripts),
+        adapt_speaker=adapt_speaker,
+        speakers=None if speakers is None else _resolved(speakers),
+        plot=None if plot is None else Path(plot),
+        progress=progress,
+    )
+
+
+def _resolved(by_path: Mapping[str | Path, str]) -> dict[Path, str]:
+    return {Path(path).resolve(): value for path, value in by_path.items()}
 
 
 def _load(path: Path) -> Checkpoint:

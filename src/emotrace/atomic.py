@@ -1,47 +1,124 @@
-"""Atomic writes: a crash leaves the old file or the new one, never half of either."""
+"""Atomic writes: a crash leaves the old file or folder or the new one, never half of either.
+
+Everything is written under a hidden temporary name beside its target (:data:`TEMP_PREFIX`,
+so folder listings that skip dot files never see it), flushed to disk, then renamed into
+place; the folder holding the new name is flushed too, so a power cut after a write returns
+cannot undo it. A temporary left by a killed process is debris under a hidden name, never a
+half-written target.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: how every temporary file and folder written here begins
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it) to disk."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def temp_file(directory: str | Path, prefix: str = "", suffix: str = "") -> Path:
+    """A new empty file ``.tmp-<prefix>…<suffix>`` in ``directory``, to fill and then :func:`publish`.
+
+    Used directly where the final name is known only once the file is written (feature store
+    shards are named by the time they are published); otherwise use :func:`atomic_path`.
+    """
+    descriptor, name = tempfile.mkstemp(prefix=TEMP_PREFIX + prefix, suffix=suffix, dir=directory)
+    os.close(descriptor)
+    os.chmod(name, 0o644)  # mkstemp makes files only their owner can read
+    return Path(name)
+
+
+def publish(temp: str | Path, final: str | Path) -> None:
+    """Make the fully written file ``temp`` visible as ``final`` (replacing it), durably."""
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, final)
+    fsync_dir(Path(final).parent)
+
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """A temporary file beside ``path`` to write; it replaces ``path`` when the block ends
-    without an error and is removed when it raises."""
+    without an error and is removed when it raises. ``suffix`` ends the temporary's name,
+    for writers that choose a format by extension or globs that find debris by it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(handle)
-    temp = Path(name)
+    temp = temp_file(path.parent, prefix=f"{path.name}-", suffix=suffix)
     try:
         yield temp
-        os.chmod(temp, 0o644)  # mkstemp makes files only their owner can read
-        os.replace(temp, path)
+        publish(temp, path)
     finally:
         temp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_directory(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """A hidden temporary folder beside ``path`` to fill; it becomes ``path`` when the block ends
+    without an error and is removed when it raises.
+
+    An existing ``path`` is replaced when ``replace`` (moved aside, then deleted); otherwise
+    it is kept and the new folder discarded: when two processes build the same folder at once,
+    the first to finish wins and both end up with a whole one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}-", dir=path.parent))
+    try:
+        yield temp
+        temp.chmod(0o755)  # mkdtemp makes folders only their owner can read
+        _fsync_tree(temp)
+        if replace and path.exists():
+            old = path.with_name(f"{TEMP_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
+            path.rename(old)
+            temp.rename(path)
+            shutil.rmtree(old)
+        else:
+            try:
+                temp.rename(path)
+            except OSError:
+                if replace or not path.is_dir():
+                    raise
+        fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file and folder under ``directory``, and ``directory`` itself."""
+    for item in directory.rglob("*"):
+        if item.is_file():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())
+        elif item.is_dir():
+            fsync_dir(item)
+    fsync_dir(directory)
+
+
 def write_text_atomically(path: str | Path, text: str) -> None:
-    with atomic_path(path) as temp, open(temp, "w") as file:
+    """Write ``text`` to ``path`` as UTF-8, exactly as given (no newline translation)."""
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as file:
         file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
 
 
-def write_json_atomically(path: str | Path, value: Any) -> None:
-    write_text_atomically(path, json.dumps(value, indent=2) + "\n")
+def write_json_atomically(path: str | Path, value: Any, *, sort_keys: bool = False) -> None:
+    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_jsonl_atomically(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

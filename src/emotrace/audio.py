@@ -12,25 +12,23 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 import soundfile as sf
 import soxr
 
-from emotrace.errors import BatchReport, InputError
+from emotrace.errors import InputError
 
-if TYPE_CHECKING:  # at run time this would run corpora/__init__, which imports this module
-    from emotrace.corpora.records import Utterance
-
-TARGET_SR: int = 16000
+#: Hz; every waveform inside emotrace (extractors, segmentation, prediction) is at this rate
+SAMPLE_RATE: int = 16000
 MIN_DURATION: float = 0.1  # seconds; shorter clips give an encoder too few frames to read
-MAX_UTTERANCE_DURATION: float = 600.0  # default limit for loading one utterance whole
+#: seconds; the longest audio :func:`load_audio` reads whole by default (longer: stream_audio)
+MAX_LOAD_SECONDS: float = 600.0
 
 _READ_FRAMES = 65536  # native frames per soundfile read: bounds memory whatever the length
 # Corpus annotations (IEMOCAP-style segment times) may overrun the end of their
@@ -67,8 +65,8 @@ def load_audio(
     path: str | Path,
     start: float | None = None,
     end: float | None = None,
-    sr: int = TARGET_SR,
-    max_duration: float | None = MAX_UTTERANCE_DURATION,
+    sr: int = SAMPLE_RATE,
+    max_duration: float | None = MAX_LOAD_SECONDS,
 ) -> np.ndarray:
     """One utterance (or its ``start``..``end`` segment, seconds) as 1-D float32 mono at ``sr``.
 
@@ -91,7 +89,7 @@ def load_audio(
 
 
 def stream_audio(
-    path: str | Path, block_seconds: float = 30.0, sr: int = TARGET_SR
+    path: str | Path, block_seconds: float = 30.0, sr: int = SAMPLE_RATE
 ) -> Iterator[tuple[float, np.ndarray]]:
     """(start time in seconds, mono float32 block at ``sr``) over a whole file of any length.
 
@@ -103,30 +101,6 @@ def stream_audio(
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
     info, decoder = _inspect(path)
     return _rebuffered(_mono_resampled(info, decoder, 0.0, None, sr), round(block_seconds * sr), sr)
-
-
-def load_batch(
-    utterances: Iterable[Utterance],
-    report: BatchReport,
-    sr: int = TARGET_SR,
-    max_duration: float | None = MAX_UTTERANCE_DURATION,
-) -> Iterator[tuple[Utterance, np.ndarray]]:
-    """Each loadable utterance with its audio; each bad one goes to ``report`` and is skipped.
-
-    A skipped item's message names the utterance id and its file; with
-    ``report.strict`` the first bad item raises instead.
-    """
-    for utterance in utterances:
-        if utterance.audio is None:
-            report.skip(InputError(utterance.id, "has no audio file"))
-            continue
-        try:
-            audio = load_audio(utterance.audio, utterance.start, utterance.end, sr, max_duration)
-        except InputError as error:
-            report.skip(InputError(f"{utterance.id} ({error.source})", error.problem))
-            continue
-        report.done += 1
-        yield utterance, audio
 
 
 def _inspect(path: str | Path) -> tuple[AudioInfo, _Decoder]:

@@ -8,9 +8,9 @@ every label set in the literature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 #: Every emotion name emotrace knows, in a fixed order (used for colours and sorting).
 EMOTIONS: tuple[str, ...] = (
@@ -29,6 +29,28 @@ EMOTIONS: tuple[str, ...] = (
     "other",
 )
 
+#: A colour for every name in :data:`EMOTIONS`, the same in every figure and on the service's
+#: page (kept here, not with the plots, so the service need not import matplotlib). Mostly the
+#: Okabe-Ito and Paul Tol "muted" palettes, which stay distinguishable with colour-vision
+#: deficiencies, assigned so that the usual associations hold: angry red, sad blue, happy
+#: orange, neutral grey.
+EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
+    {
+        "neutral": "#8C8C8C",  # grey
+        "calm": "#44AA99",  # teal
+        "happy": "#E69F00",  # orange
+        "excited": "#DDCC77",  # sand
+        "sad": "#0072B2",  # blue
+        "angry": "#D55E00",  # vermilion
+        "frustrated": "#882255",  # wine
+        "fearful": "#7E57C2",  # purple
+        "disgusted": "#999933",  # olive
+        "surprised": "#CC79A7",  # pink
+        "contempt": "#332288",  # indigo
+        "bored": "#88CCEE",  # light blue
+        "other": "#3B3B3B",  # dark grey
+    }
+)
 #: Common spellings found in corpora and user files, mapped to canonical names.
 ALIASES: Mapping[str, str] = MappingProxyType(
     {
@@ -117,13 +139,6 @@ LABEL_SETS: Mapping[str, LabelSet] = MappingProxyType(
     {ls.name: ls for ls in (RAVDESS_8, RAVDESS_7, IEMOCAP_4, IEMOCAP_6, CREMAD_6, MELD_7,
                              EMODB_7, SAVEE_7, TESS_7)}
 )
-
-
-def get_label_set(name: str) -> LabelSet:
-    try:
-        return LABEL_SETS[name]
-    except KeyError:
-        raise KeyError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
 
 
 def open_label_set(classes: list[str] | tuple[str, ...], name: str = "custom") -> LabelSet:

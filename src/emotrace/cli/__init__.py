@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from emotrace.cli import data, demo, features, predict, serve, train
+from emotrace.cli import data, demo, features, models, predict, serve, train
 
 app = typer.Typer(
     name="emotrace",
@@ -17,8 +17,8 @@ app.command("extract")(features.extract)
 app.add_typer(features.app, name="features")
 app.command("demo")(demo.demo)
 app.command("predict")(predict.predict)
-app.add_typer(predict.models_app, name="models")
-app.command("export")(predict.export)
+app.add_typer(models.app, name="models")
+app.command("export")(models.export)
 app.command("cv")(train.cv)
 app.command("train")(train.train)
 app.command("evaluate")(train.evaluate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ MAX_FOLD_SPEAKERS = 6
 CorpusArgument = Annotated[str, typer.Argument(help=f"Corpus: {', '.join(CORPORA)}.")]
 RootArgument = Annotated[Path, typer.Argument(help="Corpus root folder, or the manifest file.")]
 LabelSetOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(help="Label set name, or 'all' (default: the corpus's standard set)."),
 ]
 

@@ -25,7 +25,8 @@ def demo(
 ) -> None:
     """Predict the shipped sample clips with the default model: label, probabilities, ROIs."""
     from emotrace.api import DEFAULT_MODEL, load_model
-    from emotrace.cli.predict import plot_result
+    from emotrace.audio import load_audio
+    from emotrace.inference.plots import write_plot
 
     console = Console()
     utterances = read_ravdess(SAMPLES, BatchReport())
@@ -37,14 +38,16 @@ def demo(
     names: set[str] = set()
     with console.status("predicting"):
         for utterance in utterances:
-            result = predictor.predict(utterance.audio)
+            waveform = load_audio(utterance.audio)  # decoded once, for the prediction and its plot
+            result = predictor.predict(waveform, source=str(utterance.audio))
             top = sorted(result.probabilities.items(), key=lambda item: -item[1])[:3]
             regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({100 * r.mass:.0f}%)" for r in result.segments)
             table.add_row(
                 Path(utterance.audio).name, utterance.label or "?", f"[bold]{result.label}[/]",
                 ", ".join(f"{label} {100 * p:.0f}%" for label, p in top), regions or "-",
             )
-            plot_result(result, Path(utterance.audio), plot, predictor.labels, names, console)
+            if write_plot(result, Path(utterance.audio), plot, predictor.labels, names, waveform) is None:
+                console.print(f"no plot for {utterance.audio}: the model gives no frame-level dynamics", markup=False)
     console.print(table)
     console.print(f"plots: {plot}/  ·  next: [bold]emotrace predict FILE_OR_FOLDER --plot DIR[/]")
 

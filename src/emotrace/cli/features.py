@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,8 +15,7 @@ from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOptio
 from emotrace.corpora import load_corpus
 from emotrace.errors import BatchReport, EmotraceError
 from emotrace.features.asr import WhisperASR
-from emotrace.features.pipeline import extract_corpus
-from emotrace.features.store import open_stores
+from emotrace.features.pipeline import extract_corpus, open_stores
 
 app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 
@@ -49,14 +48,14 @@ def extract(
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per extractor call and per write.")] = 8,
     workers: Annotated[int, typer.Option(min=1, help="Threads decoding audio ahead of the model.")] = 2,
     threads: Annotated[
-        Optional[int], typer.Option(min=1, help="Torch intra-op threads (with --engine ray: per actor, default 1).")
+        int | None, typer.Option(min=1, help="Torch intra-op threads (with --engine ray: per actor, default 1).")
     ] = None,
     asr: Annotated[bool, typer.Option("--asr", help="Transcribe utterances that have no transcript.")] = False,
     asr_model: Annotated[
-        Optional[str], typer.Option(help="Whisper model folder or name (default: packaged tiny.en).")
+        str | None, typer.Option(help="Whisper model folder or name (default: packaged tiny.en).")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input.")] = False,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N utterances.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances.")] = None,
     engine: EngineOption = Engine.local,
     address: AddressOption = None,
     actors: ActorsOption = None,

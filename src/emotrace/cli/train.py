@@ -86,8 +86,10 @@ def evaluate(
     try:
         if without:
             result = evaluate_without(run_dir, without)
-            console.print(f"without {', '.join(result['missing'])}: UA {result['ua_mean']:.1f} ± {result['ua_std']:.1f}, "
-                          f"WA {result['wa_mean']:.1f} ± {result['wa_std']:.1f} ({result['folds']} folds)")
+            console.print(
+                f"without {', '.join(result['missing'])}: UA {result['ua_mean']:.1f} ± {result['ua_std']:.1f}, "
+                f"WA {result['wa_mean']:.1f} ± {result['wa_std']:.1f} ({result['folds']} folds)"
+            )
             return
         write_report(run_dir)
     except (EmotraceError, ValueError) as error:

@@ -9,8 +9,8 @@ stratified group 5-fold by actor.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from emotrace.corpora.folds import Folds, speaker_kfold
 from emotrace.corpora.reader import Reader, audio_files, find_media, require_folder

@@ -9,8 +9,8 @@ T Trauer sadness, N neutral), version a. Folds: stratified group 5-fold by speak
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from emotrace.corpora.folds import Folds, speaker_kfold
 from emotrace.corpora.reader import Reader, audio_files, require_folder

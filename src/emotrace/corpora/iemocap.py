@@ -23,8 +23,8 @@ leave-one-session-out.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from emotrace.corpora.folds import Folds, leave_one_group_out
 from emotrace.corpora.reader import Reader, find_media

@@ -20,13 +20,12 @@ import csv
 import io
 import json
 import os
-import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-# A module import, not ``from emotrace.audio import probe``: emotrace.audio imports
-# emotrace.corpora.records, which runs this package's __init__, which imports this module.
-import emotrace.audio as audio
+from emotrace.atomic import write_text_atomically
+from emotrace.audio import probe
 from emotrace.corpora.folds import Folds, speaker_kfold
 from emotrace.corpora.reader import Reader
 from emotrace.corpora.records import Utterance
@@ -98,7 +97,6 @@ def write_manifest(utterances: Iterable[Utterance], path: str | Path, report: Ba
             report.skip(error)
             continue
         report.done += 1
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO(newline="")
     if suffix == ".jsonl":
         buffer.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -106,7 +104,7 @@ def write_manifest(utterances: Iterable[Utterance], path: str | Path, report: Ba
         writer = csv.DictWriter(buffer, FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    _write_atomically(path, buffer.getvalue())
+    write_text_atomically(path, buffer.getvalue())
     return len(rows)
 
 
@@ -207,7 +205,7 @@ def _existing(listed: str | None, folder: Path, source: str) -> str | None:
 def _row(utterance: Utterance, folder: Path) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(FIELDS)
     if utterance.audio is not None:
-        info = audio.probe(utterance.audio)
+        info = probe(utterance.audio)
         length = (utterance.end or info.duration) - (utterance.start or 0.0)
         row.update(
             sample_rate=info.sample_rate,
@@ -242,20 +240,6 @@ def _portable(path: str | None, folder: Path) -> str | None:
         if absolute.is_relative_to(folder)
         else str(absolute)
     )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``path``."""
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def manifest_folds(root: Path, utterances: Sequence[Utterance], seed: int) -> Folds:

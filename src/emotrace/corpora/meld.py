@@ -21,8 +21,8 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from emotrace.corpora.folds import Folds, official_split
 from emotrace.corpora.reader import AUDIO_SUFFIXES, Reader, find_media

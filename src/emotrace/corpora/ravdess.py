@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from emotrace.corpora.folds import Folds, speaker_folds
 from emotrace.corpora.reader import AUDIO_SUFFIXES, Reader

@@ -10,9 +10,9 @@ is an :class:`~emotrace.errors.InputError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from emotrace.corpora.folds import Folds
 from emotrace.corpora.records import Utterance

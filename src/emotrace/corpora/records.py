@@ -31,7 +31,7 @@ class Utterance:
     video_start: float | None = None
     video_end: float | None = None
 
-    def with_label(self, label: str | None) -> "Utterance":
+    def with_label(self, label: str | None) -> Utterance:
         return replace(self, label=label)
 
     def to_dict(self) -> dict:

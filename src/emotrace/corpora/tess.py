@@ -9,8 +9,8 @@ and therefore no speaker-independent validation set (``val`` is empty).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from emotrace.corpora.folds import Folds, leave_one_speaker_out
 from emotrace.corpora.reader import Reader, audio_files

@@ -47,6 +47,7 @@ from emotrace.distributed.cluster import (
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor
+from emotrace.features.keys import text_key
 from emotrace.features.pipeline import (
     ExtractionRun,
     ExtractionSummary,
@@ -58,7 +59,8 @@ from emotrace.features.pipeline import (
     store_text_features,
     store_transcripts,
 )
-from emotrace.features.store import FeatureStore, TranscriptStore, text_key
+from emotrace.features.store import FeatureStore
+from emotrace.features.transcripts import TranscriptStore
 
 #: ``job`` of an outcome that is not an extractor's: the decoding failed, or ASR transcribed
 DECODING, TRANSCRIPTION = -1, -2
@@ -124,7 +126,8 @@ class RayExtractionRun(ExtractionRun):
         for batch in dataset.map_batches(_hash, batch_size=HASH_BATCH).iter_batches(
             batch_size=None, batch_format="numpy"
         ):
-            for index, key, source, problem in zip(batch["index"].tolist(), *_columns(batch, "key", "source", "problem")):
+            columns = _columns(batch, "key", "source", "problem")
+            for index, key, source, problem in zip(batch["index"].tolist(), *columns):
                 keys[index] = InputError(source, problem) if problem else key
             self.bar.advance(task, len(batch["index"]))
         yield from keys  # type: ignore[misc]  (every index came back)
@@ -308,14 +311,16 @@ class _AudioWorker(_Worker):
         for job, (extractor, store) in enumerate(self.jobs):
             rows = [row for row, jobs in wanted.items() if job in jobs]
             fresh = [row for row in rows if not store.has(ids[row], keys[row])]
-            errors = store_audio_features(extractor, store, [(ids[row], keys[row], batch["waveform"][row]) for row in fresh])
+            inputs = [(ids[row], keys[row], batch["waveform"][row]) for row in fresh]
+            errors = store_audio_features(extractor, store, inputs)
             failed = dict(zip(fresh, errors))
             for row in rows:
                 outcomes.add(indices[row], job, failed.get(row))
         rows = [row for row, jobs in wanted.items() if TRANSCRIPTION in jobs]
         if self.transcripts is not None:
             fresh = [row for row in rows if not self.transcripts.has(ids[row], keys[row])]
-            store_transcripts(self.asr, self.transcripts, [(ids[row], keys[row], batch["waveform"][row]) for row in fresh])
+            inputs = [(ids[row], keys[row], batch["waveform"][row]) for row in fresh]
+            store_transcripts(self.asr, self.transcripts, inputs)
         for row in rows:
             outcomes.add(indices[row], TRANSCRIPTION)
         return outcomes.columns()

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from emotrace.atomic import atomic_path, write_json_atomically
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.inference.predictor import predictions_document
+from emotrace.inference.writers import predictions_document
 
 JOB_FILE = "job.json"
 PARTS_SUFFIX = ".parts"
@@ -184,7 +184,8 @@ def _layout(report: BatchReport) -> str:
 def write_parquet(output: Path, parts: ResultParts, items: Sequence[Item], report: BatchReport) -> int:
     """One row per utterance prediction (a long recording's speech segments each a row), the
     fields of the JSON document as columns; what was skipped in the file's key-value
-    metadata as JSON (``emotrace.skipped``, see ``pyarrow.parquet.read_metadata``). Written in row groups, so memory stays bounded; returns the rows."""
+    metadata as JSON (``emotrace.skipped``, see ``pyarrow.parquet.read_metadata``). Written in
+    row groups, so memory stays bounded; returns the rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -230,7 +231,8 @@ def _utterance_rows(results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any
     """Utterance predictions: each result, or each speech segment of a recording's result."""
     for result in results:
         for prediction in result.get("timeline", [result]):
-            yield {**prediction, **{name: _map(prediction[name]) for name in ("probabilities", "modalities", "mixture")}}
+            maps = {name: _map(prediction[name]) for name in ("probabilities", "modalities", "mixture")}
+            yield {**prediction, **maps}
 
 
 def _map(value: dict[str, Any] | None) -> list[tuple[str, Any]] | None:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
-
-SAMPLE_RATE = 16000
 
 
 class Word(NamedTuple):
@@ -44,7 +43,7 @@ class Transcript:
         return {"text": self.text, "words": [list(word) for word in self.words], "language": self.language}
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Transcript":
+    def from_dict(cls, record: dict[str, Any]) -> Transcript:
         return cls(
             text=record["text"],
             words=tuple(Word(*word) for word in record["words"]),
@@ -103,7 +102,7 @@ class WhisperASR:
         }
 
     @cached_property
-    def _model(self) -> "WhisperModel":
+    def _model(self) -> WhisperModel:
         from faster_whisper import WhisperModel
 
         return WhisperModel(

@@ -13,10 +13,10 @@ from typing import Any
 import librosa
 import numpy as np
 
+from emotrace.audio import SAMPLE_RATE
 from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import ExtractorConfigError, checked_waveforms
 
-SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 

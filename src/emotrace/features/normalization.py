@@ -12,14 +12,10 @@ dimension, in float64 so that long recordings do not lose precision.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-
-UTTERANCE_LEVEL = "utterance-level"
-SPEAKER_ADAPTIVE = "speaker-adaptive"
-PROTOCOLS = (UTTERANCE_LEVEL, SPEAKER_ADAPTIVE)
 
 #: floor on the standard deviation, so constant dimensions do not blow up
 MIN_STD = 1e-5
@@ -76,20 +72,3 @@ def speaker_moments(features: Iterable[tuple[str, np.ndarray]]) -> dict[str, Mom
     for speaker, data in features:
         accumulators.setdefault(speaker, MomentAccumulator()).add(data)
     return {speaker: accumulator.moments() for speaker, accumulator in accumulators.items()}
-
-
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return protocol
-
-
-def normalise_by_speaker(
-    features: Mapping[str, np.ndarray], speakers: Mapping[str, str], moments: Mapping[str, Moments]
-) -> dict[str, np.ndarray]:
-    """Each item's features normalised by its speaker's moments (ids → features)."""
-    missing = sorted({speakers[utt_id] for utt_id in features} - set(moments))
-    if missing:
-        raise ValueError(f"no speaker moments for {missing}")
-    return {utt_id: moments[speakers[utt_id]].normalise(data) for utt_id, data in features.items()}
-

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import InputError
 from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import ExtractorConfigError, checked_waveforms
 
-SAMPLE_RATE = 16000
 LLD_FRAME_RATE = 100.0
 
 #: name -> (openSMILE feature set, feature level)

@@ -29,12 +29,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from emotrace.audio import load_audio
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.corpora.records import Utterance
 from emotrace.errors import BatchReport, InputError
-from emotrace.features.asr import SAMPLE_RATE, WhisperASR
+from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
-from emotrace.features.store import Entry, FeatureStore, TranscriptStore, audio_key, text_key
+from emotrace.features.keys import audio_key, text_key
+from emotrace.features.store import META_FILE, Entry, FeatureStore, read_store_meta
+from emotrace.features.transcripts import TranscriptStore
 
 Item = TypeVar("Item")
 
@@ -168,6 +170,17 @@ def extract_corpus(
     report.done += len(utterances) - len(run.failed)
     counts = [job.count for job in jobs] + ([asr_job.count] if asr_job else [])
     return ExtractionSummary(counts, report, time.perf_counter() - started)
+
+
+def open_stores(root: str | Path) -> list[FeatureStore | TranscriptStore]:
+    """Every store folder directly under ``root`` (a ``--store`` folder), by folder name."""
+    stores: list[FeatureStore | TranscriptStore] = []
+    for directory in sorted(Path(root).iterdir()):
+        if not (directory / META_FILE).is_file():
+            continue
+        kind = read_store_meta(directory).kind
+        stores.append(FeatureStore.at(directory) if kind == "features" else TranscriptStore.at(directory))
+    return stores
 
 
 class ExtractionRun:

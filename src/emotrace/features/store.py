@@ -6,16 +6,14 @@ Layout of a store root (``--store DIR``), one folder per extractor configuration
                                  /features.h5      the compacted entries
                                  /shards/*.h5      batches written since the last compaction
                                  /features.h5.lock flock: shared to write a shard, exclusive to compact
-    DIR/asr-<config hash>/meta.json, transcripts.jsonl, transcripts.jsonl.lock
+    DIR/asr-<config hash>/meta.json, transcripts.jsonl, transcripts.jsonl.lock   (features.transcripts)
 
 Why this shape:
 
 * **Config change** -> a different folder, so old and new features never mix.
 * **Audio change** -> each entry carries the content key of its input
-  (:func:`audio_key`: blake2b of the file bytes plus the segment bounds;
-  :func:`text_key` for transcripts). An entry whose key no longer matches is recomputed;
-  the others are untouched. Hashing is always done (no size/mtime shortcut): a rerun
-  reads each file once, which costs far less than trusting a stale timestamp.
+  (:mod:`emotrace.features.keys`). An entry whose key no longer matches is recomputed;
+  the others are untouched.
 * **Crash safety** -> every batch is written to a hidden temp file and renamed into
   ``shards/``; a rename is atomic, so an entry is either fully there or absent, and a
   killed run loses at most the batch it was writing.
@@ -27,17 +25,16 @@ Why this shape:
   offsets and lengths, so one entry is one contiguous read.
 
 Locks use ``fcntl.flock``, so stores work on local POSIX file systems (not Windows, and
-not NFS without lock support).
+not NFS without lock support). The folder, meta and lock helpers here serve the transcript
+store too.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -49,86 +46,33 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emotrace.features.asr import Transcript
+from emotrace.atomic import TEMP_PREFIX, atomic_path, fsync_dir, publish, temp_file, write_json_atomically
 from emotrace.features.base import Features
+from emotrace.features.keys import config_hash
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 FEATURES_FILE = "features.h5"
 SHARDS_DIR = "shards"
-TRANSCRIPTS_FILE = "transcripts.jsonl"
-TEMP_PREFIX = ".tmp-"
-_HASH_CHUNK = 1 << 20
-
-
-# --------------------------------------------------------------------------- content keys
-
-
-def audio_key(path: str | Path, start: float | None = None, end: float | None = None) -> str:
-    """Content key of an audio input: blake2b of the file bytes, plus the segment bounds."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    if start is not None or end is not None:
-        digest.update(f"|segment {start}:{end}".encode())
-    return digest.hexdigest()
-
-
-def text_key(text: str) -> str:
-    """Content key of a text input."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def config_hash(name: str, version: int, config: Mapping[str, Any]) -> str:
-    """Short stable hash naming a store folder (JSON with sorted keys, so dict order is moot)."""
-    canonical = json.dumps({"name": name, "version": version, "config": config}, sort_keys=True)
-    return hashlib.blake2b(canonical.encode(), digest_size=4).hexdigest()
 
 
 # --------------------------------------------------------------------------- file helpers
 
 
 @contextmanager
-def _flock(path: Path, *, shared: bool) -> Iterator[None]:
+def file_lock(path: Path, *, shared: bool) -> Iterator[None]:
+    """``flock`` on ``path`` (created if missing): shared, or exclusive, for the block."""
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield  # closing the file releases the lock
-
-
-def _fsync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _publish(temp: Path, final: Path) -> None:
-    """Make a fully written temp file visible under its final name, durably."""
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, final)
-    _fsync_dir(final.parent)
-
-
-def _temp_path(directory: Path, suffix: str) -> Path:
-    descriptor, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
-    os.close(descriptor)
-    return Path(name)
-
-
-def _write_json_atomically(path: Path, value: Any) -> None:
-    temp = _temp_path(path.parent, ".json")
-    temp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    _publish(temp, path)
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "extractor"
 
 
-def _directory_size(directory: Path) -> int:
+def folder_size(directory: Path) -> int:
+    """Bytes of every file under ``directory``."""
     return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
@@ -157,7 +101,7 @@ class StoreMeta:
         }
 
 
-def _open_folder(root: Path, meta: StoreMeta) -> tuple[Path, StoreMeta]:
+def open_store_folder(root: Path, meta: StoreMeta) -> tuple[Path, StoreMeta]:
     """The folder of ``meta`` under ``root``, created on first use, and its meta as stored."""
     # a JSON round trip makes tuples lists, as they will be when read back
     meta = StoreMeta(meta.kind, meta.name, meta.version, json.loads(json.dumps(meta.config)))
@@ -165,14 +109,15 @@ def _open_folder(root: Path, meta: StoreMeta) -> tuple[Path, StoreMeta]:
     directory.mkdir(parents=True, exist_ok=True)
     meta_path = directory / META_FILE
     if not meta_path.exists():
-        _write_json_atomically(meta_path, meta.to_dict())
-    found = _read_meta(directory)
+        write_json_atomically(meta_path, meta.to_dict(), sort_keys=True)
+    found = read_store_meta(directory)
     if found != meta:
         raise ValueError(f"{directory} holds {found}, not {meta} (config hash collision)")
     return directory, found
 
 
-def _read_meta(directory: Path) -> StoreMeta:
+def read_store_meta(directory: Path) -> StoreMeta:
+    """The meta of an existing store folder, checked against this code's format."""
     try:
         record = json.loads((Path(directory) / META_FILE).read_text())
     except FileNotFoundError:
@@ -212,7 +157,7 @@ class _IndexedFile:
     dims: int
 
     @classmethod
-    def open(cls, path: Path) -> "_IndexedFile":
+    def open(cls, path: Path) -> _IndexedFile:
         handle = h5py.File(path, "r")
         return cls(
             handle=handle,
@@ -248,7 +193,7 @@ class _IndexedFile:
     def meta(self, row: int) -> dict[str, Any]:
         return json.loads(self.handle["meta"].asstr()[row])
 
-    def entry(self, row: int) -> "Entry":
+    def entry(self, row: int) -> Entry:
         return Entry(self.ids[row], self.keys[row], self.read(row), self.meta(row))
 
 
@@ -339,14 +284,14 @@ class FeatureStore:
 
     @classmethod
     def open(cls, root: str | Path, extractor_name: str, config: Mapping[str, Any],
-             version: int = 1) -> "FeatureStore":
+             version: int = 1) -> FeatureStore:
         """The store of this extractor configuration under ``root``, created if missing."""
-        return cls(*_open_folder(Path(root), StoreMeta("features", extractor_name, version, dict(config))))
+        return cls(*open_store_folder(Path(root), StoreMeta("features", extractor_name, version, dict(config))))
 
     @classmethod
-    def at(cls, directory: str | Path) -> "FeatureStore":
+    def at(cls, directory: str | Path) -> FeatureStore:
         """An existing store folder."""
-        meta = _read_meta(Path(directory))
+        meta = read_store_meta(Path(directory))
         if meta.kind != "features":
             raise ValueError(f"{directory} is a {meta.kind} store, not a feature store")
         return cls(Path(directory), meta)
@@ -361,7 +306,7 @@ class FeatureStore:
 
     def refresh(self) -> None:
         """Re-read the index from disk (newest entry per id wins)."""
-        with _flock(self._lock_path, shared=True):  # no compaction deletes files meanwhile
+        with file_lock(self._lock_path, shared=True):  # no compaction deletes files meanwhile
             files = [_IndexedFile.open(path) for path in self._entry_files()]
         self.close()
         self._files = files
@@ -378,7 +323,7 @@ class FeatureStore:
             indexed.handle.close()
         self._files, self._index = [], {}
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -452,13 +397,13 @@ class FeatureStore:
         first = entries[0].features
         layers, dims = (known.layers, known.dims) if known else (first.layers, first.data.shape[2])
         total_frames = sum(entry.features.data.shape[1] for entry in entries)
-        with _flock(self._lock_path, shared=True):  # writers share; compaction excludes them
-            temp = _temp_path(self._shards, ".h5")
+        with file_lock(self._lock_path, shared=True):  # writers share; compaction excludes them
+            temp = temp_file(self._shards, suffix=".h5")
             try:
                 _write_entries(temp, entries, len(entries), total_frames, layers, dims)
                 # named by publication time: later shards override earlier ones
                 shard = self._shards / f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
-                _publish(temp, shard)
+                publish(temp, shard)
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -473,7 +418,7 @@ class FeatureStore:
         Holds the exclusive lock: no shard is being written meanwhile, so leftover temp
         files are debris of killed writers and are removed too.
         """
-        with _flock(self._lock_path, shared=False):
+        with file_lock(self._lock_path, shared=False):
             # only HDF5 temps: those are written under the lock (meta.json temps are not)
             for debris in [*self.directory.glob(f"{TEMP_PREFIX}*.h5"), *self._shards.glob(f"{TEMP_PREFIX}*.h5")]:
                 debris.unlink()
@@ -486,22 +431,21 @@ class FeatureStore:
                 latest = {utt_id: (indexed, row) for indexed in files for row, utt_id in enumerate(indexed.ids)}
                 ids = sorted(latest)
                 reference = next((indexed for indexed in files if indexed.ids), files[0])
-                temp = _temp_path(self.directory, ".h5")
-                _write_entries(
-                    temp,
-                    (latest[utt_id][0].entry(latest[utt_id][1]) for utt_id in ids),
-                    count=len(ids),
-                    total_frames=sum(int(indexed.lengths[row]) for indexed, row in latest.values()),
-                    layers=reference.layers,
-                    dims=reference.dims,
-                )
-                _publish(temp, self.directory / FEATURES_FILE)
+                with atomic_path(self.directory / FEATURES_FILE, suffix=".h5") as temp:
+                    _write_entries(
+                        temp,
+                        (latest[utt_id][0].entry(latest[utt_id][1]) for utt_id in ids),
+                        count=len(ids),
+                        total_frames=sum(int(indexed.lengths[row]) for indexed, row in latest.values()),
+                        layers=reference.layers,
+                        dims=reference.dims,
+                    )
             finally:
                 for indexed in files:
                     indexed.handle.close()
             for shard in shards:  # oldest first: a crash here leaves only newer shards, still correct
                 shard.unlink()
-            _fsync_dir(self._shards)
+            fsync_dir(self._shards)
         self.refresh()
         return True
 
@@ -525,113 +469,5 @@ class FeatureStore:
             "layers": list(populated[0].layers) if populated else None,
             "frame_rate": rates[0] if len(rates) == 1 else rates,
             "shards": len([path for path in self._entry_files() if path.parent == self._shards]),
-            "bytes": _directory_size(self.directory),
+            "bytes": folder_size(self.directory),
         }
-
-
-# --------------------------------------------------------------------------- transcripts
-
-
-class TranscriptStore:
-    """ASR transcripts keyed by utterance id and audio key, in an append-only JSONL file.
-
-    A line counts only once its newline is written: a batch is appended with one
-    ``write`` under an exclusive lock, after cutting off a partial line a killed writer
-    may have left, so a crash never yields a half record.
-    """
-
-    def __init__(self, directory: Path, meta: StoreMeta):
-        self.directory = directory
-        self.meta = meta
-        self._path = directory / TRANSCRIPTS_FILE
-        self._lock_path = directory / f"{TRANSCRIPTS_FILE}.lock"
-        self._records: dict[str, tuple[str, Transcript]] = {}
-        self.refresh()
-
-    @classmethod
-    def open(cls, root: str | Path, config: Mapping[str, Any], version: int = 1) -> "TranscriptStore":
-        """The transcript store of this ASR configuration under ``root``, created if missing."""
-        return cls(*_open_folder(Path(root), StoreMeta("transcripts", "asr", version, dict(config))))
-
-    @classmethod
-    def at(cls, directory: str | Path) -> "TranscriptStore":
-        meta = _read_meta(Path(directory))
-        if meta.kind != "transcripts":
-            raise ValueError(f"{directory} is a {meta.kind} store, not a transcript store")
-        return cls(Path(directory), meta)
-
-    def refresh(self) -> None:
-        """Re-read the file (the last record per id wins)."""
-        records: dict[str, tuple[str, Transcript]] = {}
-        if self._path.exists():
-            complete, _, _partial = self._path.read_bytes().rpartition(b"\n")
-            for line in complete.splitlines():
-                record = json.loads(line)
-                records[record["id"]] = (record["key"], Transcript.from_dict(record))
-        self._records = records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def ids(self) -> list[str]:
-        return sorted(self._records)
-
-    def has(self, utt_id: str, key: str) -> bool:
-        record = self._records.get(utt_id)
-        return record is not None and record[0] == key
-
-    def get(self, utt_id: str) -> Transcript:
-        return self._records[utt_id][1]
-
-    def put_many(self, entries: Sequence[tuple[str, str, Transcript]]) -> None:
-        """Append ``(utt_id, key, transcript)`` records in one atomic step."""
-        if not entries:
-            return
-        payload = b"".join(
-            json.dumps({"id": utt_id, "key": key, **transcript.to_dict()}, ensure_ascii=False).encode() + b"\n"
-            for utt_id, key, transcript in entries
-        )
-        with _flock(self._lock_path, shared=False):
-            with open(self._path, "ab+") as handle:
-                handle.truncate(_end_of_last_line(handle))  # drop a killed writer's partial line
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-        self._records.update((utt_id, (key, transcript)) for utt_id, key, transcript in entries)
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "store": self.directory.name,
-            "path": str(self.directory),
-            "kind": self.meta.kind,
-            "extractor": self.meta.name,
-            "version": self.meta.version,
-            "config": self.meta.config,
-            "entries": len(self._records),
-            "words": sum(len(transcript.words) for _key, transcript in self._records.values()),
-            "bytes": _directory_size(self.directory),
-        }
-
-
-def _end_of_last_line(handle: Any) -> int:
-    """Byte offset just past the file's last newline (0 if none), scanning from the end."""
-    position = handle.seek(0, os.SEEK_END)
-    while position > 0:
-        start = max(position - _HASH_CHUNK, 0)
-        handle.seek(start)
-        newline = handle.read(position - start).rfind(b"\n")
-        if newline >= 0:
-            return start + newline + 1
-        position = start
-    return 0
-
-
-def open_stores(root: str | Path) -> list[FeatureStore | TranscriptStore]:
-    """Every store folder directly under ``root``, by folder name."""
-    stores: list[FeatureStore | TranscriptStore] = []
-    for directory in sorted(Path(root).iterdir()):
-        if not (directory / META_FILE).is_file():
-            continue
-        kind = _read_meta(directory).kind
-        stores.append(FeatureStore.at(directory) if kind == "features" else TranscriptStore.at(directory))
-    return stores

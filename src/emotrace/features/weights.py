@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emotrace.atomic import atomic_directory
 from emotrace.features.inputs import ExtractorConfigError
 
 _HASH_CHUNK = 1 << 22
@@ -44,23 +43,9 @@ def cached_folder(relative: str, build: Callable[[Path], None]) -> Path:
     build at once, the first rename wins and the other's copy is discarded.
     """
     final = cache_root() / relative
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        build(temporary)
-        for path in temporary.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
-        try:
-            os.rename(temporary, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    if not final.is_dir():
+        with atomic_directory(final, replace=False) as temporary:
+            build(temporary)
     return final
 
 

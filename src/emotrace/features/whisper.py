@@ -33,6 +33,7 @@ import torch
 from transformers import WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from emotrace.audio import SAMPLE_RATE
 from emotrace.features.base import Extractor, Features
 from emotrace.features.chunks import plan_windows, stitch
 from emotrace.features.inputs import ExtractorConfigError, checked_waveforms
@@ -46,7 +47,6 @@ from emotrace.features.weights import (
 )
 from emotrace.features.whisper_ctranslate2 import convert_ctranslate2_whisper
 
-SAMPLE_RATE = 16000
 #: context each window sees beyond the frames it keeps, for inputs longer than 30 s
 WINDOW_OVERLAP_SECONDS = 1.0
 #: at most this much (padded) audio goes through the encoder in one batch

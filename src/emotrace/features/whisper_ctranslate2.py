@@ -10,8 +10,8 @@ Hugging Face model folder.
 ``model.bin`` layout (CTranslate2's ``ModelSpec._serialize``, little-endian): uint32 binary
 version; spec name; uint32 spec revision; uint32 variable count; per variable: name, uint8
 rank, rank x uint32 dims, uint8 dtype id, uint32 byte count, raw bytes; then uint32 alias
-count and (alias, target) name pairs (identical variables are stored once). A name is a uint16 length (including a NUL) and UTF-8
-bytes ending in NUL.
+count and (alias, target) name pairs (identical variables are stored once). A name is a
+uint16 length (including a NUL) and UTF-8 bytes ending in NUL.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Using trained models: cut long recordings into speech segments, predict emotions, draw
-what a model saw, and export models to ONNX. Inference reads audio, labels, features and
-models; it never imports training or the command line, so a deployment can ship without them.
+"""Using trained models, from audio to explanation, in the order a prediction runs:
+
+``predictor`` feeds one file (or waveform) to a checkpoint as training did and asks the
+model's output to explain itself; ``segmentation`` cuts long recordings into speech
+segments first; ``predictions`` are the results and their JSON; ``batch`` runs many files
+(speaker grouping, skip and report); ``writers`` turn results into JSON, CSV, tables and
+``plots``; ``export`` writes ONNX. Inference reads audio, labels, features and models; it
+never imports training or the command line, so a deployment can ship without them.
 """

@@ -45,9 +45,9 @@ from torch import Tensor, nn
 from torch.onnx import symbolic_helper
 
 from emotrace.atomic import atomic_path, write_json_atomically
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.errors import EmotraceError
 from emotrace.models.base import EmotionModel, ModelConfig
-from emotrace.models.checkpoint import Checkpoint, load_checkpoint
 from emotrace.models.outputs import ModelOutput
 from emotrace.models.registry import model_config_to_dict
 
@@ -160,10 +160,7 @@ class _TraceableAttention(nn.MultiheadAttention):
         if key_padding_mask is not None:
             mask = key_padding_mask[:, None, None, :]
             # TransformerEncoder hands over an additive float mask, other callers a bool one
-            if mask.dtype == torch.bool:
-                scores = scores.masked_fill(mask, float("-inf"))
-            else:
-                scores = scores + mask
+            scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
         weights = scores.softmax(-1)
         attended = self.out_proj((weights @ v).transpose(1, 2).flatten(2))
         if not need_weights:

@@ -1,18 +1,17 @@
 """Figures of what a model heard: one utterance in detail, or a long recording at a glance.
 
 Both take plain arrays, not predictor objects, so anything that has the numbers can draw
-them. Figures are built as :class:`matplotlib.figure.Figure` objects without pyplot: no
+them; :func:`write_plot` draws a prediction with the one that fits it. Figures are built as :class:`matplotlib.figure.Figure` objects without pyplot: no
 window ever opens, no global figure list grows in a long-running service, and nothing has
 to be closed. Each PNG is written to a temporary file and renamed into place, so a reader
-never sees half an image. Every emotion keeps one colour (:data:`EMOTION_COLOURS`) in
-every figure.
+never sees half an image. Every emotion keeps one colour
+(:data:`emotrace.labels.EMOTION_COLOURS`) in every figure, and on the service's page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,28 +19,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from emotrace.atomic import atomic_path
+from emotrace.audio import SAMPLE_RATE
+from emotrace.inference.predictions import Prediction, RecordingPrediction, Result
+from emotrace.labels import EMOTION_COLOURS
 
-#: A colour for every name in :data:`emotrace.labels.EMOTIONS`. Mostly the Okabe-Ito and
-#: Paul Tol "muted" palettes, which stay distinguishable with colour-vision deficiencies,
-#: assigned so that the usual associations hold: angry red, sad blue, happy orange,
-#: neutral grey.
-EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
-    {
-        "neutral": "#8C8C8C",  # grey
-        "calm": "#44AA99",  # teal
-        "happy": "#E69F00",  # orange
-        "excited": "#DDCC77",  # sand
-        "sad": "#0072B2",  # blue
-        "angry": "#D55E00",  # vermilion
-        "frustrated": "#882255",  # wine
-        "fearful": "#7E57C2",  # purple
-        "disgusted": "#999933",  # olive
-        "surprised": "#CC79A7",  # pink
-        "contempt": "#332288",  # indigo
-        "bored": "#88CCEE",  # light blue
-        "other": "#3B3B3B",  # dark grey
-    }
-)
 DPI = 120
 _ROI_COLOUR = "#F2C14E"  # shading of attention's regions of interest
 # Tick spacings a clock reads naturally (seconds), up to one tick per 10 hours.
@@ -226,3 +207,48 @@ def _save(figure: Figure, output: str | Path) -> Path:
     with atomic_path(output) as temp:
         figure.savefig(temp, format="png", dpi=DPI)
     return Path(output)
+
+
+def write_plot(
+    result: Result,
+    path: Path,
+    folder: Path,
+    labels: tuple[str, ...],
+    names: set[str],
+    waveform: np.ndarray | None,
+) -> Path | None:
+    """A timeline PNG for a recording, an attention-and-dynamics PNG for an utterance
+    (drawn over ``waveform``, the audio its prediction decoded); None for an utterance
+    whose model gives no frame-level dynamics. Files are named after ``path``, numbered
+    past the ``names`` already taken (which this adds to)."""
+    if isinstance(result, Prediction) and result.frame_posteriors is None:
+        return None
+    name, number = path.stem, 1
+    while name in names:
+        number += 1
+        name = f"{path.stem}-{number}"
+    names.add(name)
+    if isinstance(result, RecordingPrediction):
+        return plot_timeline(
+            folder / f"{name}.timeline.png",
+            segments=[(p.start, p.end) for p in result.timeline],
+            probabilities=np.array([[p.probabilities[label] for label in labels] for p in result.timeline]),
+            labels=labels,
+            duration=result.duration,
+            title=Path(result.source).name,
+        )
+    if waveform is None:
+        raise ValueError(f"plotting the utterance {result.source} needs the waveform it was predicted from")
+    return plot_utterance(
+        folder / f"{name}.png",
+        waveform=waveform,
+        sample_rate=SAMPLE_RATE,
+        attention=result.attention,
+        frame_rate=result.frame_rate,
+        frame_posteriors=result.frame_posteriors,
+        labels=labels,
+        predicted=result.label,
+        probability=result.probabilities[result.label],
+        segments=[(span.start, span.end) for span in result.segments],
+        title=Path(result.source).name,
+    )

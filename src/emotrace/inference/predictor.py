@@ -11,42 +11,33 @@ one when they are, and each prediction says which ran. A model may come as a pai
 packaged default ships ``<name>`` and ``<name>-adaptive``) so one predictor serves both.
 
 Utterances longer than ``max_duration`` go through :meth:`Predictor.predict_recording`:
-speech segments by voice activity, one prediction each, read one segment at a time.
+speech segments by voice activity, one prediction each, read one segment at a time. A file
+is decoded once per prediction: :meth:`Predictor.predict_file_with_audio` hands its waveform
+on (to a plot). What a prediction shows beyond its label comes from the model's output
+(:meth:`~emotrace.models.outputs.ModelOutput.explain`), whatever the method.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from emotrace.audio import TARGET_SR, load_audio, probe
-from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.audio import SAMPLE_RATE, AudioInfo, load_audio, probe
+from emotrace.checkpoint import Checkpoint
+from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import checked_waveforms
-from emotrace.features.normalization import (
-    SPEAKER_ADAPTIVE,
-    UTTERANCE_LEVEL,
-    MomentAccumulator,
-    Moments,
-    check_protocol,
-)
+from emotrace.features.normalization import MomentAccumulator, Moments
 from emotrace.features.registry import get_extractor, spec_for_layers
 from emotrace.features.transforms import frame_rate, model_frames, select_layers
-from emotrace.inference.segmentation import (
-    SpeechSegment,
-    segment_audio,
-    speech_segments,
-)
-from emotrace.models.checkpoint import Checkpoint
-from emotrace.models.outputs import ModelOutput, QueryFusionOutput, ROIOutput
-from emotrace.models.query_fusion import QueryFusion
-from emotrace.models.roi_attention import roi_segments
+from emotrace.inference.predictions import Prediction, RecordingPrediction, Result
+from emotrace.inference.segmentation import segment_audio, speech_segments
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
+from emotrace.spans import Span
 
 #: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
 MAX_UTTERANCE_SECONDS = 30.0
@@ -54,113 +45,6 @@ ARRAY_SOURCE = "<array>"
 
 #: a speaker's feature moments for each modality a speaker-adaptive model reads
 SpeakerMoments = Mapping[str, Moments]
-
-
-class ProtocolError(EmotraceError, ValueError):
-    """A model cannot run under the protocol asked for (e.g. speaker-adaptive without moments)."""
-
-
-@dataclass(frozen=True)
-class Region:
-    """A region of interest: ``start``..``end`` seconds of the source, holding ``mass`` of
-    the utterance's attention."""
-
-    start: float
-    end: float
-    mass: float
-
-
-@dataclass(frozen=True, eq=False)
-class Prediction:
-    """What a model made of one utterance. Every time is in seconds of ``source``.
-
-    ``mixture`` is the attention-weighted mixture of frame posteriors (ROI models; else
-    None). ``attention (T,)`` sums to 1 over the frames at ``frame_times (T,)`` (frame
-    centres, ``frame_rate`` per second): ROI attention, or for query fusion the predicted
-    class's query attention over the audio. ``frame_posteriors (T, C)`` are the frame-level
-    dynamics (ROI models). ``modalities`` says which inputs the model read; ``transcript``
-    is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
-    """
-
-    source: str
-    start: float
-    duration: float
-    label: str
-    probabilities: dict[str, float]
-    protocol: str
-    modalities: dict[str, bool]
-    transcript: str | None = None
-    transcript_source: str | None = None
-    mixture: dict[str, float] | None = None
-    segments: tuple[Region, ...] = ()
-    frame_rate: float | None = None
-    frame_times: np.ndarray | None = None
-    attention: np.ndarray | None = None
-    frame_posteriors: np.ndarray | None = None
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
-        dynamics = None
-        if self.attention is not None:
-            dynamics = {
-                "frame_rate": self.frame_rate,
-                "times": _rounded(self.frame_times, 3),
-                "attention": _rounded(self.attention, 5),
-                "frame_posteriors": _rounded(self.frame_posteriors, 5),
-            }
-        return {
-            "source": self.source,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "duration": round(self.duration, 3),
-            "label": self.label,
-            "probabilities": _rounded(self.probabilities, 5),
-            "protocol": self.protocol,
-            "modalities": dict(self.modalities),
-            "transcript": self.transcript,
-            "transcript_source": self.transcript_source,
-            "mixture": _rounded(self.mixture, 5),
-            "segments": [_rounded(asdict(region), 3) for region in self.segments],
-            "dynamics": dynamics,
-        }
-
-
-@dataclass(frozen=True, eq=False)
-class RecordingPrediction:
-    """A long recording: one :class:`Prediction` per speech segment (``timeline``) and the
-    class shares of the whole, the segments' probabilities weighted by their duration."""
-
-    source: str
-    duration: float
-    protocol: str
-    timeline: tuple[Prediction, ...]
-    shares: dict[str, float]
-
-    @property
-    def label(self) -> str:
-        return max(self.shares, key=self.shares.__getitem__)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "duration": round(self.duration, 3),
-            "protocol": self.protocol,
-            "label": self.label,
-            "shares": _rounded(self.shares, 5),
-            "timeline": [prediction.to_dict() for prediction in self.timeline],
-        }
-
-
-def predictions_document(
-    results: Sequence[Prediction | RecordingPrediction], report: BatchReport
-) -> dict[str, Any]:
-    """The JSON document of a batch of predictions and what it skipped, one format for
-    every interface: ``emotrace predict --format json`` writes it, the HTTP service returns it."""
-    return {"predictions": [result.to_dict() for result in results], "skipped": report.to_dict()["skipped"]}
 
 
 class Predictor:
@@ -213,25 +97,24 @@ class Predictor:
         text: str | None = None,
         *,
         speaker_moments: SpeakerMoments | None = None,
+        source: str = ARRAY_SOURCE,
     ) -> Prediction:
-        """One utterance: a file, or a 16 kHz mono float32 waveform, and optionally its text.
+        """One utterance: a file, or a 16 kHz mono float32 waveform (named ``source`` in
+        results and errors), and optionally its text.
 
         With ``speaker_moments`` (from :meth:`speaker_moments_for`) the speaker-adaptive
         model runs, else the utterance-level one. Audio longer than ``max_duration`` is an
         InputError pointing to :meth:`predict_recording`.
         """
         if isinstance(audio, np.ndarray):
-            source = ARRAY_SOURCE
             try:
                 (waveform,) = checked_waveforms([audio])
             except InputError as error:
                 raise InputError(source, error.problem) from None
-            self._check_length(source, len(waveform) / TARGET_SR)
+            self._check_length(source, len(waveform) / SAMPLE_RATE)
         else:
             info = probe(audio)
-            source = info.path
-            self._check_length(source, info.duration)
-            waveform = load_audio(audio, max_duration=None)
+            source, waveform = info.path, self._decode_utterance(info)
         return self._predict(source, 0.0, waveform, text, speaker_moments)
 
     def predict_recording(
@@ -239,7 +122,7 @@ class Predictor:
         path: str | Path,
         *,
         speaker_moments: SpeakerMoments | None = None,
-        segments: Sequence[SpeechSegment] | None = None,
+        segments: Sequence[Span] | None = None,
         report: BatchReport | None = None,
     ) -> RecordingPrediction:
         """A recording of any length, by speech segments (voice activity unless ``segments``
@@ -251,7 +134,7 @@ class Predictor:
         """
         report = BatchReport(strict=True) if report is None else report
         info = probe(path)
-        self._checkpoint(adaptive=speaker_moments is not None)  # fail before the VAD runs
+        self.checkpoint_for(adaptive=speaker_moments is not None)  # fail before the VAD runs
         if segments is None:
             segments = speech_segments(path)
         if not segments:
@@ -283,17 +166,31 @@ class Predictor:
         *,
         speaker_moments: SpeakerMoments | None = None,
         report: BatchReport | None = None,
-    ) -> Prediction | RecordingPrediction:
+    ) -> Result:
         """A file of any length: one utterance up to ``max_duration``, else a recording
         predicted by speech segments (whose bad segments go to ``report``)."""
-        if probe(path).duration <= self.max_duration:
-            return self.predict(path, text, speaker_moments=speaker_moments)
+        return self.predict_file_with_audio(path, text, speaker_moments=speaker_moments, report=report)[0]
+
+    def predict_file_with_audio(
+        self,
+        path: str | Path,
+        text: str | None = None,
+        *,
+        speaker_moments: SpeakerMoments | None = None,
+        report: BatchReport | None = None,
+    ) -> tuple[Result, np.ndarray | None]:
+        """:meth:`predict_file`, and the utterance's waveform it decoded, for a plot to reuse
+        (None for a recording, which is read one speech segment at a time)."""
+        info = probe(path)
+        if info.duration <= self.max_duration:
+            waveform = self._decode_utterance(info)
+            return self.predict(waveform, text, speaker_moments=speaker_moments, source=info.path), waveform
         if text is not None and self.reads("text"):
             raise InputError(
                 path, f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "
                 "no transcript: leave the text out (with ASR on, each segment is transcribed)"
             )
-        return self.predict_recording(path, speaker_moments=speaker_moments, report=report)
+        return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
 
     def speaker_moments_for(
         self,
@@ -309,7 +206,7 @@ class Predictor:
         before pooling, as in training. Text moments come from ``texts`` (one per path, or
         None) or ASR. Unreadable files go to ``report``; without one they raise.
         """
-        checkpoint = self._checkpoint(adaptive=True)
+        checkpoint = self.checkpoint_for(adaptive=True)
         report = BatchReport(strict=True) if report is None else report
         texts = [None] * len(paths) if texts is None else list(texts)
         if len(texts) != len(paths):
@@ -333,42 +230,9 @@ class Predictor:
             )
         return moments
 
-    def predict_speaker(
-        self,
-        paths: Sequence[str | Path],
-        texts: Sequence[str | None] | None = None,
-        *,
-        report: BatchReport | None = None,
-    ) -> list[Prediction]:
-        """Utterances of one speaker, predicted with the moments of all of them
-        (speaker-adaptive protocol). Bad files go to ``report`` once; without one they raise.
-
-        Features are extracted twice (moments first, then each prediction), so memory stays
-        at one recording however many the speaker has.
-        """
-        report = BatchReport(strict=True) if report is None else report
-        texts = [None] * len(paths) if texts is None else list(texts)
-        moments = self.speaker_moments_for(paths, texts, report=BatchReport(strict=report.strict))
-        predictions = []
-        for path, text in zip(paths, texts):
-            try:
-                predictions.append(self.predict(path, text, speaker_moments=moments))
-            except InputError as error:
-                report.skip(error)
-                continue
-            report.done += 1
-        return predictions
-
-    def _check_length(self, source: str, seconds: float) -> None:
-        if seconds > self.max_duration:
-            raise InputError(
-                source,
-                f"is {seconds:.1f} s long, over the {self.max_duration:g} s limit for one utterance; "
-                "use predict_recording, which predicts its speech segments",
-            )
-
-    def _checkpoint(self, adaptive: bool) -> Checkpoint:
-        """The speaker-adaptive model, or the utterance-level one."""
+    def checkpoint_for(self, adaptive: bool) -> Checkpoint:
+        """The speaker-adaptive model, or the utterance-level one; a ProtocolError when
+        this predictor has no model for that protocol."""
         protocol = SPEAKER_ADAPTIVE if adaptive else UTTERANCE_LEVEL
         if protocol in self.checkpoints:
             return self.checkpoints[protocol]
@@ -382,11 +246,24 @@ class Predictor:
             "speaker's recordings (speaker_moments_for, or --adapt-speaker on the command line)"
         )
 
+    def _check_length(self, source: str, seconds: float) -> None:
+        if seconds > self.max_duration:
+            raise InputError(
+                source,
+                f"is {seconds:.1f} s long, over the {self.max_duration:g} s limit for one utterance; "
+                "use predict_recording, which predicts its speech segments",
+            )
+
+    def _decode_utterance(self, info: AudioInfo) -> np.ndarray:
+        """The whole file as one utterance, once its header shows it is not too long."""
+        self._check_length(info.path, info.duration)
+        return load_audio(info.path, max_duration=None)
+
     def _pieces(self, path: str | Path, text: str | None) -> Iterator[tuple[np.ndarray, str | None]]:
         """The waveforms of a recording the way predictions read them: whole, or by speech segments."""
         info = probe(path)
         if info.duration <= self.max_duration:
-            yield load_audio(path, max_duration=None), text
+            yield self._decode_utterance(info), text
             return
         if text is not None:
             raise InputError(info.path, "a long recording takes no transcript (its segments use ASR)")
@@ -412,10 +289,8 @@ class Predictor:
     ) -> dict[str, Features]:
         """Extractor output for each input the model reads and the utterance has."""
         given: dict[str, np.ndarray | str | None] = {"audio": waveform, "text": text}
-        missing = [modality for modality in checkpoint.inputs if given.get(modality) is None]
-        # query fusion is trained to do without a modality; the others need every input
-        optional = isinstance(checkpoint.model, QueryFusion) and len(missing) < len(checkpoint.inputs)
-        if missing and not optional:
+        missing = checkpoint.model.missing_modalities([m for m, value in given.items() if value is not None])
+        if missing:
             needs = [
                 "a transcript (give text, or turn on ASR)" if m == "text" else f"{m} input, which audio cannot give"
                 for m in missing
@@ -442,7 +317,7 @@ class Predictor:
         text: str | None,
         speaker_moments: SpeakerMoments | None,
     ) -> Prediction:
-        checkpoint = self._checkpoint(adaptive=speaker_moments is not None)
+        checkpoint = self.checkpoint_for(adaptive=speaker_moments is not None)
         model = checkpoint.model
         text, text_source = self._text(checkpoint, waveform, text)
         device = next(model.parameters()).device
@@ -464,68 +339,21 @@ class Predictor:
             output = model(**inputs)
 
         probabilities = output.probabilities[0].float().cpu().numpy()
-        label_index = int(probabilities.argmax())
-        if isinstance(output, QueryFusionOutput):
-            used = {m: bool(output.modalities_used[m][0]) for m in checkpoint.inputs}
-        else:
-            used = {m: m in inputs for m in checkpoint.inputs}
+        explanation = output.explain(0, rates, offset=start)
         return Prediction(
             source=source,
             start=start,
-            duration=len(waveform) / TARGET_SR,
-            label=self.labels[label_index],
+            duration=len(waveform) / SAMPLE_RATE,
+            label=self.labels[int(probabilities.argmax())],
             probabilities=dict(zip(self.labels, probabilities.tolist())),
             protocol=checkpoint.protocol,
-            modalities=used,
+            modalities={m: explanation.modalities.get(m, False) for m in checkpoint.inputs},
             transcript=text,
             transcript_source=text_source,
-            **self._explanation(output, checkpoint, rates, label_index, start),
+            mixture=None if explanation.mixture is None else dict(zip(self.labels, explanation.mixture.tolist())),
+            segments=explanation.regions,
+            frame_rate=explanation.frame_rate,
+            frame_times=explanation.frame_times,
+            attention=explanation.attention,
+            frame_posteriors=explanation.frame_posteriors,
         )
-
-    def _explanation(
-        self,
-        output: ModelOutput,
-        checkpoint: Checkpoint,
-        rates: dict[str, float],
-        label_index: int,
-        start: float,
-    ) -> dict[str, Any]:
-        """Attention, ROI segments, dynamics and mixture, for models that have them."""
-        if isinstance(output, ROIOutput):
-            (modality,) = checkpoint.model.config.modalities
-            attention, lengths = output.attention, output.lengths
-        elif isinstance(output, QueryFusionOutput) and "audio" in output.cross_attention:
-            modality = "audio"
-            attention = output.cross_attention["audio"][:, label_index]
-            if not attention.sum() > 0:  # the audio was hidden from the queries
-                return {}
-            attention = attention / attention.sum()
-            lengths = torch.tensor([attention.shape[1]])
-        else:
-            return {}
-        rate = rates.get(modality, 0.0)
-        if rate <= 0:  # utterance-level functionals: one frame, nothing to localise
-            return {}
-        length = int(lengths[0])
-        regions = roi_segments(attention, lengths, rate)[0]
-        explanation: dict[str, Any] = {
-            "segments": tuple(Region(start + r.start, start + r.end, r.mass) for r in regions),
-            "frame_rate": rate,
-            "frame_times": start + (np.arange(length) + 0.5) / rate,
-            "attention": attention[0, :length].float().cpu().numpy(),
-        }
-        if isinstance(output, ROIOutput):
-            explanation["frame_posteriors"] = output.frame_posteriors[0, :length].float().cpu().numpy()
-            explanation["mixture"] = dict(zip(self.labels, output.mixture[0].float().cpu().tolist()))
-        return explanation
-
-
-def _rounded(value: Any, digits: int) -> Any:
-    """Arrays, dicts of floats and floats with ``digits`` decimals, as JSON-safe lists and dicts."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        return np.round(value.astype(np.float64), digits).tolist()
-    if isinstance(value, dict):
-        return {key: _rounded(item, digits) for key, item in value.items()}
-    return round(float(value), digits)

@@ -14,31 +14,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from emotrace.audio import TARGET_SR, load_audio, stream_audio
+from emotrace.audio import SAMPLE_RATE, load_audio, stream_audio
+from emotrace.spans import Span
 
 FRAME = 512  # samples per VAD frame at 16 kHz: the only size silero-vad accepts
-FRAME_SECONDS = FRAME / TARGET_SR
+FRAME_SECONDS = FRAME / SAMPLE_RATE
 HYSTERESIS = 0.15  # speech ends below threshold - HYSTERESIS, as in silero-vad
 MIN_MAX_SEGMENT = 1.0  # seconds; shorter pieces leave a model too little to read
-
-
-@dataclass(frozen=True)
-class SpeechSegment:
-    """A stretch of speech, in seconds of the original file."""
-
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 def speech_segments(
@@ -50,7 +38,7 @@ def speech_segments(
     padding: float = 0.1,
     max_segment: float = 10.0,
     block_seconds: float = 30.0,
-) -> list[SpeechSegment]:
+) -> list[Span]:
     """The speech segments of the file at ``path``, in order and without overlap.
 
     Speech shorter than ``min_speech`` seconds is dropped; pauses shorter than
@@ -86,8 +74,8 @@ def speech_segments(
 
 
 def segment_audio(
-    path: str | Path, segments: Sequence[SpeechSegment]
-) -> Iterator[tuple[SpeechSegment, np.ndarray]]:
+    path: str | Path, segments: Sequence[Span]
+) -> Iterator[tuple[Span, np.ndarray]]:
     """Each segment with its audio (1-D float32, 16 kHz mono), decoded one at a time."""
     for segment in segments:
         yield segment, load_audio(path, segment.start, segment.end)
@@ -123,12 +111,12 @@ def _speech_probabilities(path: str | Path, block_seconds: float) -> tuple[np.nd
         pending = pending[whole:]
     if len(pending):
         probabilities.append(_frame_probabilities(vad, np.pad(pending, (0, FRAME - len(pending)))))
-    return np.concatenate(probabilities), samples / TARGET_SR
+    return np.concatenate(probabilities), samples / SAMPLE_RATE
 
 
 def _frame_probabilities(vad: Any, audio: np.ndarray) -> np.ndarray:
     frames = torch.from_numpy(np.ascontiguousarray(audio)).reshape(-1, FRAME)
-    return np.array([vad(frame, TARGET_SR).item() for frame in frames], dtype=np.float32)
+    return np.array([vad(frame, SAMPLE_RATE).item() for frame in frames], dtype=np.float32)
 
 
 def _speech_runs(
@@ -155,7 +143,7 @@ def _speech_runs(
 
 def _split(
     begin: float, end: float, probabilities: np.ndarray, max_segment: float
-) -> list[SpeechSegment]:
+) -> list[Span]:
     """``[begin, end)`` in pieces of at most ``max_segment`` seconds.
 
     A piece that is too long is cut at the start of its least speech-like frame in its
@@ -163,7 +151,7 @@ def _split(
     least a third of it; the parts are split again as needed.
     """
     if end - begin <= max_segment:
-        return [SpeechSegment(round(begin, 3), round(end, 3))]  # milliseconds: VAD frames are 32
+        return [Span(round(begin, 3), round(end, 3))]  # milliseconds: VAD frames are 32
     third = (end - begin) / 3
     first = int(np.ceil((begin + third) / FRAME_SECONDS))
     last = int((end - third) / FRAME_SECONDS)

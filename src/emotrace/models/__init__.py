@@ -2,8 +2,9 @@
 
 ``roi_attention`` (method A), ``query_fusion`` (method B), ``contrastive`` (method C),
 ``baselines``; the input convention and loss contract are in :mod:`emotrace.models.base`,
-the outputs in :mod:`emotrace.models.outputs`, and names in :mod:`emotrace.models.registry`.
-This package depends on torch only.
+the outputs and their explanations in :mod:`emotrace.models.outputs`, regions of interest
+in :mod:`emotrace.models.regions`, and names in :mod:`emotrace.models.registry`.
+This package depends on torch (and numpy, for explanations) only.
 """
 
 from emotrace.models.base import MODALITIES, EmotionModel, ModelConfig
@@ -18,6 +19,7 @@ from emotrace.models.baselines import (
 from emotrace.models.contrastive import ContrastiveConfig, ContrastiveFusion
 from emotrace.models.outputs import (
     ContrastiveOutput,
+    Explanation,
     LateFusionOutput,
     LossOutput,
     ModelOutput,
@@ -25,6 +27,7 @@ from emotrace.models.outputs import (
     ROIOutput,
 )
 from emotrace.models.query_fusion import QueryFusion, QueryFusionConfig
+from emotrace.models.regions import roi_segments
 from emotrace.models.registry import (
     MODELS,
     build_model,
@@ -34,7 +37,7 @@ from emotrace.models.registry import (
     model_from_config,
     model_name,
 )
-from emotrace.models.roi_attention import ROIAttention, ROIAttentionConfig, Segment, roi_segments
+from emotrace.models.roi_attention import ROIAttention, ROIAttentionConfig
 
 __all__ = [
     "MODALITIES",
@@ -43,6 +46,7 @@ __all__ = [
     "ContrastiveFusion",
     "ContrastiveOutput",
     "EmotionModel",
+    "Explanation",
     "LSTMClassifier",
     "LSTMConfig",
     "LateFusion",
@@ -57,7 +61,6 @@ __all__ = [
     "ROIAttention",
     "ROIAttentionConfig",
     "ROIOutput",
-    "Segment",
     "TransformerClassifier",
     "TransformerConfig",
     "build_model",

@@ -8,6 +8,11 @@ or tokens (``None`` means every frame is valid). A model reads the modalities na
 batch dict: ``model(**{k: v for k, v in batch.items() if k != "labels"})``; any other name
 is a TypeError, so a misspelt input cannot be silently ignored.
 
+**Modalities.** ``config.modalities`` are what a model reads; a model needs every one of
+them unless its class sets :attr:`EmotionModel.tolerates_missing_modalities` (trained to do
+without any of them, e.g. by modality masking), and :meth:`EmotionModel.missing_modalities`
+tells a caller what an input still lacks.
+
 **Loss.** ``model.loss(output, labels)`` returns a :class:`LossOutput`; the default is
 cross-entropy with the config's label smoothing and class weights, and methods with a
 regulariser add their terms to it.
@@ -15,7 +20,9 @@ regulariser add their terms to it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -89,20 +96,28 @@ class EmotionModel(nn.Module):
     """Base class: holds the config, gathers input streams, computes the default loss."""
 
     config: ModelConfig
+    #: True for a model that predicts from any non-empty subset of its modalities
+    tolerates_missing_modalities: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
 
-    def streams(
-        self, inputs: dict[str, Tensor | None], optional: bool = False
-    ) -> dict[str, tuple[Tensor, Tensor]]:
+    def missing_modalities(self, given: Collection[str]) -> tuple[str, ...]:
+        """The modalities the model cannot do without that are not in ``given``."""
+        absent = tuple(modality for modality in self.config.modalities if modality not in given)
+        if self.tolerates_missing_modalities and len(absent) < len(self.config.modalities):
+            return ()
+        return absent
+
+    def streams(self, inputs: dict[str, Tensor | None]) -> dict[str, tuple[Tensor, Tensor]]:
         """``{modality: (features, lengths)}`` for the config's modalities.
 
-        Lengths default to full. Unless ``optional``, every configured modality must be
-        given and every item must have at least one frame; with ``optional`` (models that
-        handle missing modalities) absent ones are left out and empty items are allowed.
+        Lengths default to full. Every configured modality must be given and every item
+        must have at least one frame, unless the model tolerates missing modalities: then
+        absent ones are left out and empty items are allowed.
         """
+        optional = self.tolerates_missing_modalities
         allowed = {name for m in MODALITIES for name in (m, f"{m}_lengths")}
         unknown = sorted(set(inputs) - allowed)
         if unknown:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -121,7 +122,7 @@ class SpectrogramCNN(nn.Module):
                 nn.ReLU(),
                 nn.MaxPool2d(2),
             )
-            for c_in, c_out in zip(channels, channels[1:])
+            for c_in, c_out in pairwise(channels)
         )
 
     def forward(self, spectrogram: Tensor, lengths: Tensor) -> Tensor:

@@ -103,6 +103,7 @@ class QueryFusion(EmotionModel):
     """Unimodal transformer encoders, one emotion query per class, cross-attention decoder."""
 
     config: QueryFusionConfig
+    tolerates_missing_modalities = True  # modality masking trains it to do without one
 
     def __init__(self, config: QueryFusionConfig):
         super().__init__(config)
@@ -151,7 +152,7 @@ class QueryFusion(EmotionModel):
         return self.encoders[modality](frames, src_key_padding_mask=~valid)
 
     def forward(self, **inputs: Tensor | None) -> QueryFusionOutput:
-        streams = self.streams(inputs, optional=True)
+        streams = self.streams(inputs)
         if not streams:
             raise ValueError(f"query fusion needs at least one of {self.config.modalities}")
         given = list(streams)
@@ -183,4 +184,5 @@ class QueryFusion(EmotionModel):
                 m: used[:, given.index(m)] if m in streams else torch.zeros_like(present[:, 0])
                 for m in self.config.modalities
             },
+            lengths={m: streams[m][1] for m in given},
         )

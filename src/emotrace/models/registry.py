@@ -7,7 +7,8 @@ config as JSON. Both use the same dict: ``{"name": <registry name>, **config fie
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from emotrace.models.base import EmotionModel, ModelConfig
 from emotrace.models.baselines import (

@@ -13,7 +13,7 @@ Paper to code, for frames x_1..x_T of one stream (audio or face video)::
     y   = softmax(U c + d)                             self.classifier
     p_t = softmax(U h_t + d)                           frame posteriors (same classifier)
     m   = sum_t a_t p_t                                the utterance's emotion mixture
-    ROI = frames with high a_t                         roi_segments()
+    ROI = frames with high a_t                         emotrace.models.regions.roi_segments()
 
 With attention pooling alone and a linear classifier, the utterance logits are exactly the
 attention-weighted mean of the frame logits, so the frame posteriors are the evidence the
@@ -40,7 +40,6 @@ Augmentation (time masking, random crops) is training code's business, not the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -131,67 +130,3 @@ class ROIAttention(EmotionModel):
             mixture=torch.einsum("bt,btc->bc", attention, frame_posteriors),
             lengths=lengths,
         )
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A region of interest: frames ``[start_frame, end_frame)``, the same span in
-    seconds, and the share of the utterance's attention that falls inside it."""
-
-    start_frame: int
-    end_frame: int
-    start: float
-    end: float
-    mass: float
-
-
-def roi_segments(
-    attention: Tensor,
-    lengths: Tensor,
-    frame_rate: float,
-    rule: Literal["above_uniform", "mass"] = "above_uniform",
-    mass: float = 0.5,
-    merge_gap: float = 0.1,
-    min_duration: float = 0.0,
-) -> list[list[Segment]]:
-    """The ROI segments of each item, from attention weights ``(B, T)``.
-
-    Frames are selected by ``rule``: ``"above_uniform"`` keeps a_t > 1/T_valid (more than
-    a frame's fair share); ``"mass"`` keeps the fewest frames whose weights add up to at
-    least ``mass`` of the total. Runs of selected frames separated by at most
-    ``merge_gap`` seconds of unselected ones are merged; spans shorter than
-    ``min_duration`` seconds are dropped. ``frame_rate`` is frames per second of the
-    stream the attention ran over (50 for Whisper encoder frames).
-    """
-    if frame_rate <= 0:
-        raise ValueError(f"frame_rate must be positive, got {frame_rate}")
-    if rule not in ("above_uniform", "mass"):
-        raise ValueError(f"unknown ROI rule {rule!r}; use 'above_uniform' or 'mass'")
-    if not 0.0 < mass <= 1.0:
-        raise ValueError(f"mass must lie in (0, 1], got {mass}")
-    max_gap_frames = round(merge_gap * frame_rate)
-    segments = []
-    for weights, length in zip(attention.detach().float().cpu(), lengths.tolist()):
-        weights = weights[:length]
-        if rule == "above_uniform":
-            selected = weights > 1.0 / length
-        else:
-            order = torch.argsort(weights, descending=True, stable=True)
-            needed = min(int((weights[order].cumsum(0) < mass).sum()) + 1, length)
-            selected = torch.zeros(length, dtype=torch.bool)
-            selected[order[:needed]] = True
-
-        spans: list[list[int]] = []
-        for frame in torch.nonzero(selected).flatten().tolist():
-            if spans and frame - spans[-1][1] <= max_gap_frames:
-                spans[-1][1] = frame + 1
-            else:
-                spans.append([frame, frame + 1])
-        segments.append(
-            [
-                Segment(start, end, start / frame_rate, end / frame_rate, float(weights[start:end].sum()))
-                for start, end in spans
-                if (end - start) / frame_rate >= min_duration
-            ]
-        )
-    return segments

@@ -31,14 +31,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from emotrace import __version__
 from emotrace.api import DEFAULT_MODEL, load_model
 from emotrace.errors import BatchReport, InputError
-from emotrace.features.normalization import UTTERANCE_LEVEL
-from emotrace.inference.plots import EMOTION_COLOURS
-from emotrace.inference.predictor import (
-    Prediction,
-    Predictor,
-    RecordingPrediction,
-    predictions_document,
-)
+from emotrace.inference.predictions import Prediction, RecordingPrediction
+from emotrace.inference.predictor import Predictor
+from emotrace.inference.writers import predictions_document
+from emotrace.labels import EMOTION_COLOURS
+from emotrace.protocols import UTTERANCE_LEVEL
 
 #: bytes; about an hour of 16 kHz 16-bit WAV, many hours of a browser's opus recording
 DEFAULT_MAX_UPLOAD_BYTES = 100_000_000

@@ -15,7 +15,7 @@ Each candidate is fitted on the fold's training speakers, the one with the best 
 validation speakers is kept, and that very model is tested: there is no refit on training
 plus validation, so the validation speakers never shape the weights that are tested.
 
-Protocols (:mod:`emotrace.features.normalization`): *utterance-level* uses the features as
+Protocols (:mod:`emotrace.protocols`): *utterance-level* uses the features as
 they are; *speaker-adaptive* first normalises every frame by its speaker's moments over
 all of that speaker's recordings in the corpus (test speakers included, labels unused);
 for functionals the "frames" are the utterances. Mean and standard deviation over frames
@@ -38,12 +38,9 @@ from sklearn.svm import SVC
 
 from emotrace.corpora import CorpusData, Utterance
 from emotrace.errors import InputError
-from emotrace.features.normalization import (
-    SPEAKER_ADAPTIVE,
-    MomentAccumulator,
-    check_protocol,
-)
+from emotrace.features.normalization import MomentAccumulator
 from emotrace.features.store import FeatureStore
+from emotrace.protocols import SPEAKER_ADAPTIVE, check_protocol
 from emotrace.training.metrics import classification_metrics, summarise_folds
 
 #: The values of ``C`` each system is tuned over.

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from emotrace.atomic import write_text_atomically
-from emotrace.features.normalization import check_protocol
 from emotrace.features.transforms import InputSpec
+from emotrace.protocols import UTTERANCE_LEVEL, check_protocol
 
 #: where feature stores live unless a config or ``EMOTRACE_STORE`` says otherwise
 DEFAULT_STORE = "~/.cache/emotrace/features"
@@ -96,7 +96,7 @@ class ExperimentConfig:
     corpus: CorpusConfig
     inputs: dict[str, InputSpec]
     model: dict[str, Any]
-    protocol: str = "utterance-level"
+    protocol: str = UTTERANCE_LEVEL
     store: str = DEFAULT_STORE
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

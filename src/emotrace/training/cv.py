@@ -38,6 +38,7 @@ from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
 
 from emotrace.atomic import write_json_atomically, write_jsonl_atomically
+from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.corpora import CorpusData, Fold, load_corpus
 from emotrace.corpora.folds import all_data_fold
 from emotrace.errors import BatchReport, InputError
@@ -45,7 +46,6 @@ from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
-from emotrace.models.checkpoint import Checkpoint, load_checkpoint
 from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
 from emotrace.training.data import (
     FeatureDataset,
@@ -179,8 +179,11 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         model.set_input_moments(moments)
     module = EmotionModule(model, config.optim, experiment.labels)
 
-    selection = ModelCheckpoint(dirpath=state_dir, filename="best", monitor="val_ua", mode="max",
-                                save_top_k=1, save_last=True) if val_part else ModelCheckpoint(dirpath=state_dir, save_last=True)
+    selection = (
+        ModelCheckpoint(dirpath=state_dir, filename="best", monitor="val_ua", mode="max", save_top_k=1, save_last=True)
+        if val_part
+        else ModelCheckpoint(dirpath=state_dir, save_last=True)
+    )
     callbacks: list[Any] = [selection]
     if val_part:
         callbacks.append(EarlyStopping(monitor="val_ua", mode="max", patience=config.optim.patience))
@@ -256,7 +259,9 @@ def _initialise(model: EmotionModel, experiment: Experiment, run_dir: Path, fold
         previous = load_checkpoint(source)
     except FileNotFoundError:
         command = "emotrace train" if final else "emotrace cv"
-        raise InputError(source, f"init_from has no model for fold {fold_name}: run `{command}` on that stage first") from None
+        raise InputError(
+            source, f"init_from has no model for fold {fold_name}: run `{command}` on that stage first"
+        ) from None
     inputs = dict(experiment.config.inputs)
     if previous.labels != experiment.labels or previous.inputs != inputs:
         raise InputError(source, f"was trained on labels {list(previous.labels)} and inputs {previous.inputs}; "
@@ -366,7 +371,8 @@ def train_final(config: ExperimentConfig, run_dir: str | Path, progress: bool = 
 
 def _fold_worker(config: dict[str, Any], run_dir: str, fold_name: str) -> dict[str, Any]:
     experiment_config = config_from_dict(config)
-    torch.set_num_threads(experiment_config.trainer.threads or max(1, (os.cpu_count() or 1) // experiment_config.trainer.jobs))
+    settings = experiment_config.trainer
+    torch.set_num_threads(settings.threads or max(1, (os.cpu_count() or 1) // settings.jobs))
     experiment = prepare(experiment_config, progress=False, extract=False)  # the parent extracted
     fold = next(fold for fold in experiment.corpus.folds if fold.name == fold_name)
     return train_fold(experiment, fold, Path(run_dir) / "folds" / fold_name, progress=False)

@@ -23,9 +23,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from emotrace.corpora import Utterance
 from emotrace.errors import InputError
 from emotrace.features.base import Features
-from emotrace.features.normalization import SPEAKER_ADAPTIVE, MomentAccumulator, Moments
+from emotrace.features.normalization import MomentAccumulator, Moments
 from emotrace.features.store import FeatureStore
 from emotrace.features.transforms import InputSpec, model_frames, select_layers
+from emotrace.protocols import SPEAKER_ADAPTIVE
 from emotrace.training.config import DataConfig
 
 

@@ -50,7 +50,9 @@ def training_options(config: ExperimentConfig) -> dict[str, Any]:
     return {
         "protocol": config.protocol,
         "layers": {m: list(spec.layers) if spec.layers else "all" for m, spec in config.inputs.items()},
-        "learnable layer weighting": any(spec.layers is None or len(spec.layers) > 1 for spec in config.inputs.values()),
+        "learnable layer weighting": any(
+            spec.layers is None or len(spec.layers) > 1 for spec in config.inputs.values()
+        ),
         "frame pooling": {m: spec.frame_pooling for m, spec in config.inputs.items()},
         "class-balanced sampling": config.data.balanced_sampling,
         "class-weighted loss": config.data.class_weights,

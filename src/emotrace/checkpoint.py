@@ -12,20 +12,21 @@ trained on, so that training, evaluation, prediction and export agree by constru
 
 Weights are safetensors, so loading never unpickles anything. A save writes a hidden
 temporary folder and renames it into place, so a crash never leaves half a checkpoint.
+
+A layer of its own, above models and features: it ties a model to the features it reads
+(:class:`~emotrace.features.transforms.InputSpec`), so models need know nothing of features.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_model, save_model
 
+from emotrace.atomic import atomic_directory
 from emotrace.features.transforms import InputSpec
 from emotrace.models.base import EmotionModel
 from emotrace.models.registry import (
@@ -64,22 +65,9 @@ class Checkpoint:
         directory = Path(directory)
         if len(self.labels) != self.model.config.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.model.config.num_classes} classes")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as temp:
             save_model(self.model, str(temp / WEIGHTS_FILE))
             (temp / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2, sort_keys=True))
-            temp.chmod(0o755)  # mkdtemp makes folders only their owner can read
-            if directory.exists():
-                old = directory.with_name(f".old-{directory.name}-{os.getpid()}")
-                directory.rename(old)
-                temp.rename(directory)
-                shutil.rmtree(old)
-            else:
-                temp.rename(directory)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
         return directory
 
 

@@ -1,0 +1,228 @@
+"""Many files at once: find them, group them by speaker, predict each, skip and report the bad.
+
+One loop serves ``emotrace predict`` and :func:`emotrace.api.predict_files`: files,
+folders and globs become a list of files (:func:`expand_inputs`); under the
+speaker-adaptive protocol they are grouped by speaker (:func:`group_by_speaker`) and each
+speaker's moments are estimated from all of their recordings before any of them is
+predicted. Whoever runs a batch watches it through a :class:`BatchProgress` (the command
+line draws a progress bar with it). A file that cannot be predicted goes to the
+:class:`~emotrace.errors.BatchReport` and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotrace.errors import BatchReport, InputError
+from emotrace.features.normalization import Moments
+from emotrace.inference.predictions import Result
+from emotrace.inference.predictor import Predictor
+from emotrace.inference.writers import predictions_document
+
+#: what a folder is searched for (any file named explicitly is tried, whatever its name)
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff"}
+    | {".mp4", ".mkv", ".webm", ".mov"}  # video containers: their audio track
+)
+
+
+class BatchProgress:
+    """What a batch tells whoever runs it. Every method does nothing here: a caller
+    overrides the ones it shows (the command line's progress bar, a log)."""
+
+    def start(self, total: int) -> None:
+        """``total`` files are about to be predicted."""
+
+    def stage(self, description: str) -> None:
+        """What the batch is doing now, e.g. which speaker's moments it estimates."""
+
+    def advance(self, files: int = 1) -> None:
+        """``files`` more files are finished, predicted or skipped."""
+
+    def note(self, message: str) -> None:
+        """A one-line remark that is not a failure (a speaker with one recording, no plot)."""
+
+    def skipped(self, error: InputError) -> None:
+        """A file (or a recording's segment) was skipped for ``error``."""
+
+
+@dataclass
+class BatchPredictions:
+    """What a batch predicted, in input order (grouped by speaker under speaker adaptation),
+    and what it skipped."""
+
+    results: list[Result]
+    report: BatchReport = field(default_factory=BatchReport)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document ``emotrace predict --format json`` writes."""
+        return predictions_document(self.results, self.report)
+
+
+def predict_batch(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    *,
+    text: str | None = None,
+    transcripts: Mapping[Path, str] | None = None,
+    adapt_speaker: bool = False,
+    speakers: Mapping[Path, str] | None = None,
+    plot: Path | None = None,
+    report: BatchReport | None = None,
+    progress: BatchProgress | None = None,
+) -> BatchPredictions:
+    """Predict every file that ``inputs`` (files, folders searched recursively, globs) name.
+
+    ``text`` is the transcript of every file, or ``transcripts`` one per file (keyed by
+    resolved path). With ``adapt_speaker`` the speaker-adaptive model runs, each speaker
+    normalised by all of their recordings; ``speakers`` (resolved path -> speaker) says
+    who speaks, else the parent folder's name does. ``plot`` is a folder for a PNG per
+    result, drawn from the audio the prediction decoded. Bad inputs go to ``report``
+    (a fresh non-strict one when None) and are skipped; a predictor without a model for
+    the protocol asked is a ProtocolError before any file is read.
+    """
+    predictor.checkpoint_for(adaptive=adapt_speaker)
+    report = BatchReport() if report is None else report
+    progress = BatchProgress() if progress is None else progress
+    files = expand_inputs(inputs, report)
+    groups = group_by_speaker(files, speakers, report, progress) if adapt_speaker else {None: files}
+    transcripts = transcripts or {}
+    plot_names: set[str] = set()
+
+    def skip(error: InputError) -> None:
+        report.skip(error)
+        progress.skipped(error)
+
+    results: list[Result] = []
+    progress.start(sum(len(group) for group in groups.values()))
+    for speaker, group in groups.items():
+        texts = [text if text is not None else transcripts.get(path.resolve()) for path in group]
+        moments = None
+        if speaker is not None:
+            progress.stage(f"speaker {speaker}: moments")
+            moments = _speaker_moments(predictor, group, texts, skip)
+            if moments is None:
+                progress.advance(len(group))
+                continue
+            progress.stage(f"speaker {speaker}: predicting")
+        for path, path_text in zip(group, texts):
+            try:
+                result, waveform = predictor.predict_file_with_audio(
+                    path, path_text, speaker_moments=moments, report=report
+                )
+            except InputError as error:
+                skip(error)
+            else:
+                report.done += 1
+                results.append(result)
+                if plot is not None and _plot(result, path, plot, predictor.labels, plot_names, waveform) is None:
+                    progress.note(f"no plot for {path}: the model gives no frame-level dynamics")
+            progress.advance()
+    return BatchPredictions(results, report)
+
+
+def expand_inputs(patterns: Sequence[str | Path], report: BatchReport) -> list[Path]:
+    """Files named, found in folders (recursively, by audio extension) or matched by globs,
+    in order and without repeats; a pattern that yields nothing goes to ``report``."""
+    files: list[Path] = []
+    for pattern in map(str, patterns):
+        path = Path(pattern)
+        if path.is_dir():
+            found = _audio_files(path)
+            problem = f"folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})"
+        elif path.exists():
+            found, problem = [path], ""
+        elif glob.has_magic(pattern):
+            matches = [Path(match) for match in sorted(glob.glob(pattern, recursive=True))]
+            found = [f for m in matches for f in (_audio_files(m) if m.is_dir() else [m])]
+            problem = "matches no files"
+        else:
+            found, problem = [], "file not found"
+        if not found:
+            report.skip(InputError(pattern, problem))
+        files += found
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values())
+
+
+def group_by_speaker(
+    files: Sequence[Path],
+    speakers: Mapping[Path, str] | None,
+    report: BatchReport,
+    progress: BatchProgress | None = None,
+) -> dict[str, list[Path]]:
+    """The files of each speaker, in order: ``speakers`` maps resolved paths to speakers
+    (a file it lacks goes to ``report``); without it, a file's speaker is its folder's name.
+    Speakers with a single recording get a note: their moments are weak."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        speaker = speakers.get(path.resolve()) if speakers else path.resolve().parent.name
+        if speaker is None:
+            report.skip(InputError(path, "has no speaker in the --speakers file (or speakers mapping)"))
+        else:
+            groups[speaker].append(path)
+    lone = sorted(speaker for speaker, group in groups.items() if len(group) == 1)
+    if lone and progress is not None:
+        progress.note(f"note: speakers with one recording have weak speaker moments: {', '.join(lone)}")
+    return dict(groups)
+
+
+def read_pairs(path: Path, field: str) -> dict[Path, str]:
+    """``{resolved audio path: field}`` from a CSV or JSONL file of ``path`` and ``field``
+    columns (transcripts, speakers); relative audio paths are relative to the file's folder."""
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError:
+                    raise InputError(f"{path}:{number}", "is not valid JSON") from None
+    else:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(enumerate(csv.DictReader(file), start=2))
+    pairs = {}
+    for number, row in rows:
+        if not isinstance(row, dict) or not row.get("path") or row.get(field) is None:
+            raise InputError(f"{path}:{number}", f"needs a 'path' and a '{field}' field")
+        pairs[(path.parent / row["path"]).resolve()] = str(row[field])
+    return pairs
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+    )
+
+
+def _speaker_moments(
+    predictor: Predictor, group: list[Path], texts: list[str | None], skip: Callable[[InputError], None]
+) -> dict[str, Moments] | None:
+    """The speaker's moments; None when none of the files could be read (each then skipped
+    with its own problem). Files that fail here fail again, and are reported, when predicted."""
+    quiet = BatchReport()
+    try:
+        return predictor.speaker_moments_for(group, texts, report=quiet)
+    except InputError:
+        for error in quiet.skipped:
+            skip(error)
+        return None
+
+
+def _plot(result: Result, path: Path, folder: Path, labels: tuple[str, ...], names: set[str], waveform: Any) -> Any:
+    """The batch's plot; matplotlib is imported only when plots are asked for, so the service
+    and the API load none."""
+    from emotrace.inference.plots import write_plot
+
+    return write_plot(result, path, folder, labels, names, waveform)

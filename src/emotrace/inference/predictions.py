@@ -1,0 +1,119 @@
+"""What a prediction is: one utterance's :class:`Prediction`, or a long recording's
+:class:`RecordingPrediction` made of them, each with the protocol that produced it, and
+their JSON form (the same for the command line, the Python API and the service)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from emotrace.spans import Span
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What a model made of one utterance. Every time is in seconds of ``source``.
+
+    ``mixture`` is the attention-weighted mixture of frame posteriors (ROI models; else
+    None). ``attention (T,)`` sums to 1 over the frames at ``frame_times (T,)`` (frame
+    centres, ``frame_rate`` per second): ROI attention, or for query fusion the predicted
+    class's query attention over the audio. ``segments`` are its regions of interest, each
+    with its share of the attention as ``mass``. ``frame_posteriors (T, C)`` are the
+    frame-level dynamics (ROI models). ``modalities`` says which inputs the model read;
+    ``transcript`` is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
+    """
+
+    source: str
+    start: float
+    duration: float
+    label: str
+    probabilities: dict[str, float]
+    protocol: str
+    modalities: dict[str, bool]
+    transcript: str | None = None
+    transcript_source: str | None = None
+    mixture: dict[str, float] | None = None
+    segments: tuple[Span, ...] = ()
+    frame_rate: float | None = None
+    frame_times: np.ndarray | None = None
+    attention: np.ndarray | None = None
+    frame_posteriors: np.ndarray | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
+        dynamics = None
+        if self.attention is not None:
+            dynamics = {
+                "frame_rate": self.frame_rate,
+                "times": _rounded(self.frame_times, 3),
+                "attention": _rounded(self.attention, 5),
+                "frame_posteriors": _rounded(self.frame_posteriors, 5),
+            }
+        return {
+            "source": self.source,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "duration": round(self.duration, 3),
+            "label": self.label,
+            "probabilities": _rounded(self.probabilities, 5),
+            "protocol": self.protocol,
+            "modalities": dict(self.modalities),
+            "transcript": self.transcript,
+            "transcript_source": self.transcript_source,
+            "mixture": _rounded(self.mixture, 5),
+            "segments": [_rounded(asdict(span), 3) for span in self.segments],
+            "dynamics": dynamics,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class RecordingPrediction:
+    """A long recording: one :class:`Prediction` per speech segment (``timeline``) and the
+    class shares of the whole, the segments' probabilities weighted by their duration."""
+
+    source: str
+    duration: float
+    protocol: str
+    timeline: tuple[Prediction, ...]
+    shares: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        return max(self.shares, key=self.shares.__getitem__)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "duration": round(self.duration, 3),
+            "protocol": self.protocol,
+            "label": self.label,
+            "shares": _rounded(self.shares, 5),
+            "timeline": [prediction.to_dict() for prediction in self.timeline],
+        }
+
+
+#: what predicting a file gives: an utterance, or a recording by speech segments
+Result = Prediction | RecordingPrediction
+
+
+def utterances(results: Sequence[Result]) -> list[Prediction]:
+    """Every prediction: utterances, and each speech segment of the recordings."""
+    return [p for r in results for p in (r.timeline if isinstance(r, RecordingPrediction) else (r,))]
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    """Arrays, dicts of floats and floats with ``digits`` decimals, as JSON-safe lists and dicts."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return np.round(value.astype(np.float64), digits).tolist()
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    return round(float(value), digits)
