@@ -34,6 +34,7 @@ from emotrace.distributed.extract import extract_corpus_on_ray
 from emotrace.distributed.predict import predict_files_on_ray, prediction_job
 from emotrace.distributed.results import PARTS_SUFFIX, Item, ResultParts, file_state
 from emotrace.errors import BatchReport, EmotraceError
+from emotrace.features.asr import WhisperASR
 from emotrace.features.pipeline import extract_corpus, open_stores
 from emotrace.features.store import SHARDS_DIR, FeatureStore
 from emotrace.features.transforms import InputSpec
@@ -97,10 +98,12 @@ def assert_same_stores(expected_root: Path, actual_root: Path) -> None:
     for wanted, store in zip(expected, actual):
         assert store.ids() == wanted.ids()
         for utt_id in wanted.ids():
-            assert store.key(utt_id) == wanted.key(utt_id)
             if isinstance(store, FeatureStore):
+                assert store.key(utt_id) == wanted.key(utt_id)
                 assert np.array_equal(store.get(utt_id).data, wanted.get(utt_id).data), utt_id
                 assert store.entry_meta(utt_id) == wanted.entry_meta(utt_id)
+            else:  # transcripts
+                assert store.get(utt_id).text == wanted.get(utt_id).text
         if isinstance(store, FeatureStore):
             assert not list((store.directory / SHARDS_DIR).iterdir())
             assert not list(store.directory.glob(f"{TEMP_PREFIX}*"))
@@ -131,6 +134,18 @@ def test_extraction_on_ray_gives_the_local_stores(cluster, clips, tmp_path):
     assert again.exit_code == 0, again.output
     for extractor in ("logmel", "glove-50d"):  # computed, cached, skipped
         assert re.search(rf"│ {extractor}\s+│ 0\s+│ 24\s+│ 0\s+│", again.output), again.output
+
+
+def test_transcripts_made_on_ray_feed_the_text_features(cluster, clips, tmp_path):
+    """With ASR, the actors transcribe (packaged Whisper tiny.en) and the text step reads
+    what they wrote."""
+    items = [Utterance(id=clip.stem, audio=str(clip), label="neutral", speaker=clip.parent.name) for clip in clips[:4]]
+    local = extract_corpus(items, ["glove-50d"], tmp_path / "local", asr=WhisperASR(cpu_threads=1), progress=False)
+    distributed = extract_corpus_on_ray(items, ["glove-50d"], tmp_path / "ray", asr=WhisperASR(), actors=2,
+                                        progress=False)
+    assert [count.line() for count in distributed.stores] == [count.line() for count in local.stores]
+    assert [count.computed for count in local.stores] == [4, 4]  # glove vectors of the 4 transcripts, and those
+    assert_same_stores(tmp_path / "local", tmp_path / "ray")
 
 
 def actor_pids(kind: str) -> list[int]:
