@@ -32,6 +32,7 @@ from emotrace.distributed.cluster import (
     enter,
     quiet_data_context,
     ray_cluster,
+    require_ray,
     working_directory,
 )
 from emotrace.distributed.results import Item, ResultParts, file_state, write_results
@@ -70,6 +71,7 @@ def predict_files_on_ray(
         raise ValueError(f"output format {output_format!r} is not one of {OUTPUT_FORMATS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    require_ray()  # before any part is written
     report = report if report is not None else BatchReport()
     texts = texts or {}
     inputs = [(path, speaker) for speaker, paths in groups.items() for path in paths]
