@@ -44,29 +44,32 @@ def clips(root: Path, count: int) -> list[Path]:
     return [folder[index] for index in range(60) for folder in folders][:count]
 
 
-def timed(run: Callable[[], object]) -> float:
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds of ``run()``, and the machine's load average over the last minute before it."""
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     run()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, load
 
 
-def row(system: str, seconds: float, audio: float, items: int, **extra: object) -> dict[str, object]:
+def row(system: str, timing: tuple[float, float], audio: float, items: int, **extra: object) -> dict[str, object]:
+    seconds, load = timing
     speed = audio / seconds
-    print(f"{system}: {seconds:.1f} s, {speed:.1f} audio hours per hour", flush=True)
+    print(f"{system}: {seconds:.1f} s, {speed:.1f} audio hours per hour (load {load:.1f})", flush=True)
     return {"system": system, "speed": round(speed, 1), "seconds": round(seconds, 1),
-            "audio_seconds": round(audio, 1), "items": items, **extra}
+            "audio_seconds": round(audio, 1), "items": items, "load_average": round(load, 1), **extra}
 
 
 def extraction_rows(paths: list[Path], features: str, folder: Path) -> list[dict[str, object]]:
     utterances = [Utterance(id=path.stem, audio=str(path), label=None, speaker=path.parent.name) for path in paths]
     audio = sum(sf.info(str(path)).duration for path in paths)
-    seconds = timed(lambda: extract_corpus(utterances, [features], folder / "local", progress=False))
-    rows = [row(f"extract {features}, single process", seconds, audio, len(paths), engine="local", actors=None)]
+    timing = timed(lambda: extract_corpus(utterances, [features], folder / "local", progress=False))
+    rows = [row(f"extract {features}, single process", timing, audio, len(paths), engine="local", actors=None)]
     for actors in ACTORS:
-        seconds = timed(lambda actors=actors: extract_corpus_on_ray(
+        timing = timed(lambda actors=actors: extract_corpus_on_ray(
             utterances, [features], folder / f"ray{actors}", actors=actors, progress=False
         ))
-        rows.append(row(f"extract {features}, Ray, {actors} actor(s)", seconds, audio, len(paths), engine="ray",
+        rows.append(row(f"extract {features}, Ray, {actors} actor(s)", timing, audio, len(paths), engine="ray",
                         actors=actors))
     return rows
 
@@ -81,10 +84,10 @@ def prediction_rows(paths: list[Path], model: str, folder: Path) -> list[dict[st
 
     rows = [row(f"predict {model}, single process", timed(local), audio, len(paths), engine="local", actors=None)]
     for actors in ACTORS:
-        seconds = timed(lambda actors=actors: predict_files_on_ray(
+        timing = timed(lambda actors=actors: predict_files_on_ray(
             model, {None: paths}, folder / f"ray{actors}.json", report=BatchReport(), actors=actors, progress=False
         ))
-        rows.append(row(f"predict {model}, Ray, {actors} actor(s)", seconds, audio, len(paths), engine="ray",
+        rows.append(row(f"predict {model}, Ray, {actors} actor(s)", timing, audio, len(paths), engine="ray",
                         actors=actors))
     return rows
 
@@ -97,15 +100,14 @@ def efficiency(rows: list[dict[str, object]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("EMOTRACE_DATA", "../shared/data")))
-    parser.add_argument("--clips", type=int, default=96, help="clips to extract")
+    parser.add_argument("--clips", type=int, default=144, help="clips to extract")
     parser.add_argument("--features", default="egemaps")
-    parser.add_argument("--predict-clips", type=int, default=48, help="clips to predict")
+    parser.add_argument("--predict-clips", type=int, default=96, help="clips to predict")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
 
     import ray
 
-    load = os.getloadavg()[0]
     ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     torch.set_num_threads(1)
     with threadpool_limits(1), tempfile.TemporaryDirectory() as folder:
@@ -119,9 +121,10 @@ def main() -> None:
         "start-up and model loading, excluding the cluster's start",
         extraction + prediction,
         efficiency={"extract": efficiency(extraction[1:]), "predict": efficiency(prediction[1:])},
-        load_average=round(load, 1),
         note="speed: audio hours per hour of wall time; efficiency: 2-actor speed / (2 x 1-actor speed). "
-        "4 actors on 2 cores simulate a cluster of more workers than cores: its speed is bounded by the cores.",
+        "4 actors on 2 cores simulate a cluster of more workers than cores: its speed is bounded by the cores. "
+        "load_average: the machine's 1-minute load before each run; above the 2 cores, other processes share "
+        "them and the figures show that contention more than the engine's scaling.",
     )
     print(f"written {path}")
 
