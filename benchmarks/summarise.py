@@ -90,6 +90,13 @@ def speed_table(result: dict) -> list[str]:
     return lines
 
 
+def scaling_table(result: dict) -> list[str]:
+    lines = ["| system | audio hours per hour | seconds | items |", "|---|---|---|---|"]
+    lines += [f"| {row['system']} | {row['speed']} | {row['seconds']} | {row['items']} |" for row in result["rows"]]
+    efficiency = ", ".join(f"{step} {value}" for step, value in result["efficiency"].items())
+    return [*lines, "", f"scaling efficiency from 1 to 2 actors: {efficiency}"]
+
+
 def tables() -> str:
     out = []
     for path in sorted(RESULTS.glob("*.json")):
@@ -99,6 +106,8 @@ def tables() -> str:
         out.append(f"{result['protocol']}\n")
         if rows and "extraction_seconds" in rows[0]:
             out.extend(real_length_table(result))
+        elif rows and "actors" in rows[0]:
+            out.extend(scaling_table(result))
         elif rows and "speed" in rows[0]:
             out.extend(speed_table(result))
         elif rows and "ua_mean" in rows[0]:

@@ -27,6 +27,7 @@ class OutputFormat(str, Enum):
     json = "json"
     csv = "csv"
     table = "table"
+    parquet = "parquet"  # written by the Ray engine only (emotrace.distributed.results)
 
 
 def predictions_document(results: Sequence[Result], report: BatchReport) -> dict[str, Any]:
@@ -40,6 +41,8 @@ def render(
     """The predictions as JSON, CSV (one row per utterance and per recording's speech
     segment; an ``abstained`` column last when an abstention threshold was asked for), or
     a plain-text table."""
+    if output_format == OutputFormat.parquet:
+        raise ValueError("Parquet is written from result parts by the Ray engine (emotrace.distributed.results)")
     if output_format == OutputFormat.json:
         return json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False) + "\n"
     if output_format == OutputFormat.csv:

@@ -136,8 +136,8 @@ def _subset(corpus: CorpusData, per_speaker: int) -> CorpusData:
 
 def is_main_process() -> bool:
     """False in the extra processes a distributed (DDP) launch starts: they train, and
-    leave writing reports to rank 0."""
-    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+    leave writing reports to rank 0 (torchrun sets RANK, SLURM's srun SLURM_PROCID)."""
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0"))) == "0"
 
 
 def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionModel:
