@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emotrace.corpora import (
+    ased,
     cremad,
     emodb,
     iemocap,
     manifest,
     meld,
+    nemo,
     paired,
     ravdess,
     savee,
@@ -44,6 +46,8 @@ CORPORA: Mapping[str, Reader] = {
         emodb.READER,
         savee.READER,
         tess.READER,
+        ased.READER,
+        nemo.READER,
         paired.READER,
         manifest.READER,
     )
