@@ -19,6 +19,7 @@ from pathlib import Path
 from emotrace.corpora import (
     ased,
     cremad,
+    emobox,
     emodb,
     iemocap,
     manifest,
@@ -50,6 +51,7 @@ CORPORA: Mapping[str, Reader] = {
         nemo.READER,
         paired.READER,
         manifest.READER,
+        emobox.READER,
     )
 }
 #: The label-set name that keeps every label the corpus provides.
@@ -63,6 +65,8 @@ class CorpusData:
     """A loaded corpus: utterances with labels in ``label_set``, and the folds over them.
 
     ``dropped`` counts the utterances the label set left out, by their original label.
+    ``parts`` are the corpora a combination of several is made of (see
+    :mod:`emotrace.corpora.combined`); empty for a single corpus.
     """
 
     name: str
@@ -70,6 +74,7 @@ class CorpusData:
     utterances: tuple[Utterance, ...]
     folds: Folds
     dropped: Mapping[str, int]
+    parts: tuple["CorpusData", ...] = ()
 
 
 def load_corpus(

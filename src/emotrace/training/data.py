@@ -98,7 +98,8 @@ def training_moments(inputs: Mapping[str, ModalityInputs], ids: Sequence[str]) -
 
 
 class FeatureDataset(Dataset):
-    """Items ``{modality: (L, T, D) tensor, "label": int}``, augmented when ``augment``."""
+    """Items ``{modality: (L, T, D) tensor, "label": int}`` (plus ``"corpus": int`` when
+    ``corpora`` is given), augmented when ``augment``."""
 
     def __init__(
         self,
@@ -109,11 +110,14 @@ class FeatureDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         mask_fill: Mapping[str, np.ndarray] | None = None,
+        corpora: Sequence[int] | None = None,
     ):
         """``mask_fill``: per modality, the ``(layers, dims)`` value time masks write (default
         zeros); the training mean when the model standardises its inputs, so that a masked
-        frame is a blank one after standardisation rather than an outlier."""
+        frame is a blank one after standardisation rather than an outlier. ``corpora``: each
+        item's corpus (the row of its class mask) when several corpora train together."""
         self.ids, self.labels, self.inputs = list(ids), list(labels), inputs
+        self.corpora = None if corpora is None else list(corpora)
         self.config = config or DataConfig()
         self.augment = augment
         self.generator = np.random.default_rng(seed)
@@ -128,6 +132,8 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor | int]:
         item: dict[str, Tensor | int] = {"label": self.labels[index]}
+        if self.corpora is not None:
+            item["corpus"] = self.corpora[index]
         for name, modality in self.inputs.items():
             frames = modality.frames[self.ids[index]]
             if self.augment and modality.frame_rate > 0:
@@ -155,8 +161,11 @@ class FeatureDataset(Dataset):
 
 
 def collate(items: Sequence[dict[str, Tensor | int]], stacked: Mapping[str, bool]) -> dict[str, Tensor]:
-    """Pad a list of items into the model's batch dict (plus ``labels``)."""
+    """Pad a list of items into the model's batch dict (plus ``labels``, and ``corpora``
+    when items name their corpus)."""
     batch: dict[str, Tensor] = {"labels": torch.tensor([item["label"] for item in items], dtype=torch.long)}
+    if "corpus" in items[0]:
+        batch["corpora"] = torch.tensor([item["corpus"] for item in items], dtype=torch.long)
     for name, is_stacked in stacked.items():
         tensors = [item[name] for item in items]
         lengths = torch.tensor([t.shape[1] for t in tensors], dtype=torch.long)
@@ -185,13 +194,17 @@ class BucketBatchSampler(Sampler[list[int]]):
     Items are shuffled, cut into pools of 50 batches, each pool sorted by length and cut
     into batches, and the batches shuffled again: padding stays small while every epoch
     sees new batch mixes. Every rank gets the same number of batches (DDP needs that).
+    With ``weights``, each epoch is instead as many draws (with replacement) with those
+    relative probabilities, bucketed the same way.
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        weights: Sequence[float] | None = None,
     ):
         self.lengths, self.batch_size = list(lengths), batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.probabilities = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -199,7 +212,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def _batches(self) -> list[list[int]]:
         generator = np.random.default_rng((self.seed, self.epoch))
-        order = generator.permutation(len(self.lengths)).tolist()
+        count = len(self.lengths)
+        order = (generator.permutation(count) if self.probabilities is None
+                 else generator.choice(count, count, p=self.probabilities)).tolist()
         pool = self.batch_size * 50
         batches = []
         for start in range(0, len(order), pool):
@@ -223,6 +238,18 @@ def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[f
     return [len(labels) / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
+def corpus_balanced_weights(corpora: Sequence[int], labels: Sequence[int], balance_classes: bool) -> list[float]:
+    """Per item, a draw weight that gives every corpus the same share of an epoch (and,
+    with ``balance_classes``, every class of a corpus the same share of that corpus's)."""
+    per_corpus = Counter(corpora)
+    per_class = Counter(zip(corpora, labels))
+    classes_of = Counter(corpus for corpus, _ in per_class)
+    return [
+        1.0 / (classes_of[c] * per_class[(c, y)]) if balance_classes else 1.0 / per_corpus[c]
+        for c, y in zip(corpora, labels)
+    ]
+
+
 class FoldDataModule(L.LightningDataModule):
     """Train and validation loaders of one fold, distributed-aware."""
 
@@ -233,6 +260,11 @@ class FoldDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if self.config.corpus_balanced and self.train.corpora is not None:
+            weights = corpus_balanced_weights(self.train.corpora, self.train.labels, self.config.balanced_sampling)
+            lengths = [self.train.length(i) for i in range(len(self.train))]
+            sampler = BucketBatchSampler(lengths, self.config.batch_size, self.seed, rank, world, weights)
+            return self._loader(self.train, batch_sampler=sampler)
         if self.config.balanced_sampling:
             weights = inverse_frequency_weights(self.train.labels, max(self.train.labels) + 1)
             sampler = WeightedRandomSampler(
