@@ -97,6 +97,24 @@ def scaling_table(result: dict) -> list[str]:
     return [*lines, "", f"scaling efficiency from 1 to 2 actors: {efficiency}"]
 
 
+def cross_corpus_table(result: dict) -> list[str]:
+    """One row per system: accuracy / UA on each held-out corpus, their mean and minimum."""
+    corpora = result["held_out_corpora"]
+    lines = ["| system | " + " | ".join(f"{name} acc / UA" for name in corpora)
+             + " | mean acc / UA | min acc / UA | seeds |", "|---" * (len(corpora) + 4) + "|"]
+    for row in result["rows"]:
+        cells = [f"{row['per_corpus'][name]['wa']:.1f} / {row['per_corpus'][name]['ua']:.1f}"
+                 if name in row["per_corpus"] else "–" for name in corpora]
+        lines.append(f"| {row['system']} | {' | '.join(cells)} | {row['wa_mean']:.1f} / {row['ua_mean']:.1f} | "
+                     f"{row['wa_min']:.1f} / {row['ua_min']:.1f} | {row.get('seeds', '–')} |")
+    if "screens" in result:
+        screens = result["screens"]
+        tried = ", ".join(f"{name} {value:.1f}" for name, value in screens["val_ua"].items())
+        lines += ["", f"Options screened on validation speakers (seed {screens['seed']}, {screens['selection']}): "
+                  f"{tried}; kept: {screens['chosen']}."]
+    return lines
+
+
 def tables() -> str:
     out = []
     for path in sorted(RESULTS.glob("*.json")):
@@ -104,7 +122,9 @@ def tables() -> str:
         rows = result["rows"]
         out.append(f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n")
         out.append(f"{result['protocol']}\n")
-        if rows and "extraction_seconds" in rows[0]:
+        if "held_out_corpora" in result:
+            out.extend(cross_corpus_table(result))
+        elif rows and "extraction_seconds" in rows[0]:
             out.extend(real_length_table(result))
         elif rows and "actors" in rows[0]:
             out.extend(scaling_table(result))

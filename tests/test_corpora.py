@@ -543,11 +543,14 @@ def test_label_set_maps_and_counts_what_it_drops(tmp_path: Path) -> None:
     four = load_corpus("ravdess", root, label_set="iemocap4")
     assert four.dropped == {"calm": 2}
     assert sorted(CORPORA) == [
+        "ased",
         "cremad",
+        "emobox",
         "emodb",
         "iemocap",
         "manifest",
         "meld",
+        "nemo",
         "ravdess",
         "ravdess-meld",
         "savee",

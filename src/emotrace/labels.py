@@ -135,10 +135,14 @@ SAVEE_7 = label_set(
     "savee7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 )
 TESS_7 = label_set("tess7", SAVEE_7.classes)
+ASED_5 = label_set("ased5", ("neutral", "happy", "sad", "angry", "fearful"))
+NEMO_6 = label_set("nemo6", ("neutral", "happy", "sad", "angry", "fearful", "surprised"))
+#: The four classes EmoBox's cross-corpus track scores (the ones most corpora share).
+CROSS_CORPUS_4 = label_set("cross4", ("neutral", "happy", "sad", "angry"))
 
 LABEL_SETS: Mapping[str, LabelSet] = MappingProxyType(
     {ls.name: ls for ls in (RAVDESS_8, RAVDESS_7, IEMOCAP_4, IEMOCAP_6, CREMAD_6, MELD_7,
-                             EMODB_7, SAVEE_7, TESS_7)}
+                             EMODB_7, SAVEE_7, TESS_7, ASED_5, NEMO_6, CROSS_CORPUS_4)}
 )
 
 

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emotrace.corpora import (
+    ased,
     cremad,
+    emobox,
     emodb,
     iemocap,
     manifest,
     meld,
+    nemo,
     paired,
     ravdess,
     savee,
@@ -44,8 +47,11 @@ CORPORA: Mapping[str, Reader] = {
         emodb.READER,
         savee.READER,
         tess.READER,
+        ased.READER,
+        nemo.READER,
         paired.READER,
         manifest.READER,
+        emobox.READER,
     )
 }
 #: The label-set name that keeps every label the corpus provides.
@@ -59,6 +65,8 @@ class CorpusData:
     """A loaded corpus: utterances with labels in ``label_set``, and the folds over them.
 
     ``dropped`` counts the utterances the label set left out, by their original label.
+    ``parts`` are the corpora a combination of several is made of (see
+    :mod:`emotrace.corpora.combined`); empty for a single corpus.
     """
 
     name: str
@@ -66,6 +74,7 @@ class CorpusData:
     utterances: tuple[Utterance, ...]
     folds: Folds
     dropped: Mapping[str, int]
+    parts: tuple[CorpusData, ...] = ()
 
 
 def load_corpus(

@@ -30,6 +30,8 @@ SPEAKER_INDEPENDENT = "speaker-independent"
 SPEAKER_DEPENDENT = "speaker-dependent"
 #: A corpus's own train/dev/test split; MELD's shares speakers between its parts.
 OFFICIAL_SPLIT = "official-split"
+#: Whole corpora tested by a model trained on others (see :mod:`emotrace.corpora.combined`).
+CROSS_CORPUS = "cross-corpus"
 
 #: Share of the training side (speakers, or utterances when speaker-dependent) that validates.
 VAL_FRACTION = 0.1

@@ -26,7 +26,7 @@ from typing import Any
 
 from emotrace.atomic import write_text_atomically
 from emotrace.audio import probe
-from emotrace.corpora.folds import Folds, speaker_kfold
+from emotrace.corpora.folds import SPEAKER_INDEPENDENT, Folds, speaker_kfold
 from emotrace.corpora.reader import Reader
 from emotrace.corpora.records import Utterance
 from emotrace.errors import BatchReport, InputError
@@ -62,7 +62,7 @@ def read_manifest(path: str | Path, report: BatchReport) -> list[Utterance]:
     path = Path(os.path.abspath(path))
     if not path.is_file():
         raise InputError(path, "no such manifest file")
-    rows = _jsonl_rows(path) if _format(path) == ".jsonl" else _csv_rows(path)
+    rows = jsonl_rows(path) if _format(path) == ".jsonl" else _csv_rows(path)
     utterances: list[Utterance] = []
     keys: set[str] = set()
     for line, row in rows:
@@ -70,7 +70,7 @@ def read_manifest(path: str | Path, report: BatchReport) -> list[Utterance]:
         try:
             if isinstance(row, str):
                 raise InputError(source, row)
-            utterance = _utterance(row, path.parent, source)
+            utterance = row_utterance(row, path.parent, source)
             if utterance.id in keys:
                 raise InputError(source, f"duplicate key {utterance.id!r}")
         except InputError as error:
@@ -115,7 +115,7 @@ def _format(path: Path) -> str:
     return suffix
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Row | str]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Row | str]]:
     """(line number, fields or the reason the line is unreadable) for each non-blank line."""
     with path.open(encoding="utf-8") as lines:
         for number, text in enumerate(lines, start=1):
@@ -144,7 +144,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Row | str]]:
                 }
 
 
-def _utterance(row: Row, folder: Path, source: str) -> Utterance:
+def row_utterance(row: Row, folder: Path, source: str) -> Utterance:
+    """The utterance of one manifest row; relative paths resolve against ``folder``."""
     missing = [field for field in REQUIRED if field not in row]
     if missing:
         raise InputError(source, f"missing required field {', '.join(missing)}")
@@ -243,6 +244,12 @@ def _portable(path: str | None, folder: Path) -> str | None:
 
 
 def manifest_folds(root: Path, utterances: Sequence[Utterance], seed: int) -> Folds:
+    """Group 5-fold by speaker; no folds (saying why) when utterances have no ``speaker``."""
+    unnamed = sum(1 for utterance in utterances if not utterance.speaker)
+    if unnamed:
+        return Folds(SPEAKER_INDEPENDENT, f"no folds: {unnamed} of {len(utterances)} utterances have no `speaker` "
+                     "field, and speaker-independent folds need one (add it to every line; for EmoBox's "
+                     "metadata, read its dataset folder as corpus `emobox` to use its own folds)", ())
     return speaker_kfold(utterances, 5, seed=seed)
 
 

@@ -20,7 +20,7 @@ from emotrace.errors import InputError
 from emotrace.labels import LabelSet
 
 #: Audio file extensions readers accept wherever a corpus ships .wav (users convert to FLAC).
-AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
 @dataclass(frozen=True)

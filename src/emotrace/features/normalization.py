@@ -72,3 +72,13 @@ def speaker_moments(features: Iterable[tuple[str, np.ndarray]]) -> dict[str, Mom
     for speaker, data in features:
         accumulators.setdefault(speaker, MomentAccumulator()).add(data)
     return {speaker: accumulator.moments() for speaker, accumulator in accumulators.items()}
+
+
+def standardise_utterance(data: np.ndarray) -> np.ndarray:
+    """``(layers, frames, dims)`` features minus their mean over frames, over their std
+    (floored at :data:`MIN_STD`): per-utterance normalisation, which needs nothing beyond
+    the clip and so belongs to the utterance-level protocol."""
+    frames = data.astype(np.float64)
+    mean = frames.mean(1, keepdims=True)
+    std = np.maximum(frames.std(1, keepdims=True), MIN_STD)
+    return ((frames - mean) / std).astype(np.float32)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotrace.features.base import Features
-from emotrace.features.normalization import Moments
+from emotrace.features.normalization import Moments, standardise_utterance
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,16 @@ class InputSpec:
     ``features`` is an extractor spec (see :func:`emotrace.features.registry.get_extractor`);
     ``layers`` names the encoder layers the model reads (``None``: all the extractor gives),
     so one cached store of every layer serves models that read different layers;
-    ``frame_pooling`` averages that many frames into one.
+    ``frame_pooling`` averages that many frames into one; ``utterance_norm`` standardises
+    each utterance's frames by their own mean and standard deviation over time (per layer
+    and dimension), which removes what is constant over a clip (channel, microphone, much
+    of the voice) along with whatever emotion lives in the clip's average.
     """
 
     features: str
     layers: tuple[int, ...] | None = None
     frame_pooling: int = 1
+    utterance_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -65,7 +69,8 @@ def select_layers(features: Features, layers: tuple[int, ...] | None) -> np.ndar
 
 
 def model_frames(features: Features, spec: InputSpec, moments: Moments | None = None) -> np.ndarray:
-    """Features as the model reads them: chosen layers, speaker-normalised, then pooled.
+    """Features as the model reads them: chosen layers, speaker-normalised, standardised per
+    utterance when the spec says so, then pooled.
 
     Normalising before pooling matches how the speaker's moments are estimated (over the
     unpooled frames of the chosen layers).
@@ -73,6 +78,8 @@ def model_frames(features: Features, spec: InputSpec, moments: Moments | None = 
     data = select_layers(features, spec.layers)
     if moments is not None:
         data = moments.normalise(data)
+    if spec.utterance_norm:
+        data = standardise_utterance(data)
     return pool_frames(data, spec.frame_pooling)
 
 

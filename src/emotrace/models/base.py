@@ -154,17 +154,38 @@ class EmotionModel(nn.Module):
             if isinstance(module, FrameFrontEnd):
                 module.set_input_moments(*moments[module.modality])
 
-    def classification_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Cross-entropy with the config's label smoothing and class weights."""
-        weights = self.config.class_weights
-        return F.cross_entropy(
-            logits,
-            labels,
-            weight=None if weights is None else logits.new_tensor(weights),
-            label_smoothing=self.config.label_smoothing,
-        )
+    def classification_loss(self, logits: Tensor, labels: Tensor, class_mask: Tensor | None = None) -> Tensor:
+        """Cross-entropy with the config's label smoothing and class weights.
 
-    def loss(self, output: ModelOutput, labels: Tensor) -> LossOutput:
+        ``class_mask (B, C)``, when given, says which classes each item's label set has
+        (items from corpora with different label sets): the softmax then runs over those
+        classes only, so a class an item's corpus lacks is never a negative for it and gets
+        no gradient from it; label smoothing spreads over the item's own classes.
+        """
+        weights = None if self.config.class_weights is None else logits.new_tensor(self.config.class_weights)
+        if class_mask is None:
+            return F.cross_entropy(logits, labels, weight=weights, label_smoothing=self.config.label_smoothing)
+        return masked_cross_entropy(logits, labels, class_mask, weights, self.config.label_smoothing)
+
+    def loss(self, output: ModelOutput, labels: Tensor, class_mask: Tensor | None = None) -> LossOutput:
         """Cross-entropy of the utterance logits; methods with more terms override this."""
-        ce = self.classification_loss(output.logits, labels)
+        ce = self.classification_loss(output.logits, labels, class_mask)
         return LossOutput(total=ce, parts={"ce": ce})
+
+
+def masked_cross_entropy(
+    logits: Tensor, labels: Tensor, class_mask: Tensor, weights: Tensor | None = None, label_smoothing: float = 0.0
+) -> Tensor:
+    """Cross-entropy over each item's allowed classes (``class_mask`` True), weighted mean over items.
+
+    Masked logits are replaced by constants before the softmax, so they get exactly zero
+    gradient. With every class allowed and no weights this equals ``F.cross_entropy``.
+    """
+    if not bool(class_mask.gather(1, labels[:, None]).all()):
+        raise ValueError("an item's label is masked out of its own classes")
+    log_probs = logits.masked_fill(~class_mask, float("-inf")).log_softmax(-1).masked_fill(~class_mask, 0.0)
+    nll = -log_probs.gather(1, labels[:, None]).squeeze(1)
+    smoothed = -log_probs.sum(-1) / class_mask.sum(-1)
+    per_item = (1.0 - label_smoothing) * nll + label_smoothing * smoothed
+    item_weights = torch.ones_like(per_item) if weights is None else weights[labels]
+    return (item_weights * per_item).sum() / item_weights.sum()

@@ -149,10 +149,10 @@ class LateFusion(EmotionModel):
             fused = log_probabilities.logsumexp(0) - math.log(len(modality_logits))
         return LateFusionOutput(logits=fused, modality_logits=modality_logits)
 
-    def loss(self, output: LateFusionOutput, labels: Tensor) -> LossOutput:
+    def loss(self, output: LateFusionOutput, labels: Tensor, class_mask: Tensor | None = None) -> LossOutput:
         """Sum of the per-modality cross-entropies: each classifier learns as if alone."""
         parts = {
-            f"ce_{m}": self.classification_loss(logits, labels)
+            f"ce_{m}": self.classification_loss(logits, labels, class_mask)
             for m, logits in output.modality_logits.items()
         }
         return LossOutput(total=torch.stack(list(parts.values())).sum(), parts=parts)

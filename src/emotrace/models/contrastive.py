@@ -358,15 +358,15 @@ class ContrastiveFusion(EmotionModel):
 
         return (info_nce(scores) + info_nce(scores.T)) / 2
 
-    def loss(self, output: ContrastiveOutput, labels: Tensor) -> LossOutput:
+    def loss(self, output: ContrastiveOutput, labels: Tensor, class_mask: Tensor | None = None) -> LossOutput:
         """The loss of ``config.stage``, with its parts."""
         if self.config.stage == "unimodal":
             parts = {
-                "ce_audio": self.classification_loss(output.audio_logits, labels),
-                "ce_text": self.classification_loss(output.text_logits, labels),
+                "ce_audio": self.classification_loss(output.audio_logits, labels, class_mask),
+                "ce_text": self.classification_loss(output.text_logits, labels, class_mask),
             }
             return LossOutput(total=parts["ce_audio"] + parts["ce_text"], parts=parts)
-        ce = self.classification_loss(output.logits, labels)
+        ce = self.classification_loss(output.logits, labels, class_mask)
         if self.config.stage == "fused":
             return LossOutput(total=ce, parts={"ce": ce})
         regulariser = self.regulariser_loss(output.audio_code, output.text_code, labels)

@@ -14,6 +14,18 @@ Example (``configs/ravdess/roi_attention.yaml``)::
     data: {batch_size: 32, time_mask: 0.1, crop_seconds: 2.5}
     optim: {lr: 1.0e-3, max_epochs: 40, patience: 10}
     calibration: temperature        # or none (the default is temperature scaling)
+
+Several corpora train one model when ``corpora`` lists them instead of ``corpus``: each
+keeps its own label set, the model's classes are their union, and the loss never treats a
+class an item's corpus lacks as a negative for it. Their own speaker-independent folds are
+then combined (fold *k* tests fold *k* of every corpus that has one), or, with
+``held_out``, each fold tests whole corpora that the others trained for (cross-corpus)::
+
+    corpora:
+      - {name: ravdess, root: ${EMOTRACE_DATA}/ravdess}
+      - {name: ased, root: ${EMOTRACE_DATA}/ased}
+      - {name: nemo, root: ${EMOTRACE_DATA}/nemo}
+    held_out: [ravdess, ased, nemo]   # leave-one-corpus-out; "ased+nemo" tests two at once
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ class DataConfig:
     batch_size: int = 32
     bucket_by_length: bool = True  # batches of similar lengths: less padding, faster
     balanced_sampling: bool = False  # draw classes equally often (replaces bucketing)
+    corpus_balanced: bool = False  # several corpora: draw each equally often (batches still bucketed)
     class_weights: bool = False  # inverse-frequency weights in the cross-entropy
     crop_seconds: float | None = None  # random crops of at most this length
     time_mask: float = 0.0  # share of frames zeroed in random spans (SpecAugment-style)
@@ -109,10 +122,14 @@ class TrainerConfig:
 @dataclass
 class ExperimentConfig:
     name: str
-    corpus: CorpusConfig
-    inputs: dict[str, InputSpec]
-    model: dict[str, Any]
+    corpus: CorpusConfig | None = None  # one corpus, or
+    corpora: list[CorpusConfig] | None = None  # several, trained together
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
     protocol: str = UTTERANCE_LEVEL
+    # Cross-corpus folds over ``corpora``: each entry names the corpora one fold tests
+    # ("ased", or "ased+nemo"); all other corpora train it. None: the corpora's own folds.
+    held_out: list[str] | None = None
     store: str = DEFAULT_STORE
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -128,13 +145,44 @@ class ExperimentConfig:
         check_protocol(self.protocol)
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
+        if (self.corpus is None) == (self.corpora is None):
+            raise ValueError("give either corpus (one) or corpora (a list), not both or neither")
+        if self.corpora is not None:
+            self._check_corpora()
+        elif self.held_out is not None:
+            raise ValueError("held_out names corpora to test on: it needs `corpora`, a list of several")
         if "name" not in self.model:
             raise ValueError("model needs a 'name' naming the method (e.g. roi_attention)")
         if not self.inputs:
             raise ValueError("inputs must name at least one modality's features")
 
+    def _check_corpora(self) -> None:
+        names = [corpus.name for corpus in self.corpus_configs]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"corpora must name different corpora, got {names}")
+        for entry in self.held_out or ():
+            tested = entry.split("+")
+            unknown = sorted(set(tested) - set(names))
+            if unknown:
+                raise ValueError(f"held_out entry {entry!r} names {unknown}, which are not among corpora {names}")
+            if set(tested) == set(names):
+                raise ValueError(f"held_out entry {entry!r} leaves no corpus to train on")
+
+    @property
+    def corpus_configs(self) -> list[CorpusConfig]:
+        """The corpora this experiment reads: ``[corpus]``, or ``corpora``."""
+        return [self.corpus] if self.corpus is not None else list(self.corpora or ())
+
+    @property
+    def corpus_name(self) -> str:
+        """``ravdess``, or ``ravdess+ased+nemo`` for several corpora."""
+        return "+".join(corpus.name for corpus in self.corpus_configs)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data.pop("corpora" if self.corpora is None else "corpus")
+        if self.held_out is None:
+            data.pop("held_out")
         for spec in data["inputs"].values():
             if spec["layers"] is not None:
                 spec["layers"] = list(spec["layers"])
@@ -159,6 +207,12 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     for key, section in sections.items():
         if key in data:
             data[key] = _build(section, data[key], key)
+    if "corpora" in data:
+        if not isinstance(data["corpora"], list):
+            raise ValueError(f"corpora must be a list of corpus mappings, got {data['corpora']!r}")
+        data["corpora"] = [_build(CorpusConfig, item, f"corpora[{i}]") for i, item in enumerate(data["corpora"])]
+    if isinstance(data.get("held_out"), str):
+        data["held_out"] = [data["held_out"]]
     inputs = data.get("inputs") or {}
     data["inputs"] = {modality: _build(InputSpec, spec, f"inputs.{modality}") for modality, spec in inputs.items()}
     return _build(ExperimentConfig, data, "config")
@@ -220,7 +274,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         raise ValueError(f"{path}: a config is a YAML mapping")
     try:
         config = config_from_dict(apply_overrides(data, overrides))
-        config.corpus.root = expand(config.corpus.root)
+        for corpus in config.corpus_configs:
+            corpus.root = expand(corpus.root)
         if config.init_from is not None:
             config.init_from = expand(config.init_from)
     except ValueError as error:

@@ -40,20 +40,23 @@ from rich.console import Console
 from emotrace.atomic import write_json_atomically, write_jsonl_atomically
 from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.corpora import CorpusData, Fold, load_corpus
-from emotrace.corpora.folds import all_data_fold
+from emotrace.corpora.combined import class_sets, combine, corpus_index, final_fold
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
+from emotrace.protocols import SPEAKER_ADAPTIVE
 from emotrace.training.calibration import calibration_metrics, fit_temperature, scaled_probabilities
 from emotrace.training.config import (
     NO_CALIBRATION,
     TEMPERATURE_SCALING,
+    CorpusConfig,
     ExperimentConfig,
     config_from_dict,
     save_config,
 )
+from emotrace.training.crosscorpus import class_masks, fold_metrics, prediction_rows
 from emotrace.training.data import (
     FeatureDataset,
     FoldDataModule,
@@ -84,18 +87,32 @@ class Experiment:
     def labels(self) -> tuple[str, ...]:
         return self.corpus.label_set.classes
 
+    @property
+    def multi_corpus(self) -> bool:
+        return bool(self.corpus.parts)
+
+    def class_masks(self) -> torch.Tensor | None:
+        """``(corpora, classes)``: which classes each corpus has; None for one corpus."""
+        if not self.multi_corpus:
+            return None
+        return torch.from_numpy(class_masks(self.labels, class_sets(self.corpus)))
+
 
 def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
-    """The config's corpus (labels, folds; a per-speaker subset when asked), no features."""
-    corpus = load_corpus(
-        config.corpus.name,
-        config.corpus.root,
-        config.corpus.label_set,
-        speaker_dependent=config.corpus.speaker_dependent,
-        seed=config.seed,
-        read_seed=config.corpus.read_seed,
+    """The config's corpus, or its corpora combined (labels, folds; a per-speaker subset
+    when asked), no features."""
+    parts = [_load_part(corpus, config.seed) for corpus in config.corpus_configs]
+    if config.corpora is None:
+        return parts[0]
+    return combine(parts, config.held_out, config.seed)
+
+
+def _load_part(corpus: CorpusConfig, seed: int) -> CorpusData:
+    data = load_corpus(
+        corpus.name, corpus.root, corpus.label_set, speaker_dependent=corpus.speaker_dependent, seed=seed,
+        read_seed=corpus.read_seed,
     )
-    return _subset(corpus, config.corpus.subset) if config.corpus.subset else corpus
+    return _subset(data, corpus.subset) if corpus.subset else data
 
 
 def prepare(config: ExperimentConfig, progress: bool = True, console: Console | None = None,
@@ -103,6 +120,9 @@ def prepare(config: ExperimentConfig, progress: bool = True, console: Console | 
     """Load the corpus, extract whatever features are missing (unless ``extract`` is off),
     and read the model inputs."""
     corpus = corpus or load_experiment_corpus(config)
+    if config.protocol == SPEAKER_ADAPTIVE and not all(u.speaker for u in corpus.utterances):
+        raise InputError(f"corpus {config.corpus_name}", "has utterances without a speaker; the speaker-adaptive "
+                         "protocol normalises each speaker's features, so every utterance needs one")
     store_root = config.store_root()
     extractors = {modality: resolve_extractor(spec.features) for modality, spec in config.inputs.items()}
     if extract:
@@ -117,7 +137,7 @@ def prepare(config: ExperimentConfig, progress: bool = True, console: Console | 
     inputs = load_inputs(usable, stores, config.inputs, config.protocol)
     for store in stores.values():
         store.close()
-    kept = CorpusData(corpus.name, corpus.label_set, tuple(usable), corpus.folds, corpus.dropped)
+    kept = CorpusData(corpus.name, corpus.label_set, tuple(usable), corpus.folds, corpus.dropped, corpus.parts)
     return Experiment(config, kept, inputs, skipped)
 
 
@@ -131,7 +151,7 @@ def _subset(corpus: CorpusData, per_speaker: int) -> CorpusData:
         step = max(1, len(utterances) // per_speaker)
         kept.update(u.id for u in utterances[::step][:per_speaker])
     chosen = tuple(u for u in corpus.utterances if u.id in kept)
-    return CorpusData(corpus.name, corpus.label_set, chosen, corpus.folds, corpus.dropped)
+    return CorpusData(corpus.name, corpus.label_set, chosen, corpus.folds, corpus.dropped, corpus.parts)
 
 
 def is_main_process() -> bool:
@@ -162,7 +182,11 @@ def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fil
     inputs = experiment.inputs
     if noisy_text and config.data.noisy_text:
         inputs = with_noisy_text(inputs, ids, labels, config.data.noisy_text, config.seed)
-    return FeatureDataset(ids, labels, inputs, config.data, augment, config.seed, mask_fill)
+    corpora = None
+    if experiment.multi_corpus:
+        index = corpus_index(experiment.corpus)
+        corpora = [index[u.dataset] for u in utterances]
+    return FeatureDataset(ids, labels, inputs, config.data, augment, config.seed, mask_fill, corpora)
 
 
 def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -190,7 +214,7 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         _initialise(model, experiment, Path(config.init_from), fold.name)
     if moments:
         model.set_input_moments(moments)
-    module = EmotionModule(model, config.optim, experiment.labels)
+    module = EmotionModule(model, config.optim, experiment.labels, experiment.class_masks())
 
     selection = (
         ModelCheckpoint(dirpath=state_dir, filename="best", monitor="val_ua", mode="max", save_top_k=1, save_last=True)
@@ -237,13 +261,16 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     temperature = fit_temperature(predict_logits(model, val), val.labels) if calibration != NO_CALIBRATION else 1.0
     info = {
         "experiment": config.name,
-        "corpus": config.corpus.name,
+        "corpus": config.corpus_name,
         "fold": fold.name,
         "folds_protocol": experiment.corpus.folds.protocol,
         "val_speakers": list(fold.val),
         "val_ua": best_score,
         "epochs": trainer.current_epoch,
     }
+    if experiment.multi_corpus:
+        info["corpora"] = {name: list(classes) for name, classes in class_sets(experiment.corpus).items()}
+        info["trained_on"] = sorted({u.dataset for u in train_part})
     result: dict[str, Any] = {"fold": fold.name, "protocol": config.protocol, "val_ua": best_score,
                               "epochs": trainer.current_epoch, "train": len(train_part), "val": len(val_part),
                               "test": len(test_part), "calibration": calibration}
@@ -251,15 +278,13 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         test = _dataset(experiment, test_part)
         logits = predict_logits(model, test)
         probabilities = scaled_probabilities(logits, temperature)
-        predictions = probabilities.argmax(1)
-        result.update(classification_metrics(test.labels, predictions, experiment.labels))
+        sets = class_sets(experiment.corpus) if experiment.multi_corpus else None
+        trained_on = {u.dataset for u in train_part}
+        rows = prediction_rows(test_part, fold.name, probabilities, experiment.labels, sets, trained_on)
+        result.update(fold_metrics(rows, experiment.labels, sets, trained_on))
         result.update(calibration_metrics(logits, test.labels, temperature, experiment.labels))
         info["test"] = {name: result[name] for name in ("ua", "wa", "macro_f1", "weighted_f1", "ece")}
-        write_jsonl_atomically(fold_dir / PREDICTIONS_FILE, [
-            {"id": u.id, "speaker": u.speaker, "fold": fold.name, "label": u.label,
-             "prediction": experiment.labels[p], "probabilities": [round(float(x), 6) for x in row]}
-            for u, p, row in zip(test_part, predictions, probabilities)
-        ])
+        write_jsonl_atomically(fold_dir / PREDICTIONS_FILE, rows)
     Checkpoint(model, experiment.labels, config.inputs, config.protocol, info, temperature).save(fold_dir / "model")
     result["seconds"] = time.perf_counter() - started
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -319,12 +344,14 @@ def _identity(config: ExperimentConfig) -> dict[str, Any]:
 
 def selected_folds(config: ExperimentConfig, corpus: CorpusData) -> list[Fold]:
     folds = list(corpus.folds)
+    if not folds:
+        raise InputError(f"corpus {config.corpus_name}", corpus.folds.description)
     if config.folds is None:
         return folds
     known = {fold.name for fold in folds}
     unknown = [name for name in config.folds if name not in known]
     if unknown:
-        raise ValueError(f"unknown folds {unknown}; {config.corpus.name} has {sorted(known)}")
+        raise ValueError(f"unknown folds {unknown}; {config.corpus_name} has {sorted(known)}")
     return [fold for fold in folds if fold.name in config.folds]
 
 
@@ -350,7 +377,8 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
         if experiment.skipped:
             console.print(f"[yellow]{len(experiment.skipped)} utterances left out: their features could not be made")
         for fold in pending:
-            console.print(f"[bold]fold {fold.name}[/] (test: {', '.join(fold.test)})")
+            tested = ", ".join(fold.test) if len(fold.test) <= 8 else f"{len(fold.test)} {fold.unit}s"
+            console.print(f"[bold]fold {fold.name}[/] (test: {tested})")
             results[fold.name] = train_fold(experiment, fold, run_dir / "folds" / fold.name, progress)
             _print_fold(console, results[fold.name])
     elif pending:
@@ -377,7 +405,10 @@ def train_final(config: ExperimentConfig, run_dir: str | Path, progress: bool = 
     start_run(config, run_dir)
     _set_threads(config)
     experiment = prepare(config, progress, console)
-    fold = all_data_fold(experiment.corpus.utterances, config.seed)
+    if not all(u.speaker for u in experiment.corpus.utterances):
+        raise InputError(f"corpus {config.corpus_name}", "has utterances without a speaker: a final model's "
+                         "validation speakers cannot be drawn")
+    fold = final_fold(experiment.corpus, config.seed)
     final_dir = run_dir / "final"
     train_fold(experiment, fold, final_dir, progress)
     model_dir = run_dir / "model"

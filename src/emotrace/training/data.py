@@ -65,16 +65,36 @@ def load_inputs(
                 store.directory, f"has no {modality} features for {len(missing)} utterances (e.g. {missing[:3]}); "
                 "run `emotrace extract` for them"
             )
-        moments = _speaker_moments(utterances, store, spec) if protocol == SPEAKER_ADAPTIVE else None
-        frames, rate = {}, 0.0
-        for utterance in utterances:
-            features = store.get(utterance.id)
-            speaker_moments = moments[utterance.speaker] if moments else None
-            frames[utterance.id] = model_frames(features, spec, speaker_moments)
-            rate = features.frame_rate / spec.frame_pooling
-        first = next(iter(frames.values()))
-        result[modality] = ModalityInputs(frames, rate, stacked=first.shape[0] > 1)
+        key = (str(store.directory), spec, protocol, tuple((u.id, u.speaker, store.key(u.id)) for u in utterances))
+        last = _LAST_INPUTS.pop(modality, None)
+        if last is not None and last[0] == key:
+            inputs = last[1]
+        else:
+            last = None  # the old inputs go before new ones are read: they can take gigabytes
+            inputs = _modality_inputs(utterances, store, spec, protocol)
+        _LAST_INPUTS[modality] = (key, inputs)
+        result[modality] = inputs
     return result
+
+
+#: Per modality, the inputs :func:`load_inputs` read last and what they were read from
+#: (stored content keys included): several runs in one process over the same corpora
+#: (seeds, folds, a benchmark's systems) read the stores once. Nothing trains on them in place.
+_LAST_INPUTS: dict[str, tuple[tuple, ModalityInputs]] = {}
+
+
+def _modality_inputs(
+    utterances: Sequence[Utterance], store: FeatureStore, spec: InputSpec, protocol: str
+) -> ModalityInputs:
+    moments = _speaker_moments(utterances, store, spec) if protocol == SPEAKER_ADAPTIVE else None
+    frames, rate = {}, 0.0
+    for utterance in utterances:
+        features = store.get(utterance.id)
+        speaker_moments = moments[utterance.speaker] if moments else None
+        frames[utterance.id] = model_frames(features, spec, speaker_moments)
+        rate = features.frame_rate / spec.frame_pooling
+    first = next(iter(frames.values()))
+    return ModalityInputs(frames, rate, stacked=first.shape[0] > 1)
 
 
 def _speaker_moments(utterances: Sequence[Utterance], store: FeatureStore, spec: InputSpec) -> dict[str, Moments]:
@@ -99,7 +119,8 @@ def training_moments(inputs: Mapping[str, ModalityInputs], ids: Sequence[str]) -
 
 
 class FeatureDataset(Dataset):
-    """Items ``{modality: (L, T, D) tensor, "label": int}``, augmented when ``augment``."""
+    """Items ``{modality: (L, T, D) tensor, "label": int}`` (plus ``"corpus": int`` when
+    ``corpora`` is given), augmented when ``augment``."""
 
     def __init__(
         self,
@@ -110,11 +131,14 @@ class FeatureDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         mask_fill: Mapping[str, np.ndarray] | None = None,
+        corpora: Sequence[int] | None = None,
     ):
         """``mask_fill``: per modality, the ``(layers, dims)`` value time masks write (default
         zeros); the training mean when the model standardises its inputs, so that a masked
-        frame is a blank one after standardisation rather than an outlier."""
+        frame is a blank one after standardisation rather than an outlier. ``corpora``: each
+        item's corpus (the row of its class mask) when several corpora train together."""
         self.ids, self.labels, self.inputs = list(ids), list(labels), inputs
+        self.corpora = None if corpora is None else list(corpora)
         self.config = config or DataConfig()
         self.augment = augment
         self.generator = np.random.default_rng(seed)
@@ -129,6 +153,8 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor | int]:
         item: dict[str, Tensor | int] = {"label": self.labels[index]}
+        if self.corpora is not None:
+            item["corpus"] = self.corpora[index]
         for name, modality in self.inputs.items():
             frames = modality.frames[self.ids[index]]
             if self.augment and modality.frame_rate > 0:
@@ -156,8 +182,11 @@ class FeatureDataset(Dataset):
 
 
 def collate(items: Sequence[dict[str, Tensor | int]], stacked: Mapping[str, bool]) -> dict[str, Tensor]:
-    """Pad a list of items into the model's batch dict (plus ``labels``)."""
+    """Pad a list of items into the model's batch dict (plus ``labels``, and ``corpora``
+    when items name their corpus)."""
     batch: dict[str, Tensor] = {"labels": torch.tensor([item["label"] for item in items], dtype=torch.long)}
+    if "corpus" in items[0]:
+        batch["corpora"] = torch.tensor([item["corpus"] for item in items], dtype=torch.long)
     for name, is_stacked in stacked.items():
         tensors = [item[name] for item in items]
         lengths = torch.tensor([t.shape[1] for t in tensors], dtype=torch.long)
@@ -186,12 +215,17 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     Every rank draws the same order (from the seed and the epoch) and takes every
     ``world_size``-th batch. DDP needs every rank to run as many steps: when the batches do
     not divide evenly, the largest are halved rather than items repeated (a repeated item
-    would count twice in the epoch).
+    would count twice in the epoch). With ``weights``, an epoch is instead as many draws
+    (with replacement) with those relative probabilities (e.g. corpus-balanced sampling).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        weights: Sequence[float] | None = None,
+    ):
         self.size, self.batch_size = size, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.probabilities = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -203,8 +237,14 @@ class ShuffledBatchSampler(Sampler[list[int]]):
         (it never calls the batch sampler's own ``set_epoch``), here the batch sampler itself."""
         return self
 
+    def _order(self, generator: np.random.Generator) -> list[int]:
+        """The epoch's items: a permutation, or weighted draws with replacement."""
+        if self.probabilities is None:
+            return generator.permutation(self.size).tolist()
+        return generator.choice(self.size, self.size, p=self.probabilities).tolist()
+
     def _all_batches(self, generator: np.random.Generator) -> list[list[int]]:
-        order = generator.permutation(self.size).tolist()
+        order = self._order(generator)
         return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
 
     def _batches(self) -> list[list[int]]:
@@ -227,19 +267,20 @@ class ShuffledBatchSampler(Sampler[list[int]]):
 class BucketBatchSampler(ShuffledBatchSampler):
     """Shuffled batches of similar lengths, sharded over distributed ranks.
 
-    Items are shuffled, cut into pools of 50 batches, each pool sorted by length and cut
-    into batches, and the batches shuffled again: padding stays small while every epoch
-    sees new batch mixes.
+    Items are shuffled (or drawn, with ``weights``), cut into pools of 50 batches, each pool
+    sorted by length and cut into batches, and the batches shuffled again: padding stays
+    small while every epoch sees new batch mixes.
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        weights: Sequence[float] | None = None,
     ):
-        super().__init__(len(lengths), batch_size, seed, rank, world_size)
+        super().__init__(len(lengths), batch_size, seed, rank, world_size, weights)
         self.lengths = list(lengths)
 
     def _all_batches(self, generator: np.random.Generator) -> list[list[int]]:
-        order = generator.permutation(len(self.lengths)).tolist()
+        order = self._order(generator)
         pool = self.batch_size * 50
         batches = []
         for start in range(0, len(order), pool):
@@ -274,6 +315,18 @@ def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[f
     return [len(labels) / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
+def corpus_balanced_weights(corpora: Sequence[int], labels: Sequence[int], balance_classes: bool) -> list[float]:
+    """Per item, a draw weight that gives every corpus the same share of an epoch (and,
+    with ``balance_classes``, every class of a corpus the same share of that corpus's)."""
+    per_corpus = Counter(corpora)
+    per_class = Counter(zip(corpora, labels))
+    classes_of = Counter(corpus for corpus, _ in per_class)
+    return [
+        1.0 / (classes_of[c] * per_class[(c, y)]) if balance_classes else 1.0 / per_corpus[c]
+        for c, y in zip(corpora, labels)
+    ]
+
+
 class FoldDataModule(L.LightningDataModule):
     """Train and validation loaders of one fold, distributed-aware.
 
@@ -289,6 +342,11 @@ class FoldDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if self.config.corpus_balanced and self.train.corpora is not None:
+            weights = corpus_balanced_weights(self.train.corpora, self.train.labels, self.config.balanced_sampling)
+            lengths = [self.train.length(i) for i in range(len(self.train))]
+            sampler = BucketBatchSampler(lengths, self.config.batch_size, self.seed, rank, world, weights)
+            return self._loader(self.train, batch_sampler=sampler)
         if self.config.balanced_sampling:
             weights = inverse_frequency_weights(self.train.labels, max(self.train.labels) + 1)
             sampler = WeightedRandomSampler(

@@ -21,19 +21,33 @@ from emotrace.training.config import OptimConfig
 from emotrace.training.data import FeatureDataset, collate
 from emotrace.training.metrics import classification_metrics
 
+#: batch entries that are not model inputs
+BATCH_TARGETS = ("labels", "corpora")
+
 
 class EmotionModule(L.LightningModule):
-    def __init__(self, model: EmotionModel, optim: OptimConfig, labels: tuple[str, ...]):
+    """``class_masks (corpora, classes)``, for several corpora trained together: which classes
+    each corpus has. Batches then carry ``corpora``; each item's loss and validation
+    prediction range over its corpus's classes only, and validation UA is the mean of the
+    corpora's own UAs, so a small corpus counts as much as a large one in model selection."""
+
+    def __init__(self, model: EmotionModel, optim: OptimConfig, labels: tuple[str, ...],
+                 class_masks: Tensor | None = None):
         super().__init__()
         self.model, self.optim, self.labels = model, optim, labels
+        self.register_buffer("class_masks", class_masks, persistent=False)
         self._val_predictions: list[Tensor] = []
         self._val_labels: list[Tensor] = []
+        self._val_corpora: list[Tensor] = []
 
     def forward(self, batch: dict[str, Tensor]):
-        return self.model(**{name: value for name, value in batch.items() if name != "labels"})
+        return self.model(**{name: value for name, value in batch.items() if name not in BATCH_TARGETS})
+
+    def _mask(self, batch: dict[str, Tensor]) -> Tensor | None:
+        return None if self.class_masks is None else self.class_masks[batch["corpora"]]
 
     def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
-        loss = self.model.loss(self(batch), batch["labels"])
+        loss = self.model.loss(self(batch), batch["labels"], self._mask(batch))
         size = len(batch["labels"])
         self.log("train_loss", loss.total, prog_bar=True, batch_size=size, sync_dist=True)
         for name, part in loss.parts.items():
@@ -42,20 +56,26 @@ class EmotionModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
         output = self(batch)
-        self.log("val_loss", self.model.loss(output, batch["labels"]).total, batch_size=len(batch["labels"]))
-        self._val_predictions.append(output.logits.argmax(-1).cpu())
+        mask = self._mask(batch)
+        self.log("val_loss", self.model.loss(output, batch["labels"], mask).total, batch_size=len(batch["labels"]))
+        logits = output.logits if mask is None else output.logits.masked_fill(~mask, float("-inf"))
+        self._val_predictions.append(logits.argmax(-1).cpu())
         self._val_labels.append(batch["labels"].cpu())
+        if mask is not None:
+            self._val_corpora.append(batch["corpora"].cpu())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_labels:
             return
-        metrics = classification_metrics(
-            torch.cat(self._val_labels).numpy(), torch.cat(self._val_predictions).numpy(), self.labels
-        )
+        labels, predictions = torch.cat(self._val_labels).numpy(), torch.cat(self._val_predictions).numpy()
+        groups = torch.cat(self._val_corpora).numpy() if self._val_corpora else np.zeros(len(labels), int)
+        per_corpus = [classification_metrics(labels[groups == g], predictions[groups == g], self.labels)
+                      for g in np.unique(groups)]
         self._val_predictions.clear()
         self._val_labels.clear()
-        self.log("val_ua", metrics["ua"], prog_bar=True)
-        self.log("val_wa", metrics["wa"])
+        self._val_corpora.clear()
+        self.log("val_ua", float(np.mean([m["ua"] for m in per_corpus])), prog_bar=True)
+        self.log("val_wa", float(np.mean([m["wa"] for m in per_corpus])))
 
     def configure_optimizers(self):
         """AdamW; linear warm-up, then cosine decay to zero over the remaining steps."""
@@ -85,7 +105,8 @@ def predict_logits(model: EmotionModel, dataset: FeatureDataset, batch_size: int
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = collate([dataset[i] for i in indices], stacked)
-        batch.pop("labels")
+        for name in BATCH_TARGETS:
+            batch.pop(name, None)
         logits[indices] = model(**batch).logits.float().cpu().numpy()
     return logits
 

@@ -27,6 +27,7 @@ from emotrace.atomic import (
 )
 from emotrace.training.calibration import calibration_markdown, summarise_calibration
 from emotrace.training.config import ExperimentConfig, load_config
+from emotrace.training.crosscorpus import swallowing, within_corpus_breakdown
 from emotrace.training.metrics import HEADLINE, classification_metrics, summarise_folds
 
 CONFUSION_FILE = "confusion.png"
@@ -63,6 +64,8 @@ def training_options(config: ExperimentConfig) -> dict[str, Any]:
         "input standardisation (training moments)": model.get("standardise_inputs", False),
         "weight averaging (EMA decay)": config.optim.ema_decay,
         "noisy text (share of training-side items)": config.data.noisy_text,
+        **({"corpus-balanced sampling": config.data.corpus_balanced} if config.corpora else {}),
+        **({"per-utterance normalisation": True} if any(s.utterance_norm for s in config.inputs.values()) else {}),
     }
 
 
@@ -74,18 +77,30 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
     if not per_fold:
         raise ValueError(f"{run_dir}: no finished folds to report")
     labels = _labels(run_dir, per_fold)
-    index = {label: i for i, label in enumerate(labels)}
-    pooled = classification_metrics(
-        [index[row["label"]] for row in predictions], [index[row["prediction"]] for row in predictions], labels
-    )
-    folds_protocol = _fold_info(run_dir, next(iter(per_fold)))
+    info = _fold_info(run_dir, next(iter(per_fold)))
+    corpora = info.get("corpora")
+    cross = {fold: metrics["cross_corpus"] for fold, metrics in per_fold.items() if "cross_corpus" in metrics}
+    if cross:
+        pooled = _pooled_cross_corpus(per_fold)
+    else:
+        index = {label: i for i, label in enumerate(labels)}
+        pooled = classification_metrics(
+            [index[row["label"]] for row in predictions], [index[row["prediction"]] for row in predictions], labels
+        )
+        if corpora:
+            pooled["per_corpus"] = within_corpus_breakdown(predictions, corpora)
+    folds_protocol = info.get("folds_protocol", "unknown")
     summary = {
         "experiment": config.name,
-        "corpus": config.corpus.name,
+        "corpus": config.corpus_name,
         "method": config.model["name"],
         "protocol": config.protocol,
         "folds_protocol": folds_protocol,
         "labels": list(labels),
+        **({"corpora": corpora, "trained_on": {fold: _fold_info(run_dir, fold).get("trained_on") for fold in per_fold}}
+           if corpora else {}),
+        **({"cross_corpus": cross, "warnings": [f"fold {fold}, {warning}" for fold, entry in cross.items()
+                                                for warning in swallowing(entry)]} if cross else {}),
         "options": training_options(config),
         **summarise_folds(per_fold, labels),
         **validation_summary(per_fold),
@@ -97,7 +112,7 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
     }
     write_json_atomically(run_dir / "metrics.json", summary)
     write_jsonl_atomically(run_dir / "predictions.jsonl", predictions)
-    plot_confusion(np.array(pooled["confusion"]), labels, run_dir / CONFUSION_FILE,
+    plot_confusion(np.array(pooled["confusion"]), tuple(pooled.get("classes", labels)), run_dir / CONFUSION_FILE,
                    f"{config.name} ({config.protocol}, pooled over {len(per_fold)} folds)")
     write_text_atomically(run_dir / REPORT_FILE, markdown_report(summary))
     return summary
@@ -118,9 +133,22 @@ def _labels(run_dir: Path, per_fold: dict[str, dict[str, Any]]) -> tuple[str, ..
     return tuple(json.loads(checkpoint_config.read_text())["labels"])
 
 
-def _fold_info(run_dir: Path, fold: str) -> str:
+def _fold_info(run_dir: Path, fold: str) -> dict[str, Any]:
     checkpoint_config = run_dir / "folds" / fold / "model" / "config.json"
-    return json.loads(checkpoint_config.read_text())["info"].get("folds_protocol", "unknown")
+    return json.loads(checkpoint_config.read_text())["info"]
+
+
+def _pooled_cross_corpus(per_fold: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The folds' cross-corpus (four-class protocol) test items pooled: their confusion
+    matrices summed, when every fold scored the same classes."""
+    classes = {tuple(metrics["classes"]) for metrics in per_fold.values()}
+    if len(classes) != 1:
+        raise ValueError(f"the folds scored different classes {sorted(classes)}: nothing to pool")
+    (labels,) = classes
+    confusion = np.sum([metrics["confusion"] for metrics in per_fold.values()], axis=0)
+    y_true = np.repeat(np.arange(len(labels)), confusion.sum(1))
+    y_pred = np.concatenate([np.repeat(np.arange(len(labels)), row) for row in confusion])
+    return {**classification_metrics(y_true, y_pred, labels), "classes": list(labels)}
 
 
 def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> None:
@@ -168,10 +196,48 @@ def markdown_report(summary: dict[str, Any]) -> str:
                      f"{fold['epochs']} | {fold['seconds']:.0f} | {fold['peak_mb']:.0f} |")
     lines += ["", "Per-class recall (mean over folds): " + ", ".join(
         f"{label} {value:.1f}" for label, value in summary["recall_mean"].items()), ""]
+    lines += _cross_corpus_lines(summary) + _per_corpus_lines(summary)
     lines += ["Options: " + "; ".join(f"{key}: {value}" for key, value in summary["options"].items()), ""]
     lines += calibration_markdown(summary)
     lines += [f"![confusion matrix]({CONFUSION_FILE})", ""]
     return "\n".join(lines)
+
+
+def _cross_corpus_lines(summary: dict[str, Any]) -> list[str]:
+    """Per fold and unseen test corpus: both label protocols and the largest predicted share."""
+    if "cross_corpus" not in summary:
+        return []
+    lines = ["Cross-corpus (each fold's model tested on corpora it never trained on; predictions restricted to "
+             "the protocol's classes): **4-class** is EmoBox's protocol (neutral, happy, sad, angry), **shared** "
+             "every class the test corpus shares with the training corpora.", "",
+             "| fold | trained on | test corpus | 4-class acc | 4-class UA | shared classes | shared acc | shared UA "
+             "| most predicted (all classes) |", "|---|---|---|---|---|---|---|---|---|"]
+    for fold, entries in summary["cross_corpus"].items():
+        trained = ", ".join(summary.get("trained_on", {}).get(fold) or [])
+        for corpus, entry in entries.items():
+            four, shared = entry["cross4"], entry["shared"]
+            top, share = max(entry["predicted_shares_all"].items(), key=lambda item: item[1])
+            lines.append(f"| {fold} | {trained} | {corpus} | {_figure(four, 'wa')} | {_figure(four, 'ua')} | "
+                         f"{len(shared['classes'])} | {_figure(shared, 'wa')} | {_figure(shared, 'ua')} | "
+                         f"{top} {share:.0f}% |")
+    lines.append("")
+    lines += [f"**Warning**: {warning}." for warning in summary.get("warnings", [])]
+    return [*lines, ""] if summary.get("warnings") else lines
+
+
+def _per_corpus_lines(summary: dict[str, Any]) -> list[str]:
+    per_corpus = summary["pooled"].get("per_corpus")
+    if not per_corpus:
+        return []
+    lines = ["Per corpus (pooled over folds, each in its own classes):", "",
+             "| corpus | classes | UA | WA | macro-F1 |", "|---|---|---|---|---|"]
+    lines += [f"| {corpus} | {len(m['classes'])} | {m['ua']:.1f} | {m['wa']:.1f} | {m['macro_f1']:.1f} |"
+              for corpus, m in per_corpus.items()]
+    return [*lines, ""]
+
+
+def _figure(metrics: dict[str, Any], name: str) -> str:
+    return f"{metrics[name]:.1f}" if name in metrics else "–"
 
 
 def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:

@@ -1,0 +1,206 @@
+"""Cross-corpus: leave-one-corpus-out over RAVDESS, ASED and nEMO, the number users feel.
+
+Each held-out corpus is tested whole by a model that never heard it, over the four classes of
+EmoBox's cross-corpus track (neutral, happy, sad, angry; predictions restricted to them):
+accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
+
+* (a) a linear probe on mean+std pooled Whisper-base layers 2-5, trained on the four classes
+  of the two other corpora (C chosen on their validation speakers);
+* (b) method A (configs/multicorpus/roi_attention_loco.yaml) trained on the two other corpora
+  together, each with its own label set; its robustness options (per-utterance
+  normalisation, corpus-balanced sampling) are screened with one seed and kept only when the
+  validation speakers' UA (mean over the three folds) says so; the test corpora are never
+  used to choose;
+* (c) method A trained on RAVDESS alone, today's recipe (configs/multicorpus/
+  roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there).
+
+    EMOTRACE_DATA=../shared/data python benchmarks/cross_corpus.py [--store DIR] [--seeds 3]
+
+Runs resume (``runs/benchmarks/cross_corpus/``); results go to
+``benchmarks/results/cross_corpus.json`` after each system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotrace.corpora import load_corpus
+from emotrace.corpora.combined import combine
+from emotrace.corpora.folds import CROSS_CORPUS
+from emotrace.features.pipeline import resolve_extractor
+from emotrace.features.store import FeatureStore
+from emotrace.labels import CROSS_CORPUS_4
+from emotrace.training.classic import run_classic
+from emotrace.training.config import load_config
+from emotrace.training.cv import run_cv
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import REPO, repo_path, write_results
+
+CORPORA = ("ravdess", "ased", "nemo")
+LOCO = "configs/multicorpus/roi_attention_loco.yaml"
+RAVDESS_ONLY = "configs/multicorpus/roi_attention_ravdess_only.yaml"
+#: robustness options screened on validation speakers, as config overrides
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "per-utterance normalisation": ["inputs.audio.utterance_norm=true"],
+    "corpus-balanced sampling": ["data.corpus_balanced=true"],
+}
+TARGETS = {"mean": 60.0, "min": 45.0}
+PROTOCOL_TEXT = (
+    "Leave-one-corpus-out over RAVDESS (English, 24 actors), ASED (Amharic, 65 speakers) and nEMO (Polish, "
+    "9 actors): each held-out corpus is tested whole (every clip of the four classes) by a model trained on the "
+    "others, utterance-level; EmoBox's cross-corpus label protocol: the four classes neutral, happy, sad, angry, "
+    "predictions restricted to them; WA = accuracy, UA = mean per-class recall, percent. ua_mean/wa_mean and "
+    "their std are over the held-out corpora (folds = held-out corpora); per_corpus gives each one, with the "
+    "'shared' protocol (every class the held-out corpus shares with the training corpora) and the largest share "
+    "of unrestricted predictions. Trained systems: {seeds} seeds, figures averaged over seeds per corpus. "
+    "Validation speakers come from the training corpora only; the held-out corpus is never used to choose."
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks" / "cross_corpus")
+    parser.add_argument("--seeds", type=int, default=3, help="trainings per trained system (seeds 0..N-1)")
+    parser.add_argument("--systems", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    args = parser.parse_args()
+    os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
+    extra: dict[str, Any] = {"held_out_corpora": list(CORPORA), "targets": TARGETS}
+    rows: list[dict[str, Any]] = []
+
+    def save() -> None:
+        write_results("cross_corpus", PROTOCOL_TEXT.format(seeds=args.seeds), rows, **extra)
+
+    if "a" in args.systems:
+        rows.append(probe_row())
+        save()
+    if "b" in args.systems:
+        variants = dict(VARIANTS)
+        screens = {name: _val_ua(_runs(LOCO, overrides, [0], args.runs, name)) for name, overrides in variants.items()}
+        helping = [name for name in VARIANTS if name != "base" and screens[name] > screens["base"]]
+        if len(helping) > 1:  # options that each helped, tried together
+            both = " + ".join(helping)
+            variants[both] = [override for name in helping for override in VARIANTS[name]]
+            screens[both] = _val_ua(_runs(LOCO, variants[both], [0], args.runs, both))
+        chosen = _choose(screens)
+        extra["screens"] = {"config": LOCO, "seed": 0, "selection": "mean over folds of the validation speakers' UA",
+                            "val_ua": {name: round(value, 2) for name, value in screens.items()},
+                            "chosen": chosen}
+        save()
+        run_dirs = _runs(LOCO, variants[chosen], list(range(args.seeds)), args.runs, chosen)
+        rows.append(trained_row(f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO,
+                                variants[chosen]))
+        save()
+    if "c" in args.systems:
+        run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base")
+        rows.append(trained_row("method A, trained on RAVDESS only (today's recipe)", run_dirs, RAVDESS_ONLY, []))
+        save()
+    for row in rows:
+        corpora = "  ".join(f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in
+                            row["per_corpus"].items())
+        print(f"{row['system']:<62} acc {row['wa_mean']:5.1f}  UA {row['ua_mean']:5.1f}  ({corpora})")
+
+
+def probe_row() -> dict[str, Any]:
+    """(a): the linear probe, leave-one-corpus-out over the four classes."""
+    started = time.perf_counter()
+    root = Path(os.environ["EMOTRACE_DATA"])
+    parts = [load_corpus(name, root / name, CROSS_CORPUS_4) for name in CORPORA]
+    corpus = combine(parts, list(CORPORA))
+    extractor = resolve_extractor("whisper-base")
+    store_root = os.environ["EMOTRACE_STORE"]
+    with FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version) as store:
+        result = run_classic("probe", store, corpus, "utterance-level", layers=[2, 3, 4, 5])
+    per_corpus = {}
+    for name in CORPORA:
+        metrics = result["per_fold"][name]
+        predicted = Counter(row["prediction"] for row in result["predictions"] if row["fold"] == name)
+        top, count = predicted.most_common(1)[0]
+        per_corpus[name] = {"wa": round(metrics["wa"], 2), "ua": round(metrics["ua"], 2),
+                            "largest_share": f"{top} {100 * count / sum(predicted.values()):.0f}%",
+                            "C": result["chosen"][name]["C"], "val_ua": round(result["chosen"][name]["val_ua"], 2)}
+    row = _row("linear probe, mean+std pooled Whisper-base layers 2-5 (4 classes)", "probe", per_corpus)
+    row["seconds_per_fold"] = round((time.perf_counter() - started) / len(CORPORA), 1)
+    return row
+
+
+def trained_row(system: str, run_dirs: list[Path], config: str, overrides: list[str]) -> dict[str, Any]:
+    """A trained system's row: per held-out corpus, its figures averaged over the seeds' runs."""
+    summaries = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
+    figures: dict[str, dict[str, list[float]]] = {}
+    shares: dict[str, Counter] = {}
+    for summary in summaries:
+        for entries in summary["cross_corpus"].values():
+            for corpus, entry in entries.items():
+                mine = figures.setdefault(corpus, {"wa": [], "ua": [], "shared_wa": [], "shared_ua": []})
+                mine["wa"].append(entry["cross4"]["wa"])
+                mine["ua"].append(entry["cross4"]["ua"])
+                mine["shared_wa"].append(entry["shared"]["wa"])
+                mine["shared_ua"].append(entry["shared"]["ua"])
+                shares.setdefault(corpus, Counter()).update(entry["predicted_shares_all"])
+    per_corpus = {}
+    for corpus in CORPORA:
+        if corpus not in figures:
+            continue
+        top, share = shares[corpus].most_common(1)[0]
+        per_corpus[corpus] = {name: round(float(np.mean(values)), 2) for name, values in figures[corpus].items()}
+        per_corpus[corpus]["largest_share"] = f"{top} {share / len(summaries):.0f}%"
+    row = _row(system, summaries[0]["method"], per_corpus)
+    row["seeds"] = len(summaries)
+    row["ua_by_seed"] = [round(s["ua_mean"], 2) for s in summaries]
+    row["val_ua"] = round(float(np.mean([f["val_ua"] for s in summaries for f in s["per_fold"].values()])), 2)
+    row["seconds_per_fold"] = round(float(np.mean([s["seconds_per_fold"] for s in summaries])), 1)
+    row["peak_mb"] = round(max(s["peak_mb"] for s in summaries))
+    row["options"] = summaries[0]["options"]
+    row["config"], row["overrides"] = config, overrides
+    row["runs"] = [repo_path(run_dir) for run_dir in run_dirs]
+    return row
+
+
+def _row(system: str, method: str, per_corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean, std and minimum over the held-out corpora, and whether the targets are met."""
+    row: dict[str, Any] = {"system": system, "method": method, "protocol": "utterance-level",
+                           "folds": len(per_corpus), "folds_protocol": CROSS_CORPUS}
+    for name in ("ua", "wa"):
+        values = [figures[name] for figures in per_corpus.values()]
+        row[f"{name}_mean"], row[f"{name}_std"] = round(float(np.mean(values)), 2), round(float(np.std(values)), 2)
+        row[f"{name}_min"] = round(float(min(values)), 2)
+    row["per_corpus"] = per_corpus
+    row["targets_met"] = {name: row[f"{name}_mean"] >= TARGETS["mean"] and row[f"{name}_min"] >= TARGETS["min"]
+                          for name in ("wa", "ua")}
+    return row
+
+
+def _runs(config_path: str, overrides: list[str], seeds: list[int], runs: Path, variant: str) -> list[Path]:
+    run_dirs = []
+    for seed in seeds:
+        config = load_config(REPO / config_path, [*overrides, f"seed={seed}", f"store={os.environ['EMOTRACE_STORE']}"])
+        run_dirs.append(runs / f"{config.name}-{variant.replace(' + ', '+').replace(' ', '-')}-seed{seed}")
+        run_cv(config, run_dirs[-1], progress=False)
+    return run_dirs
+
+
+def _val_ua(run_dirs: list[Path]) -> float:
+    return float(np.mean([fold["val_ua"] for run_dir in run_dirs
+                          for fold in json.loads((run_dir / "metrics.json").read_text())["per_fold"].values()]))
+
+
+def _choose(screens: dict[str, float]) -> str:
+    """The variant with the best validation UA; an option must beat the base to be kept."""
+    best = max(screens, key=screens.__getitem__)
+    return best if screens[best] > screens["base"] else "base"
+
+
+if __name__ == "__main__":
+    main()
