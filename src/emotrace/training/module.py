@@ -111,10 +111,6 @@ def predict_logits(model: EmotionModel, dataset: FeatureDataset, batch_size: int
     return logits
 
 
-def predict_probabilities(
-    model: EmotionModel, dataset: FeatureDataset, batch_size: int = 64, temperature: float = 1.0
-) -> np.ndarray:
-    """Class probabilities ``(N, C)`` of every item, in dataset order, at ``temperature``
-    (a checkpoint's calibration; 1: the model's own)."""
-    logits = torch.from_numpy(predict_logits(model, dataset, batch_size))
-    return ModelOutput(logits).probabilities_at(temperature).numpy()
+def predict_probabilities(model: EmotionModel, dataset: FeatureDataset, batch_size: int = 64) -> np.ndarray:
+    """The model's own (uncalibrated) class probabilities ``(N, C)`` of every item, in dataset order."""
+    return ModelOutput(torch.from_numpy(predict_logits(model, dataset, batch_size))).probabilities.numpy()
