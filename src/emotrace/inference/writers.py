@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emotrace.errors import BatchReport
+from emotrace.errors import BatchReport, printable
 from emotrace.inference.predictions import RecordingPrediction, Result, utterances
 
 TABLE_WIDTH = 160  # characters of a table written to a file
@@ -48,7 +48,7 @@ def render(
         for p in utterances(results):
             regions = ";".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
             writer.writerow([
-                p.source, f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
+                printable(p.source), f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
                 *(f"{p.probabilities[label]:.5f}" for label in labels), regions, p.transcript or "",
             ])
         return buffer.getvalue()
@@ -73,7 +73,7 @@ def predictions_table(results: Sequence[Result]) -> Table:
         ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
         regions = ", ".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
         row = [
-            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} {p.probabilities[p.label]:.0%}",
+            escape(printable(p.source)), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} {p.probabilities[p.label]:.0%}",
             f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}", regions,
         ]
         table.add_row(*row, *([escape(p.transcript or "")] if with_text else []))
@@ -82,6 +82,6 @@ def predictions_table(results: Sequence[Result]) -> Table:
         if isinstance(r, RecordingPrediction):
             top = sorted(r.shares, key=r.shares.__getitem__, reverse=True)[:3]
             shares = ", ".join(f"{label} {r.shares[label]:.0%}" for label in top)
-            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}")
+            captions.append(f"{escape(printable(r.source))}: {len(r.timeline)} speech segments, {shares}")
     table.caption = "\n".join(captions) or None
     return table
