@@ -78,7 +78,7 @@ def test_predict_with_a_broken_model_fails_in_one_line(broken, fixture_clips):
     folder, file, problem = broken
     result = CliRunner().invoke(app, ["predict", str(fixture_clips[0]), "-m", str(folder)])
     assert result.exit_code == 1
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"error: {folder / file}: ") and problem in line
 
