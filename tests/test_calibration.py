@@ -139,11 +139,11 @@ def test_checkpoints_without_a_temperature_load_with_one_and_bad_ones_are_refuse
         load_checkpoint(models / "plain").save(broken)
         config = json.loads((broken / CONFIG_FILE).read_text())
         (broken / CONFIG_FILE).write_text(json.dumps({**config, "temperature": bad}))
-        expected = f"^{re.escape(str(broken))}: temperature must be a finite number above 0"
+        expected = f"^{re.escape(str(broken / CONFIG_FILE))}: temperature must be a finite number above 0"
         with pytest.raises(ValueError, match=expected) as error:
             load_checkpoint(broken)
         assert "\n" not in str(error.value)
-    with pytest.raises(InputError, match=r"is not a usable checkpoint .*temperature must be"):
+    with pytest.raises(InputError, match=r"config\.json: temperature must be"):
         load_model(broken)
 
 

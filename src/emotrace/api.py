@@ -141,6 +141,8 @@ def _resolved(by_path: Mapping[str | Path, str]) -> dict[Path, str]:
 def _load(path: Path) -> Checkpoint:
     try:
         return load_checkpoint(path)
+    except InputError:
+        raise
     except (ValueError, KeyError, TypeError) as error:
         raise InputError(path, f"is not a usable checkpoint ({error})") from None
 

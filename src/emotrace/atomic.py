@@ -4,11 +4,15 @@ Everything is written under a hidden temporary name beside its target (:data:`TE
 so folder listings that skip dot files never see it), flushed to disk, then renamed into
 place; the folder holding the new name is flushed too, so a power cut after a write returns
 cannot undo it. A temporary left by a killed process is debris under a hidden name, never a
-half-written target.
+half-written target, and it does not stay: every temporary's name holds the id of the process
+that owns it (``.tmp-<prefix><pid>-…``), and the next write of the same target (or anyone
+calling :func:`remove_debris`) deletes those whose owner is dead. A live writer's temporary
+is never touched, so concurrent writers stay safe.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -38,10 +42,48 @@ def temp_file(directory: str | Path, prefix: str = "", suffix: str = "") -> Path
     Used directly where the final name is known only once the file is written (feature store
     shards are named by the time they are published); otherwise use :func:`atomic_path`.
     """
-    descriptor, name = tempfile.mkstemp(prefix=TEMP_PREFIX + prefix, suffix=suffix, dir=directory)
+    descriptor, name = tempfile.mkstemp(prefix=_owned(prefix), suffix=suffix, dir=directory)
     os.close(descriptor)
     os.chmod(name, 0o644)  # mkstemp makes files only their owner can read
     return Path(name)
+
+
+def owned_directory(parent: str | Path, prefix: str = "") -> Path:
+    """A new empty folder ``.tmp-<prefix><pid>-…`` in ``parent``, removed by :func:`remove_debris`
+    once this process is dead (e.g. a server's uploads, if it is killed)."""
+    return Path(tempfile.mkdtemp(prefix=_owned(prefix), dir=parent))
+
+
+def remove_debris(directory: str | Path, prefix: str = "") -> list[Path]:
+    """Delete the temporaries ``.tmp-<prefix><pid>-…`` in ``directory`` whose owning process is
+    dead (left by a kill); returns what it deleted. Temporaries of live processes, and names
+    without an owner, are kept."""
+    start = len(TEMP_PREFIX + prefix)
+    removed = []
+    for item in Path(directory).glob(glob.escape(TEMP_PREFIX + prefix) + "*"):
+        owner = item.name[start:].split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        removed.append(item)
+    return removed
+
+
+def _owned(prefix: str) -> str:
+    return f"{TEMP_PREFIX}{prefix}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def publish(temp: str | Path, final: str | Path) -> None:
@@ -59,6 +101,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     for writers that choose a format by extension or globs that find debris by it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_debris(path.parent, f"{path.name}-")
     temp = temp_file(path.parent, prefix=f"{path.name}-", suffix=suffix)
     try:
         yield temp
@@ -78,13 +121,15 @@ def atomic_directory(path: str | Path, *, replace: bool = True) -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}-", dir=path.parent))
+    remove_debris(path.parent, f"{path.name}-")
+    remove_debris(path.parent, f"old-{path.name}-")
+    temp = owned_directory(path.parent, f"{path.name}-")
     try:
         yield temp
         temp.chmod(0o755)  # mkdtemp makes folders only their owner can read
         _fsync_tree(temp)
         if replace and path.exists():
-            old = path.with_name(f"{TEMP_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
+            old = path.with_name(f"{_owned(f'old-{path.name}-')}{uuid.uuid4().hex[:8]}")
             path.rename(old)
             temp.rename(path)
             shutil.rmtree(old)

@@ -31,9 +31,11 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from emotrace.atomic import atomic_directory
+from emotrace.errors import InputError
 from emotrace.features.transforms import InputSpec
 from emotrace.models.base import EmotionModel
 from emotrace.models.registry import (
@@ -45,6 +47,12 @@ from emotrace.models.registry import (
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+
+
+class CheckpointError(InputError, ValueError):
+    """A checkpoint file that cannot be used, in one line naming the file: broken JSON or
+    safetensors, a config that does not describe the weights, labels that do not fit the outputs.
+    Also a ValueError, which is what code that trains on checkpoints already catches."""
 
 
 @dataclass
@@ -99,19 +107,72 @@ def is_checkpoint(directory: str | Path) -> bool:
 
 
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
-    """The checkpoint in ``directory``, its model in eval mode on ``device``."""
+    """The checkpoint in ``directory``, its model in eval mode on ``device``.
+
+    Both files are checked before the weights are used: a :class:`CheckpointError` names
+    the file and its problem (not JSON, not safetensors or cut short, tensors missing or of
+    other shapes than the config builds, a label count unlike the model's outputs).
+    """
     directory = Path(directory)
     if not is_checkpoint(directory):
         raise FileNotFoundError(f"{directory}: not a checkpoint (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    if config.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{directory}: checkpoint format {config.get('format')}, expected {FORMAT_VERSION}")
+    config_file, weights_file = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    config = _read_config(config_file)
+    try:
+        model = model_from_config(model_config_from_dict(config["model"]))
+        inputs = {modality: InputSpec(**spec) for modality, spec in config["inputs"].items()}
+        labels, protocol = tuple(str(label) for label in config["labels"]), str(config["protocol"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(config_file, f"does not describe a model ({type(error).__name__}: {error})") from None
+    if len(labels) != model.config.num_classes:
+        raise CheckpointError(
+            config_file, f"has {len(labels)} labels for a model with {model.config.num_classes} outputs"
+        )
     try:
         temperature = check_temperature(config.get("temperature", 1.0))
     except ValueError as error:
-        raise ValueError(f"{directory}: {error}") from None
-    model = model_from_config(model_config_from_dict(config["model"]))
-    load_model(model, str(directory / WEIGHTS_FILE), device=device)
+        raise CheckpointError(config_file, str(error)) from None
+    _check_weights(model, weights_file, config_file)
+    try:
+        load_model(model, str(weights_file), device=device)
+    except (SafetensorError, RuntimeError, OSError) as error:
+        raise CheckpointError(weights_file, f"cannot be loaded ({error})") from None
     model.to(device).eval()
-    inputs = {modality: InputSpec(**spec) for modality, spec in config["inputs"].items()}
-    return Checkpoint(model, tuple(config["labels"]), inputs, config["protocol"], config.get("info", {}), temperature)
+    return Checkpoint(model, labels, inputs, protocol, config.get("info", {}), temperature)
+
+
+def _read_config(config_file: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(config_file, "is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(config_file, f"is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(config_file, "is not a JSON object")
+    if config.get("format") != FORMAT_VERSION:
+        raise CheckpointError(config_file, f"checkpoint format {config.get('format')}, expected {FORMAT_VERSION}")
+    return config
+
+
+def _check_weights(model: EmotionModel, weights_file: Path, config_file: Path) -> None:
+    """The safetensors file reads whole, and holds the tensors, of the shapes, that the config's model has."""
+    size = weights_file.stat().st_size
+    try:
+        with safe_open(str(weights_file), framework="pt") as weights:
+            shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(weights_file, f"is not a whole safetensors file ({size} bytes; {error})") from None
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    problems = [f"missing {name}" for name in expected if name not in shapes]
+    problems += [f"unexpected {name}" for name in shapes if name not in expected]
+    problems += [
+        f"{name} is {list(shapes[name])}, the config's model needs {list(shape)}"
+        for name, shape in expected.items()
+        if name in shapes and shapes[name] != shape
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(
+            weights_file, f"does not match {config_file.name}: {'; '.join(problems[:3])}{more}"
+        )

@@ -12,16 +12,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print or write as UTF-8: bytes of a file name that are not UTF-8
+    (held by Python as surrogate escapes) become ``\\xff``, other lone surrogates ``\\udXXX``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class EmotraceError(Exception):
     """Base class of the errors emotrace raises on purpose."""
 
 
 class InputError(EmotraceError):
-    """A bad input: ``str(error)`` is ``"<source>: <problem>"`` on one line."""
+    """A bad input: ``str(error)`` is ``"<source>: <problem>"`` on one line, printable
+    whatever bytes the file's name holds (see :func:`printable`)."""
 
     def __init__(self, source: str | Path, problem: str):
-        self.source = str(source)
-        self.problem = " ".join(str(problem).split())
+        self.source = printable(str(source))
+        self.problem = printable(" ".join(str(problem).split()))
         super().__init__(f"{self.source}: {self.problem}")
 
 

@@ -46,7 +46,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emotrace.atomic import TEMP_PREFIX, atomic_path, fsync_dir, publish, temp_file, write_json_atomically
+from emotrace.atomic import (
+    TEMP_PREFIX,
+    atomic_path,
+    fsync_dir,
+    publish,
+    remove_debris,
+    temp_file,
+    write_json_atomically,
+)
 from emotrace.features.base import Features
 from emotrace.features.keys import config_hash
 
@@ -277,6 +285,8 @@ class FeatureStore:
         self._lock_path = directory / f"{FEATURES_FILE}.lock"
         self._shards = directory / SHARDS_DIR
         self._shards.mkdir(exist_ok=True)
+        remove_debris(directory, f"{FEATURES_FILE}-")  # a compaction killed mid-way
+        remove_debris(self._shards)  # a shard writer killed mid-way
         self._files: list[_IndexedFile] = []
         self._index: dict[str, _Location] = {}
         self._by_key: dict[str, str] | None = None

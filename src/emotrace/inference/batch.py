@@ -122,6 +122,8 @@ def predict_batch(
                 )
             except InputError as error:
                 skip(error)
+            except Exception as error:  # one file's failure, whatever it is, must not end the batch
+                skip(unexpected(path, error))
             else:
                 report.done += 1
                 results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
@@ -129,6 +131,11 @@ def predict_batch(
                     progress.note(f"no plot for {path}: the model gives no frame-level dynamics")
             progress.advance()
     return BatchPredictions(results, report)
+
+
+def unexpected(source: str | Path, error: BaseException) -> InputError:
+    """An error no check foresaw (MemoryError, a decoder's bug) as one file's one-line problem."""
+    return InputError(source, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
 
 
 def expand_inputs(patterns: Sequence[str | Path], report: BatchReport) -> list[Path]:
@@ -220,6 +227,10 @@ def _speaker_moments(
     except InputError:
         for error in quiet.skipped:
             skip(error)
+        return None
+    except Exception as error:  # the speaker's files are skipped, the batch goes on
+        for path in group:
+            skip(unexpected(path, error))
         return None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from emotrace.errors import printable
 from emotrace.spans import Span
 
 #: the label of a prediction that abstains: its top probability is below the threshold asked for
@@ -89,7 +90,7 @@ class Prediction:
                 "frame_posteriors": _rounded(self.frame_posteriors, 5),
             }
         return {
-            "source": self.source,
+            "source": printable(self.source),
             "start": round(self.start, 3),
             "end": round(self.end, 3),
             "duration": round(self.duration, 3),
@@ -137,7 +138,7 @@ class RecordingPrediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source,
+            "source": printable(self.source),
             "duration": round(self.duration, 3),
             "protocol": self.protocol,
             "label": self.label,

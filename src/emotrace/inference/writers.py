@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emotrace.errors import BatchReport
+from emotrace.errors import BatchReport, printable
 from emotrace.inference.predictions import RecordingPrediction, Result, utterances
 
 TABLE_WIDTH = 160  # characters of a table written to a file
@@ -55,7 +55,7 @@ def render(
         for p in predictions:
             regions = ";".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
             writer.writerow([
-                p.source, f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
+                printable(p.source), f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
                 *(f"{p.probabilities[label]:.5f}" for label in labels), regions, p.transcript or "",
                 *([str(bool(p.abstained)).lower()] if abstention else []),
             ])
@@ -83,7 +83,7 @@ def predictions_table(results: Sequence[Result]) -> Table:
         regions = ", ".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
         best = f"{ranked[0]} {p.probabilities[ranked[0]]:.0%}"
         row = [
-            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} ({best})" if p.abstained else best,
+            escape(printable(p.source)), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} ({best})" if p.abstained else best,
             f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}", regions,
         ]
         table.add_row(*row, *([escape(p.transcript or "")] if with_text else []))
@@ -93,6 +93,6 @@ def predictions_table(results: Sequence[Result]) -> Table:
             top = sorted(r.shares, key=r.shares.__getitem__, reverse=True)[:3]
             shares = ", ".join(f"{label} {r.shares[label]:.0%}" for label in top)
             verdict = f" ({r.label})" if r.abstained else ""
-            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}{verdict}")
+            captions.append(f"{escape(printable(r.source))}: {len(r.timeline)} speech segments, {shares}{verdict}")
     table.caption = "\n".join(captions) or None
     return table

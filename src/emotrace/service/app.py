@@ -20,12 +20,13 @@ posts). ``GET /metrics`` reports queue, latency and refusals for Prometheus.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotrace import __version__
 from emotrace.api import DEFAULT_MODEL, load_model
+from emotrace.atomic import owned_directory, remove_debris
 from emotrace.errors import InputError
 from emotrace.features.asr import available_cores
 from emotrace.labels import EMOTION_COLOURS
@@ -163,6 +165,11 @@ def create_app(
     return app
 
 
+def uploads_parent() -> Path:
+    """Where every server of this user keeps its uploads folder (in the system's temporary folder)."""
+    return Path(tempfile.gettempdir()) / f"emotrace-serve-{os.getuid()}"
+
+
 class _Service:
     """Admission, uploads, cancellation and the runner, for ``POST /predict``."""
 
@@ -181,6 +188,7 @@ class _Service:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Workers start with the server; on shutdown they stop and every upload is removed."""
         self.loop = asyncio.get_running_loop()
+        await anyio.to_thread.run_sync(remove_debris, uploads_parent())  # uploads of servers that were killed
         await self.runner.start()
         try:
             yield
@@ -190,6 +198,8 @@ class _Service:
             if self.root is not None:
                 shutil.rmtree(self.root, ignore_errors=True)
                 self.root = None
+                with suppress(OSError):  # kept while another server uses it
+                    uploads_parent().rmdir()
 
     def drain(self) -> None:
         """From now on refuse new requests and those still waiting (503); running ones go on.
@@ -234,10 +244,14 @@ class _Service:
                 await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
 
     def _new_folder(self) -> Path:
-        """A folder for one upload, in the service's own (made on first use)."""
+        """A folder for one upload, in the service's own (made on first use): one per server
+        under :func:`uploads_parent`, named by the server's process id, so that a server
+        starting after a kill removes what the killed one left."""
         with self.root_lock:
             if self.root is None:
-                self.root = Path(tempfile.mkdtemp(prefix="emotrace-serve-"))
+                parent = uploads_parent()
+                parent.mkdir(mode=0o700, exist_ok=True)
+                self.root = owned_directory(parent)
             return Path(tempfile.mkdtemp(prefix="upload-", dir=self.root))
 
     async def _unless_gone(self, request: Request, job: Job) -> Response:
