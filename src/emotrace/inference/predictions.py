@@ -1,16 +1,29 @@
 """What a prediction is: one utterance's :class:`Prediction`, or a long recording's
 :class:`RecordingPrediction` made of them, each with the protocol that produced it, and
-their JSON form (the same for the command line, the Python API and the service)."""
+their JSON form (the same for the command line, the Python API and the service).
+
+Where face video is involved, an utterance can also be an :class:`AudioVisualPrediction`:
+the audio model's and the video model's predictions, their fusion, and where the two
+streams' attention agrees. JSON keys about video appear only where video is involved, so
+the output of audio models stays what it always was.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emotrace.spans import Span
+
+if TYPE_CHECKING:
+    from emotrace.inference.roi_compare import ClipAgreement
+
+#: how an audio-visual prediction's label was made: the two streams' posteriors multiplied, or a fusion model
+LATE_FUSION = "late"
+MODEL_FUSION = "model"
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,6 +37,8 @@ class Prediction:
     with its share of the attention as ``mass``. ``frame_posteriors (T, C)`` are the
     frame-level dynamics (ROI models). ``modalities`` says which inputs the model read;
     ``transcript`` is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
+    ``notes`` say why an input the model reads was not used, or only in part (no video
+    stream, no face in most frames); the JSON has them for models that read video.
     """
 
     source: str
@@ -41,6 +56,7 @@ class Prediction:
     frame_times: np.ndarray | None = None
     attention: np.ndarray | None = None
     frame_posteriors: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def end(self) -> float:
@@ -48,6 +64,12 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
+        document = self._document()
+        if "video" in self.modalities:
+            document["notes"] = list(self.notes)
+        return document
+
+    def _document(self) -> dict[str, Any]:
         dynamics = None
         if self.attention is not None:
             dynamics = {
@@ -74,15 +96,104 @@ class Prediction:
 
 
 @dataclass(frozen=True, eq=False)
+class AudioVisualPrediction:
+    """What an audio model, a face-video model and their fusion made of one utterance.
+
+    ``label`` and ``probabilities`` are the fused result: ``fused``, the fusion model's own
+    prediction, when ``fusion`` is :data:`MODEL_FUSION`; the product of ``audio``'s and
+    ``video``'s posteriors, renormalised, when it is :data:`LATE_FUSION`; the one stream's
+    prediction when only one could be used (``fusion`` None). ``modalities`` says which
+    streams were used and ``notes`` why one was not, or only in part. ``comparison`` is
+    where the audio and the video attention agree (:mod:`emotrace.inference.roi_compare`),
+    when both models attend over time; its times are seconds from ``start``.
+    """
+
+    source: str
+    start: float
+    duration: float
+    label: str
+    probabilities: dict[str, float]
+    protocol: str
+    modalities: dict[str, bool]
+    notes: tuple[str, ...] = ()
+    audio: Prediction | None = None
+    video: Prediction | None = None
+    fusion: str | None = None
+    fusion_description: str | None = None
+    fused: Prediction | None = None
+    comparison: ClipAgreement | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def segments(self) -> tuple[Span, ...]:
+        """The fusion model's regions of interest (each stream's are in ``audio`` and ``video``)."""
+        return () if self.fused is None else self.fused.segments
+
+    @property
+    def transcript(self) -> str | None:
+        return next((p.transcript for p in (self.audio, self.fused) if p is not None and p.transcript), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Each stream's prediction without its source (the utterance's), the fusion, and the comparison."""
+        fused = None
+        if self.fusion is not None:
+            fused = {"method": self.fusion, "description": self.fusion_description}
+            fused.update(_without_source(self.fused) or {
+                "label": self.label, "probabilities": _rounded(self.probabilities, 5),
+            })
+        comparison = None
+        if self.comparison is not None:
+            comparison = {
+                "seconds": round(self.comparison.seconds, 3),
+                **{name: _rounded(getattr(self.comparison, name), 4)
+                   for name in ("roi_iou", "pearson", "lag", "lag_correlation")},
+                **{f"{stream}_regions": [_rounded([self.start + a, self.start + b], 3) for a, b in regions]
+                   for stream, regions in (("audio", self.comparison.audio_regions),
+                                           ("video", self.comparison.video_regions))},
+            }
+        return {
+            "source": self.source,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "duration": round(self.duration, 3),
+            "label": self.label,
+            "probabilities": _rounded(self.probabilities, 5),
+            "protocol": self.protocol,
+            "modalities": dict(self.modalities),
+            "notes": list(self.notes),
+            "audio": _without_source(self.audio),
+            "video": _without_source(self.video),
+            "fused": fused,
+            "roi_comparison": comparison,
+        }
+
+
+#: one utterance's prediction: by one model, or by audio and video models together
+UtterancePrediction = Prediction | AudioVisualPrediction
+
+
+@dataclass(frozen=True, eq=False)
 class RecordingPrediction:
-    """A long recording: one :class:`Prediction` per speech segment (``timeline``) and the
-    class shares of the whole, the segments' probabilities weighted by their duration."""
+    """A long recording: one prediction per speech segment (``timeline``) and the class
+    shares of the whole, the segments' probabilities weighted by their duration."""
 
     source: str
     duration: float
     protocol: str
-    timeline: tuple[Prediction, ...]
+    timeline: tuple[UtterancePrediction, ...]
     shares: dict[str, float]
+
+    @classmethod
+    def of(cls, source: str, duration: float, timeline: Sequence[UtterancePrediction]) -> RecordingPrediction:
+        """The recording made of ``timeline`` (not empty), its shares weighted by segment duration."""
+        labels = list(timeline[0].probabilities)
+        weights = np.array([prediction.duration for prediction in timeline])
+        probabilities = np.array([[p.probabilities[label] for label in labels] for p in timeline])
+        shares = weights @ probabilities / weights.sum()
+        return cls(source, duration, timeline[0].protocol, tuple(timeline), dict(zip(labels, shares.tolist())))
 
     @property
     def label(self) -> str:
@@ -100,12 +211,21 @@ class RecordingPrediction:
 
 
 #: what predicting a file gives: an utterance, or a recording by speech segments
-Result = Prediction | RecordingPrediction
+Result = UtterancePrediction | RecordingPrediction
 
 
-def utterances(results: Sequence[Result]) -> list[Prediction]:
+def utterances(results: Sequence[Result]) -> list[UtterancePrediction]:
     """Every prediction: utterances, and each speech segment of the recordings."""
     return [p for r in results for p in (r.timeline if isinstance(r, RecordingPrediction) else (r,))]
+
+
+def _without_source(prediction: Prediction | None) -> dict[str, Any] | None:
+    """A stream's prediction inside an audio-visual one, whose source it shares."""
+    if prediction is None:
+        return None
+    document = prediction.to_dict()
+    del document["source"]
+    return document
 
 
 def _rounded(value: Any, digits: int) -> Any:
@@ -116,4 +236,6 @@ def _rounded(value: Any, digits: int) -> Any:
         return np.round(value.astype(np.float64), digits).tolist()
     if isinstance(value, dict):
         return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item, digits) for item in value]
     return round(float(value), digits)
