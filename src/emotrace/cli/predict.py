@@ -13,21 +13,45 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from emotrace.api import DEFAULT_MODEL, load_model
+from emotrace.api import DEFAULT_MODEL, load_predictor
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.batch import BatchProgress, predict_batch, read_pairs
-from emotrace.inference.predictor import Predictor
+from emotrace.inference.media import MediaPredictor
 from emotrace.inference.writers import OutputFormat, predictions_table, render
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Audio files, folders (searched recursively) and globs.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Audio or video files, folders (searched recursively) and globs.")
+    ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Packaged model name, checkpoint folder or training run folder.")
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Option(
+            "--model", "-m",
+            help=f"Packaged model name, checkpoint folder or training run folder [default: {DEFAULT_MODEL}, "
+            "unless --video-model or --fusion-model is given: then the audio model, if any].",
+            show_default=False,
+        ),
+    ] = None,
+    video_model: Annotated[
+        str | None,
+        typer.Option(
+            "--video-model",
+            help="A face-video model (name or folder): videos get the audio, the video and the fused "
+            "prediction, and where the audio and video attention agree.",
+        ),
+    ] = None,
+    fusion_model: Annotated[
+        str | None,
+        typer.Option(
+            "--fusion-model",
+            help="A model reading audio and video (method B) that fuses them; without it, --model and "
+            "--video-model are fused late (product of their posteriors, renormalised).",
+        ),
+    ] = None,
     text: Annotated[str | None, typer.Option(help="Transcript of every input, for models that read text.")] = None,
     transcripts: Annotated[
         Path | None,
@@ -52,13 +76,21 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the output here, not to stdout.")] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Folder for PNGs: one per utterance, a timeline per long recording.", file_okay=False),
+        typer.Option(
+            help="Folder for PNGs: one per utterance (per model, and the audio-video comparison, for videos), "
+            "a timeline per long recording.",
+            file_okay=False,
+        ),
     ] = None,
 ) -> None:
     """Emotion of each utterance: label, probabilities, regions of interest, dynamics, mixture.
 
     Files longer than 30 s are long recordings, cut into speech segments by voice activity:
     one prediction per segment, and a timeline.
+
+    Videos: with --video-model (and --model, or --fusion-model) each gets the audio and the face
+    video model's predictions, the fused one, and the regions of interest compared; a video
+    without a face or without audio is predicted from what it has, and the output says so.
 
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
@@ -70,8 +102,8 @@ def predict(
     if speakers is not None and not adapt_speaker:
         raise typer.BadParameter("--speakers needs --adapt-speaker")
     try:
-        predictor = load_model(model, asr=asr)
-        _check_protocol(predictor, adapt_speaker, model)
+        predictor = load_predictor(model, video_model, fusion_model, asr=asr)
+        _check_protocol(predictor, adapt_speaker, model or video_model or fusion_model or DEFAULT_MODEL)
         texts = read_pairs(transcripts, "text") if transcripts else {}
         speaker_of = read_pairs(speakers, "speaker") if speakers else None
     except EmotraceError as error:
@@ -126,7 +158,7 @@ class _ProgressBar(BatchProgress):
         say(self.bar.console, f"skipped {error}", style="yellow")
 
 
-def _check_protocol(predictor: Predictor, adapt_speaker: bool, model: str) -> None:
+def _check_protocol(predictor: MediaPredictor, adapt_speaker: bool, model: str) -> None:
     if adapt_speaker and SPEAKER_ADAPTIVE not in predictor.protocols:
         raise InputError(model, "has no speaker-adaptive variant, so --adapt-speaker cannot be used with it")
     if not adapt_speaker and UTTERANCE_LEVEL not in predictor.protocols:

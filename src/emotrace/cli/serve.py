@@ -23,6 +23,16 @@ def serve(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Packaged model name, checkpoint folder or training run folder.")
     ] = DEFAULT_MODEL,
+    video_model: Annotated[
+        str | None,
+        typer.Option("--video-model", help="A face-video model: video uploads then get the audio (--model), "
+                     "video and fused predictions and their ROI comparison."),
+    ] = None,
+    fusion_model: Annotated[
+        str | None,
+        typer.Option("--fusion-model", help="A model reading audio and video (method B) that fuses them "
+                     "(else --model and --video-model are fused late)."),
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service to this machine.")
     ] = "127.0.0.1",
@@ -36,7 +46,7 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: a web page at /, GET /health, and POST /predict.
 
-    POST /predict takes a multipart form: the audio as 'file', optionally its transcript as 'text'.
+    POST /predict takes a multipart form: the audio or video as 'file', optionally its transcript as 'text'.
     """
     console = Console(stderr=True)
     try:
@@ -47,7 +57,10 @@ def serve(
         _fail(console, f"emotrace serve needs the 'service' extra: pip install 'emotrace[service]' "
                        f"({error.name} is not installed)")
     try:
-        app = create_app(model, max_upload_bytes=round(max_upload_mb * 1e6), asr=asr)
+        app = create_app(
+            model, video_model=video_model, fusion_model=fusion_model,
+            max_upload_bytes=round(max_upload_mb * 1e6), asr=asr,
+        )
     except EmotraceError as error:
         _fail(console, str(error))
     console.print(f"serving {model} at http://{host}:{port}/ (Ctrl+C stops)", markup=False, highlight=False)

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotrace import __version__
-from emotrace.api import DEFAULT_MODEL, load_model
+from emotrace.api import DEFAULT_MODEL, load_predictor
 from emotrace.errors import BatchReport, InputError
 from emotrace.inference.predictions import Prediction, RecordingPrediction
 from emotrace.inference.predictor import Predictor
@@ -45,19 +45,24 @@ _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")  # kept on the temporary copy: a hi
 
 
 def create_app(
-    model: str | Path = DEFAULT_MODEL,
+    model: str | Path | None = DEFAULT_MODEL,
     *,
+    video_model: str | Path | None = None,
+    fusion_model: str | Path | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     asr: bool = False,
 ) -> FastAPI:
     """The service for ``model`` (a packaged model name, checkpoint or run folder).
 
-    Request bodies over ``max_upload_bytes`` are refused with 413 before they reach the
-    disk. ``asr`` transcribes uploads for models that read text when no text is sent.
+    With a ``video_model`` and/or a ``fusion_model``, ``model`` is the audio model (None:
+    none) and a video upload gets the audio, video and fused predictions and their ROI
+    comparison (:func:`emotrace.api.load_predictor`). Request bodies over
+    ``max_upload_bytes`` are refused with 413 before they reach the disk. ``asr``
+    transcribes uploads for models that read text when no text is sent.
     """
     if max_upload_bytes <= 0:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
-    predictor = load_model(model, asr=asr)
+    predictor = load_predictor(model, video_model, fusion_model, asr=asr)
     if UTTERANCE_LEVEL not in predictor.protocols:
         raise InputError(
             model,
@@ -85,11 +90,14 @@ def create_app(
         """The model served: its name, labels (with the colours plots give them) and protocol."""
         return {
             "status": "ok",
-            "model": str(model),
+            "model": None if model is None else str(model),
             "labels": list(predictor.labels),
             "colours": {label: EMOTION_COLOURS.get(label, EMOTION_COLOURS["other"]) for label in predictor.labels},
             "protocol": UTTERANCE_LEVEL,
             "reads_text": predictor.reads("text"),
+            "reads_video": predictor.reads("video"),
+            "video_model": None if video_model is None else str(video_model),
+            "fusion_model": None if fusion_model is None else str(fusion_model),
             "asr": asr,
             "max_upload_bytes": max_upload_bytes,
             "max_utterance_seconds": predictor.max_duration,
