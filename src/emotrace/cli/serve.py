@@ -21,8 +21,14 @@ DEFAULT_MAX_UPLOAD_MB = 100.0
 
 def serve(
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Packaged model name, checkpoint folder or training run folder.")
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Option(
+            "--model", "-m",
+            help=f"Packaged model name, checkpoint folder or training run folder [default: {DEFAULT_MODEL}, "
+            "unless --video-model or --fusion-model is given: then the audio model, if any].",
+            show_default=False,
+        ),
+    ] = None,
     video_model: Annotated[
         str | None,
         typer.Option("--video-model", help="A face-video model: video uploads then get the audio (--model), "
@@ -56,6 +62,8 @@ def serve(
     except ModuleNotFoundError as error:
         _fail(console, f"emotrace serve needs the 'service' extra: pip install 'emotrace[service]' "
                        f"({error.name} is not installed)")
+    if model is None and video_model is None and fusion_model is None:
+        model = DEFAULT_MODEL
     try:
         app = create_app(
             model, video_model=video_model, fusion_model=fusion_model,
@@ -63,7 +71,8 @@ def serve(
         )
     except EmotraceError as error:
         _fail(console, str(error))
-    console.print(f"serving {model} at http://{host}:{port}/ (Ctrl+C stops)", markup=False, highlight=False)
+    served = ", ".join(name for name in (model, video_model, fusion_model) if name is not None)
+    console.print(f"serving {served} at http://{host}:{port}/ (Ctrl+C stops)", markup=False, highlight=False)
     uvicorn.run(app, host=host, port=port)
 
 
