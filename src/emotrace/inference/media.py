@@ -198,6 +198,17 @@ class MediaPredictor(ABC):
         """The streams of ``path`` this predictor reads."""
         return probe_media(path, video=self.reads("video"))
 
+    def predict(
+        self, media: str | Path | Piece, text: str | None = None, *, speaker_moments: Any = None
+    ) -> UtterancePrediction:
+        """One utterance: a file up to ``max_duration`` seconds long (else an InputError
+        pointing to :meth:`predict_recording`) and optionally its text, or a piece already read."""
+        if not isinstance(media, Piece):
+            info = self.probe(media)
+            self.check_length(info.path, info.duration)
+            media = whole_piece(info, text)
+        return self.predict_piece(media, speaker_moments)
+
     def predict_recording(
         self,
         path: str | Path,
@@ -257,7 +268,7 @@ class MediaPredictor(ABC):
         if media.duration <= self.max_duration:
             piece = whole_piece(media, text)
             self.check_length(media.path, piece.duration)
-            return self.predict_piece(piece, speaker_moments), piece.waveform
+            return self.predict(piece, speaker_moments=speaker_moments), piece.waveform
         if text is not None and self.reads("text"):
             raise InputError(
                 path, f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "

@@ -46,7 +46,6 @@ from emotrace.inference.media import (
     MediaPredictor,
     MissingStreamError,
     Piece,
-    whole_piece,
 )
 from emotrace.inference.predictions import Prediction, RecordingPrediction
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
@@ -103,33 +102,29 @@ class Predictor(MediaPredictor):
         """Whether any of its models reads ``modality`` (e.g. whether a transcript matters)."""
         return any(modality in c.inputs for c in self.checkpoints.values())
 
-    def predict(
+    def predict(  # type: ignore[override]
         self,
-        audio: str | Path | np.ndarray,
+        audio: str | Path | np.ndarray | Piece,
         text: str | None = None,
         *,
         speaker_moments: SpeakerMoments | None = None,
         source: str = ARRAY_SOURCE,
     ) -> Prediction:
         """One utterance: a file, or a 16 kHz mono float32 waveform (named ``source`` in
-        results and errors), and optionally its text.
+        results and errors), and optionally its text (or a piece already read).
 
         With ``speaker_moments`` (from :meth:`speaker_moments_for`) the speaker-adaptive
         model runs, else the utterance-level one. Audio longer than ``max_duration`` is an
         InputError pointing to :meth:`predict_recording`.
         """
-        if isinstance(audio, np.ndarray):
-            try:
-                (waveform,) = checked_waveforms([audio])
-            except InputError as error:
-                raise InputError(source, error.problem) from None
-            self.check_length(source, len(waveform) / SAMPLE_RATE)
-            piece = Piece(source, 0.0, len(waveform) / SAMPLE_RATE, waveform, text=text)
-        else:
-            media = self.probe(audio)
-            self.check_length(media.path, media.duration)
-            piece = whole_piece(media, text)
-        return self.predict_piece(piece, speaker_moments)
+        if not isinstance(audio, np.ndarray):
+            return super().predict(audio, text, speaker_moments=speaker_moments)  # type: ignore[return-value]
+        try:
+            (waveform,) = checked_waveforms([audio])
+        except InputError as error:
+            raise InputError(source, error.problem) from None
+        self.check_length(source, len(waveform) / SAMPLE_RATE)
+        return self.predict_piece(Piece(source, 0.0, len(waveform) / SAMPLE_RATE, waveform, text=text), speaker_moments)
 
     def speaker_moments_for(
         self,
