@@ -34,7 +34,7 @@ from emotrace.inference.roi_compare import AttentionCurve, compare_clip
 from emotrace.inference.writers import OutputFormat, render
 from emotrace.labels import CREMAD_6
 from emotrace.models import build_model
-from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError
 from emotrace.spans import Span
 from test_predictor import save_roi
 from test_video_reader import face_clip, scene, tone, write_video
@@ -65,6 +65,7 @@ def models(tmp_path_factory) -> Path:
     """Method A on log-mel audio and on the face, its speaker-adaptive face twin, and method B on both."""
     root = tmp_path_factory.mktemp("models")
     Checkpoint(tiny(("audio",), 0), LABELS, {"audio": AUDIO}, UTTERANCE_LEVEL).save(root / "audio")
+    Checkpoint(tiny(("audio",), 4), LABELS, {"audio": AUDIO}, SPEAKER_ADAPTIVE).save(root / "audio-adaptive")
     Checkpoint(tiny(("video",), 1), LABELS, {"video": FACE}, UTTERANCE_LEVEL).save(root / "video")
     Checkpoint(tiny(("video",), 2), LABELS, {"video": FACE}, SPEAKER_ADAPTIVE).save(root / "video-adaptive")
     Checkpoint(tiny(("audio", "video"), 3, "query_fusion"), LABELS, {"audio": AUDIO, "video": FACE},
@@ -265,6 +266,21 @@ def test_a_speaker_adaptive_face_model_normalises_by_the_speakers_faces(models, 
     expected = video_probabilities(predictor.checkpoints[SPEAKER_ADAPTIVE], VideoClip(str(clips["talking"])),
                                    moments["video"])
     assert [prediction.probabilities[label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
+
+
+def test_audio_and_video_models_adapt_to_the_speaker_each_by_its_own_features(models, clips):
+    predictor = load_audiovisual(models / "audio-adaptive", models / "video-adaptive")
+    assert predictor.protocols == (SPEAKER_ADAPTIVE,)
+    recordings = [clips["talking"], clips["partly"]]
+    batch = predict_files(recordings, predictor, adapt_speaker=True, speakers=dict.fromkeys(recordings, "anna"))
+    assert [result.protocol for result in batch.results] == [SPEAKER_ADAPTIVE] * 2
+    audio = load_model(models / "audio-adaptive")
+    moments = audio.speaker_moments_for(recordings)
+    assert batch.results[0].audio.probabilities == pytest.approx(
+        audio.predict(recordings[0], speaker_moments=moments).probabilities
+    )
+    with pytest.raises(ProtocolError, match="needs the speaker's moments"):
+        predictor.predict(recordings[0])
 
 
 def test_models_that_cannot_go_together_are_refused_in_one_line(models, tmp_path, fixture_clips):
