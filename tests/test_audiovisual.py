@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
 from emotrace.api import load_audiovisual, load_model, predict_files
+from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.cli import app
 from emotrace.errors import BatchReport, InputError
@@ -200,11 +202,15 @@ def test_a_video_without_audio_is_predicted_from_its_face_and_says_so(models, cl
         load_model(models / "audio").predict(clips["silent"])
 
 
-def test_an_audio_file_with_a_video_model_is_a_one_line_error(models, fixture_clips):
+def test_an_audio_file_with_a_video_model_is_a_one_line_error(models, fixture_clips, tmp_path):
     clip = fixture_clips[0]
     done = runner.invoke(app, ["predict", str(clip), "-m", str(models / "video")])
     assert done.exit_code == 1 and "Traceback" not in done.output
     assert f"skipped {clip}: the model needs video (no video stream)" in " ".join(done.stderr.split())
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(load_audio(clip), 12), SAMPLE_RATE)  # over 30 s: not cut into segments to fail one by one
+    with pytest.raises(MissingStreamError, match=r"long\.wav: the model needs video \(no video stream\)"):
+        load_model(models / "video").predict_file(long)
     # with an audio model beside it, the audio is predicted and the missing video said
     result = load_audiovisual(models / "audio", models / "video").predict_file(clip)
     assert result.modalities == {"audio": True, "video": False} and result.notes == ("no video stream",)

@@ -29,7 +29,7 @@ import numpy as np
 
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.normalization import Moments
-from emotrace.inference.media import MAX_UTTERANCE_SECONDS, MediaPredictor, MissingStreamError, Piece
+from emotrace.inference.media import MAX_UTTERANCE_SECONDS, Media, MediaPredictor, MissingStreamError, Piece
 from emotrace.inference.predictions import LATE_FUSION, MODEL_FUSION, AudioVisualPrediction, Prediction
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.roi_compare import AttentionCurve, compare_clip
@@ -95,6 +95,9 @@ class AudioVisualPredictor(MediaPredictor):
     def require_protocol(self, adaptive: bool) -> None:
         for model in self.models.values():
             model.require_protocol(adaptive)
+
+    def check_streams(self, media: Media, adaptive: bool) -> None:
+        """Nothing: what one model lacks, another may have (the probe refuses a file with neither stream)."""
 
     def speaker_moments_for(
         self,

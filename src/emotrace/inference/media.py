@@ -194,6 +194,11 @@ class MediaPredictor(ABC):
     ) -> Any:
         """One speaker's moments from their recordings, as :meth:`predict_piece` takes them."""
 
+    @abstractmethod
+    def check_streams(self, media: Media, adaptive: bool) -> None:
+        """A :class:`MissingStreamError` when ``media`` lacks a stream the models cannot do
+        without, so that a long file fails at once, not segment by segment."""
+
     def probe(self, path: str | Path) -> Media:
         """The streams of ``path`` this predictor reads."""
         return probe_media(path, video=self.reads("video"))
@@ -226,6 +231,7 @@ class MediaPredictor(ABC):
         report = BatchReport(strict=True) if report is None else report
         media = self.probe(path)
         self.require_protocol(adaptive=speaker_moments is not None)  # fail before the VAD runs
+        self.check_streams(media, adaptive=speaker_moments is not None)
         if segments is None:
             if media.audio is None:
                 raise InputError(media.path, f"has {media.notes['audio']}, so no speech segments can be found in it")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from emotrace.features.registry import get_extractor, spec_for_layers
 from emotrace.features.transforms import InputSpec, frame_rate, model_frames, select_layers
 from emotrace.inference.media import (
     MAX_UTTERANCE_SECONDS,
+    Media,
     MediaPredictor,
     MissingStreamError,
     Piece,
@@ -102,7 +103,7 @@ class Predictor(MediaPredictor):
         """Whether any of its models reads ``modality`` (e.g. whether a transcript matters)."""
         return any(modality in c.inputs for c in self.checkpoints.values())
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         audio: str | Path | np.ndarray | Piece,
         text: str | None = None,
@@ -118,7 +119,7 @@ class Predictor(MediaPredictor):
         InputError pointing to :meth:`predict_recording`.
         """
         if not isinstance(audio, np.ndarray):
-            return super().predict(audio, text, speaker_moments=speaker_moments)  # type: ignore[return-value]
+            return cast(Prediction, super().predict(audio, text, speaker_moments=speaker_moments))
         try:
             (waveform,) = checked_waveforms([audio])
         except InputError as error:
@@ -165,6 +166,13 @@ class Predictor(MediaPredictor):
 
     def require_protocol(self, adaptive: bool) -> None:
         self.checkpoint_for(adaptive)
+
+    def check_streams(self, media: Media, adaptive: bool) -> None:
+        has = [m for m, info in (("audio", media.audio), ("video", media.video)) if info is not None]
+        missing = self.checkpoint_for(adaptive).model.missing_modalities([*has, "text"])
+        if missing:
+            needs = " and ".join(f"{m} ({media.notes.get(m, 'absent')})" for m in missing)
+            raise MissingStreamError(media.path, f"the model needs {needs}")
 
     def checkpoint_for(self, adaptive: bool) -> Checkpoint:
         """The speaker-adaptive model, or the utterance-level one; a ProtocolError when
