@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,15 @@ def test_an_audio_file_with_a_video_model_is_a_one_line_error(models, fixture_cl
     # with an audio model beside it, the audio is predicted and the missing video said
     result = load_audiovisual(models / "audio", models / "video").predict_file(clip)
     assert result.modalities == {"audio": True, "video": False} and result.notes == ("no video stream",)
+
+
+def test_a_model_set_folder_predicts_videos_with_its_models(models, clips, tmp_path):
+    for role in ("audio", "video"):
+        shutil.copytree(models / role, tmp_path / "set" / role)
+    done = runner.invoke(app, ["predict", str(clips["talking"]), "-m", str(tmp_path / "set"), "--format", "json"])
+    assert done.exit_code == 0, done.output
+    (result,) = json.loads(done.stdout)["predictions"]
+    assert result["fused"]["method"] == "late" and result["audio"] is not None and result["video"] is not None
 
 
 def test_a_face_missing_from_some_frames_is_noted_and_the_video_used(models, clips):

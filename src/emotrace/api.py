@@ -1,5 +1,6 @@
 """``emotrace.load_model``: a packaged model by name, or any checkpoint or training run folder;
-:func:`load_audiovisual`: an audio model, a face-video model and their fusion together;
+:func:`load_audiovisual`: an audio model, a face-video model and their fusion together (or a
+model set, a folder of them: :func:`model_set`);
 :func:`predict_files`: a batch of files, folders and globs, as ``emotrace predict`` runs it.
 
 Packaged models are checkpoint folders in ``emotrace/pretrained/<name>/`` (package data,
@@ -24,7 +25,7 @@ from emotrace.checkpoint import (
     load_checkpoint,
 )
 from emotrace.errors import InputError
-from emotrace.inference.audiovisual import AudioVisualPredictor
+from emotrace.inference.audiovisual import ROLES, AudioVisualPredictor
 from emotrace.inference.batch import BatchPredictions, BatchProgress, predict_batch
 from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictor import Predictor
@@ -124,10 +125,27 @@ def load_predictor(
     """What ``emotrace predict``, ``emotrace serve`` and :func:`predict_files` run: ``model``
     alone (the default model when none is named; one that reads face video gets it), or with
     a ``video_model`` and/or a ``fusion_model`` all of them together (:func:`load_audiovisual`,
-    ``model`` then being the audio model, if any)."""
+    ``model`` then being the audio model, if any). ``model`` may also be a model set
+    (:func:`model_set`)."""
     if video_model is None and fusion_model is None:
+        roles = None if model is None else model_set(model)
+        if roles is not None:
+            return load_audiovisual(**roles, asr=asr)
         return load_model(DEFAULT_MODEL if model is None else model, asr=asr)
     return load_audiovisual(model, video_model, fusion_model, asr=asr)
+
+
+def model_set(name_or_dir: str | Path) -> dict[str, Path] | None:
+    """The models of a model set, by role: a folder (or a packaged name) holding two or three
+    of ``audio/``, ``video/`` and ``fusion/``, each a checkpoint or training run folder, that
+    predict videos together; None for anything else."""
+    path = Path(name_or_dir)
+    if not path.is_dir():
+        path = PRETRAINED / str(name_or_dir)
+    if not path.is_dir() or is_checkpoint(path):
+        return None
+    roles = {role: path / role for role in ROLES if (path / role).is_dir()}
+    return roles if len(roles) >= 2 else None
 
 
 def predict_files(
