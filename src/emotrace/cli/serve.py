@@ -24,8 +24,9 @@ def serve(
         str | None,
         typer.Option(
             "--model", "-m",
-            help=f"Packaged model name, checkpoint folder or training run folder [default: {DEFAULT_MODEL}, "
-            "unless --video-model or --fusion-model is given: then the audio model, if any].",
+            help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
+            f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
+            "--fusion-model is given: then the audio model, if any].",
             show_default=False,
         ),
     ] = None,
