@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models"}),
     frozenset({"checkpoint"}),
     frozenset({"training", "inference"}),
-    frozenset({"api"}),
+    frozenset({"api", "distributed"}),  # distributed: extraction and prediction on Ray, beside the api
     frozenset({"cli", "service", "__main__"}),
 )
 #: parts of one layer that must stay independent of each other

@@ -79,20 +79,25 @@ def resolve_model(name_or_dir: str | Path) -> Path:
 
 
 def load_model(
-    name_or_dir: str | Path = DEFAULT_MODEL, *, adaptive: str | Path | None = None, asr: bool = False
+    name_or_dir: str | Path = DEFAULT_MODEL,
+    *,
+    adaptive: str | Path | None = None,
+    asr: bool = False,
+    min_confidence: float | None = None,
 ) -> Predictor:
     """A :class:`~emotrace.inference.predictor.Predictor` for a model name or folder.
 
     ``adaptive`` names a speaker-adaptive companion (name or folder); by default a packaged
     model brings its ``<name>-adaptive`` twin when one is packaged. ``asr`` transcribes
-    audio for text models when no transcript is given.
+    audio for text models when no transcript is given. With ``min_confidence`` a
+    prediction whose top probability is below it is labelled ``"uncertain"``.
     """
     path = resolve_model(name_or_dir)
     twin = PRETRAINED / f"{path.name}{ADAPTIVE_SUFFIX}"
     if adaptive is None and path.parent == PRETRAINED and is_checkpoint(twin):
         adaptive = twin
     companion = None if adaptive is None else _load(resolve_model(adaptive))
-    return Predictor(_load(path), companion, asr=asr)
+    return Predictor(_load(path), companion, asr=asr, min_confidence=min_confidence)
 
 
 def load_audiovisual(
@@ -101,14 +106,16 @@ def load_audiovisual(
     fusion: str | Path | None = None,
     *,
     asr: bool = False,
+    min_confidence: float | None = None,
 ) -> AudioVisualPredictor:
     """Two or three models (names or folders) that predict a video together: ``audio`` reads
     the voice (and a transcript, with ``asr`` transcribed when none is given), ``video`` the
-    face, ``fusion`` both (method B); see :mod:`emotrace.inference.audiovisual`."""
+    face, ``fusion`` both (method B); see :mod:`emotrace.inference.audiovisual`. With
+    ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``."""
     models = {role: load_model(name, asr=asr) for role, name in (("audio", audio), ("video", video),
                                                                   ("fusion", fusion)) if name is not None}
     try:
-        return AudioVisualPredictor(**models)
+        return AudioVisualPredictor(**models, min_confidence=min_confidence)
     except ValueError as error:
         names = ", ".join(f"{role} {name}" for role, name in (("audio", audio), ("video", video),
                                                                 ("fusion", fusion)) if name is not None)
@@ -121,18 +128,19 @@ def load_predictor(
     fusion_model: str | Path | None = None,
     *,
     asr: bool = False,
+    min_confidence: float | None = None,
 ) -> MediaPredictor:
     """What ``emotrace predict``, ``emotrace serve`` and :func:`predict_files` run: ``model``
     alone (the default model when none is named; one that reads face video gets it), or with
     a ``video_model`` and/or a ``fusion_model`` all of them together (:func:`load_audiovisual`,
     ``model`` then being the audio model, if any). ``model`` may also be a model set
-    (:func:`model_set`)."""
+    (:func:`model_set`). ``min_confidence`` makes less sure predictions abstain."""
     if video_model is None and fusion_model is None:
         roles = None if model is None else model_set(model)
         if roles is not None:
-            return load_audiovisual(**roles, asr=asr)
-        return load_model(DEFAULT_MODEL if model is None else model, asr=asr)
-    return load_audiovisual(model, video_model, fusion_model, asr=asr)
+            return load_audiovisual(**roles, asr=asr, min_confidence=min_confidence)
+        return load_model(DEFAULT_MODEL if model is None else model, asr=asr, min_confidence=min_confidence)
+    return load_audiovisual(model, video_model, fusion_model, asr=asr, min_confidence=min_confidence)
 
 
 def model_set(name_or_dir: str | Path) -> dict[str, Path] | None:
@@ -160,6 +168,7 @@ def predict_files(
     speakers: Mapping[str | Path, str] | None = None,
     plot: str | Path | None = None,
     progress: BatchProgress | None = None,
+    min_confidence: float | None = None,
 ) -> BatchPredictions:
     """Predict every file that ``inputs`` name (files, folders searched recursively, globs).
 
@@ -171,8 +180,10 @@ def predict_files(
     ``text`` is the transcript of every file, or ``transcripts`` one per file path. With
     ``adapt_speaker`` each speaker's recordings are normalised together (speaker-adaptive
     protocol); ``speakers`` maps file paths to speakers, else a file's folder names its
-    speaker. ``plot`` is a folder for a PNG per result. Bad files are skipped and listed
-    in the result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
+    speaker. ``plot`` is a folder for a PNG per result. With ``min_confidence`` (a
+    probability) a prediction whose top probability is below it is labelled
+    ``"uncertain"`` and says ``"abstained": true``. Bad files are skipped and listed in the
+    result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
     """
     predictor = model if isinstance(model, MediaPredictor) else load_predictor(model, video_model, fusion_model)
     return predict_batch(
@@ -184,6 +195,7 @@ def predict_files(
         speakers=None if speakers is None else _resolved(speakers),
         plot=None if plot is None else Path(plot),
         progress=progress,
+        min_confidence=min_confidence,
     )
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.corpora import load_corpus
 from emotrace.errors import BatchReport, EmotraceError
 from emotrace.features.asr import WhisperASR
@@ -46,32 +47,47 @@ def extract(
     ] = "all",
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per extractor call and per write.")] = 8,
     workers: Annotated[int, typer.Option(min=1, help="Threads decoding audio ahead of the model.")] = 2,
-    threads: Annotated[int | None, typer.Option(min=1, help="Torch intra-op threads.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch intra-op threads (with --engine ray: per actor, default 1).")
+    ] = None,
     asr: Annotated[bool, typer.Option("--asr", help="Transcribe utterances that have no transcript.")] = False,
     asr_model: Annotated[
         str | None, typer.Option(help="Whisper model folder or name (default: packaged tiny.en).")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances.")] = None,
+    engine: EngineOption = Engine.local,
+    address: AddressOption = None,
+    actors: ActorsOption = None,
 ) -> None:
     """Extract features of a corpus into --store; a rerun computes only what is missing."""
+    check_engine_options(engine, address, actors)
     console = Console(stderr=True)
     reading = BatchReport(strict=strict)
     report = BatchReport(strict=strict)
     try:
         data = load_corpus(corpus, root, label_set=label_set, report=reading)
         utterances = list(data.utterances)[:limit]
-        summary = extract_corpus(
-            utterances,
-            split_specs(features),
-            store,
-            batch_size=batch_size,
-            workers=workers,
-            threads=threads,
-            asr=WhisperASR(asr_model) if asr else None,
-            report=report,
-            console=console,
-        )
+        whisper = WhisperASR(asr_model) if asr else None
+        if engine == Engine.ray:
+            from emotrace.distributed.extract import extract_corpus_on_ray
+
+            summary = extract_corpus_on_ray(
+                utterances, split_specs(features), store, address=address, actors=actors, threads=threads or 1,
+                batch_size=batch_size, asr=whisper, report=report, console=console,
+            )
+        else:
+            summary = extract_corpus(
+                utterances,
+                split_specs(features),
+                store,
+                batch_size=batch_size,
+                workers=workers,
+                threads=threads,
+                asr=whisper,
+                report=report,
+                console=console,
+            )
     except EmotraceError as error:
         console.print(f"error: {error}", style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None

@@ -16,9 +16,12 @@ from rich.progress import Progress, TaskID
 from emotrace.api import DEFAULT_MODEL, load_predictor
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
+from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.inference.batch import BatchProgress, predict_batch, read_pairs
+from emotrace.inference.batch import BatchProgress, expand_inputs, group_by_speaker, predict_batch, read_pairs
 from emotrace.inference.media import MediaPredictor
+from emotrace.inference.predictions import check_min_confidence
+from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import OutputFormat, predictions_table, render
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
@@ -83,6 +86,18 @@ def predict(
             file_okay=False,
         ),
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="Label a prediction 'uncertain' when its top probability is below this (0 to 1); "
+            "its probabilities are still given.",
+        ),
+    ] = None,
+    engine: EngineOption = Engine.local,
+    address: AddressOption = None,
+    actors: ActorsOption = None,
+    threads: Annotated[int, typer.Option(min=1, help="Threads per Ray actor. With --engine ray.")] = 1,
 ) -> None:
     """Emotion of each utterance: label, probabilities, regions of interest, dynamics, mixture.
 
@@ -96,15 +111,30 @@ def predict(
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
     A bad file is reported and skipped; the exit code is 1 only when nothing could be predicted.
+
+    With --engine ray the files are predicted on a Ray cluster into --output (json or parquet);
+    a killed run, run again, predicts only the files it had not finished.
     """
     console = Console(stderr=True)
+    check_engine_options(engine, address, actors)
+    _check_output(engine, output_format, output, plot)
+    if engine == Engine.ray and min_confidence is not None:
+        raise typer.BadParameter("--min-confidence is not available with --engine ray")
+    if engine == Engine.ray and (video_model is not None or fusion_model is not None):
+        raise typer.BadParameter("--video-model and --fusion-model are not available with --engine ray")
     if sum([text is not None, transcripts is not None, asr]) > 1:
         raise typer.BadParameter("give at most one of --text, --transcripts and --asr")
     if speakers is not None and not adapt_speaker:
         raise typer.BadParameter("--speakers needs --adapt-speaker")
     try:
+        check_min_confidence(min_confidence, "--min-confidence")
+    except ValueError as error:
+        fail(console, EmotraceError(str(error)))
+    try:
         predictor = load_predictor(model, video_model, fusion_model, asr=asr)
         _check_protocol(predictor, adapt_speaker, model or video_model or fusion_model or DEFAULT_MODEL)
+        if engine == Engine.ray and not isinstance(predictor, Predictor):
+            raise InputError(str(model), "is a model set, which --engine ray cannot run: use --engine local")
         texts = read_pairs(transcripts, "text") if transcripts else {}
         speaker_of = read_pairs(speakers, "speaker") if speakers else None
     except EmotraceError as error:
@@ -113,11 +143,15 @@ def predict(
         say(console, "note: this model reads no text; the transcripts are not used")
 
     report = BatchReport()
+    if engine == Engine.ray:
+        _predict_on_ray(model or DEFAULT_MODEL, paths, text, texts, asr, adapt_speaker, speaker_of, output,
+                        output_format, report, console, address, actors, threads)
+        return
     try:  # a configuration problem (an extractor that cannot load) ends the run in one line
         with Progress(console=console) as bar:
             batch = predict_batch(
                 predictor, paths, text=text, transcripts=texts, adapt_speaker=adapt_speaker, speakers=speaker_of,
-                plot=plot, report=report, progress=_ProgressBar(bar),
+                plot=plot, report=report, progress=_ProgressBar(bar), min_confidence=min_confidence,
             )
     except EmotraceError as error:
         fail(console, error)
@@ -157,6 +191,47 @@ class _ProgressBar(BatchProgress):
 
     def skipped(self, error: InputError) -> None:
         say(self.bar.console, f"skipped {error}", style="yellow")
+
+
+def _check_output(engine: Engine, output_format: OutputFormat, output: Path | None, plot: Path | None) -> None:
+    if engine == Engine.ray:
+        if output_format not in (OutputFormat.json, OutputFormat.parquet) or output is None:
+            raise typer.BadParameter("--engine ray writes --format json or parquet to an --output file")
+        if plot is not None:
+            raise typer.BadParameter("--plot is not available with --engine ray")
+    elif output_format == OutputFormat.parquet:
+        raise typer.BadParameter("--format parquet needs --engine ray")
+
+
+def _predict_on_ray(
+    model: str, paths: list[str], text: str | None, texts: dict[Path, str], asr: bool, adapt_speaker: bool,
+    speaker_of: dict[Path, str] | None, output: Path, output_format: OutputFormat, report: BatchReport,
+    console: Console, address: str | None, actors: int | None, threads: int,
+) -> None:
+    """The files found as the local path finds them, predicted on a Ray cluster into ``output``."""
+    from emotrace.distributed.predict import predict_files_on_ray
+
+    files = expand_inputs(paths, report)
+    notes = _Notes(console)
+    groups = group_by_speaker(files, speaker_of, report, notes) if adapt_speaker else {None: files}
+    try:
+        count = predict_files_on_ray(
+            model, groups, output, output_format=output_format.value, text=text, texts=texts, asr=asr,
+            report=report, address=address, actors=actors, threads=threads, console=console,
+        )
+    except EmotraceError as error:
+        fail(console, error)
+    say(console, report.summary())
+    if not count:
+        raise typer.Exit(1)
+
+
+class _Notes(BatchProgress):
+    def __init__(self, console: Console):
+        self.console = console
+
+    def note(self, message: str) -> None:
+        say(self.console, message)
 
 
 def _check_protocol(predictor: MediaPredictor, adapt_speaker: bool, model: str) -> None:

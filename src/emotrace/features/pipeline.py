@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -123,6 +124,7 @@ def extract_corpus(
     progress: bool = True,
     threads: int | None = None,
     console: Console | None = None,
+    make_run: Callable[..., ExtractionRun] | None = None,
 ) -> ExtractionSummary:
     """Fill one store per extractor under ``store_dir`` with the features of ``utterances``.
 
@@ -131,6 +133,8 @@ def extract_corpus(
     transcript are transcribed (stored under ``store_dir`` too) and text extractors read
     those transcripts. ``threads`` sets torch's intra-op threads (default: torch's own,
     one per physical core). Bad inputs are recorded in ``report`` (or raised when strict).
+    ``make_run`` builds the :class:`ExtractionRun` that does the computing (default: this
+    process; :mod:`emotrace.distributed.extract` passes one that runs on a Ray cluster).
     """
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be at least 1, got {batch_size} and {workers}")
@@ -157,7 +161,7 @@ def extract_corpus(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, disable=not progress) as bar, ThreadPoolExecutor(workers) as pool:
-        run = _Run(jobs, asr_job, report, bar, pool, batch_size)
+        run = (make_run or ExtractionRun)(jobs, asr_job, report, bar, pool, batch_size)
         run.audio_phase(utterances)
         run.text_phase(utterances)
         run.video_phase(utterances)
@@ -183,8 +187,13 @@ def open_stores(root: str | Path) -> list[FeatureStore | TranscriptStore]:
     return stores
 
 
-class _Run:
-    """The state of one extraction: jobs, counts, the utterances that failed."""
+class ExtractionRun:
+    """The state of one extraction: jobs, counts, the utterances that failed.
+
+    It decides what is cached, counts and reports; three steps do the computing, in this
+    process here: :meth:`_keys` (hashing), :meth:`_compute_audio` and :meth:`_compute_text`
+    (extracting and storing). A subclass may run those steps elsewhere and keep the rest.
+    """
 
     def __init__(
         self, jobs: list[_Job], asr_job: _AsrJob | None, report: BatchReport, bar: Progress,
@@ -208,10 +217,7 @@ class _Run:
             count.skipped += 1
         if utterance.id not in self.failed:
             self.failed.add(utterance.id)
-            media = utterance.video if error.source == utterance.video else utterance.audio
-            named = error.source == utterance.id or not media  # e.g. a missing transcript
-            source = utterance.id if named else f"{utterance.id} ({media})"
-            self.report.skip(InputError(source, error.problem))
+            self.report.skip(skipped_input(error, utterance))
 
     def _asr_for(self, utterance: Utterance) -> _AsrJob | None:
         """The ASR job if ``utterance`` needs one (ASR requested, no transcript given)."""
@@ -227,17 +233,25 @@ class _Run:
         """Hash, then decode (ahead, in the pool) and extract what the stores lack."""
         wanted = [utterance for utterance in utterances if self.audio_jobs or self._asr_for(utterance)]
         task = self.bar.add_task("hashing audio", total=len(wanted))
-        for utterance, outcome in zip(wanted, self.pool.map(_audio_key_or_error, wanted)):
+        for utterance, outcome in zip(wanted, self._keys(wanted, task)):
             if isinstance(outcome, InputError):
                 self.skip(outcome, utterance, self._audio_counts(utterance))
             else:
                 self.keys[utterance.id] = outcome
-            self.bar.advance(task)
 
         pending = [item for utterance in wanted if (item := self._audio_item(utterance)) is not None]
         for job in self.audio_jobs:
             self._flush_copies(job)
-        task = self.bar.add_task("audio features", total=len(pending))
+        self._compute_audio(pending, self.bar.add_task("audio features", total=len(pending)))
+
+    def _keys(self, utterances: list[Utterance], task: TaskID) -> Iterator[str | InputError]:
+        """The content key of each utterance's audio, or why it cannot be read, in order."""
+        for outcome in self.pool.map(audio_key_or_error, utterances):
+            yield outcome
+            self.bar.advance(task)
+
+    def _compute_audio(self, pending: list[_AudioItem], task: TaskID) -> None:
+        """Decode (ahead, in the pool), extract and store what ``pending`` needs; count it."""
         for batch in _batches(_decoded(pending, self.pool, depth=2 * self.batch_size), self.batch_size):
             loaded = []
             for item, outcome in batch:
@@ -268,19 +282,13 @@ class _Run:
         return _AudioItem(utterance, key, todo, transcribe) if todo or transcribe else None
 
     def _extract_audio(self, job: _Job, items: list[_AudioItem]) -> None:
-        waveforms = [item.waveform for item in items]
-        features = self._extract_each(job, waveforms, [item.utterance for item in items])
-        job.store.put_many([
-            Entry(item.utterance.id, item.key, result, {"seconds": len(item.waveform) / SAMPLE_RATE})
-            for item, result in zip(items, features)
-            if result is not None
-        ])
+        batch = [(item.utterance.id, item.key, item.waveform) for item in items]
+        self._count(job, [item.utterance for item in items], store_audio_features(job.extractor, job.store, batch))
 
     def _transcribe(self, items: list[_AudioItem]) -> None:
         if self.asr_job is None or not items:
             return
-        transcripts = [self.asr_job.asr.transcribe(item.waveform) for item in items]
-        self.asr_job.store.put_many([(item.utterance.id, item.key, text) for item, text in zip(items, transcripts)])
+        store_transcripts(self.asr_job.asr, self.asr_job.store, [(i.utterance.id, i.key, i.waveform) for i in items])
         self.asr_job.count.computed += len(items)
 
     # ----------------------------------------------------------------- text
@@ -302,15 +310,14 @@ class _Run:
                     todo.append((utterance, text))
             self._flush_copies(job)
             self.bar.advance(task, len(texts) - len(todo))
-            for batch in _batches(todo, self.batch_size):
-                utterances_in_batch = [utterance for utterance, _ in batch]
-                features = self._extract_each(job, [text for _, text in batch], utterances_in_batch)
-                job.store.put_many([
-                    Entry(utterance.id, text_key(text), result, {"text": text})
-                    for (utterance, text), result in zip(batch, features)
-                    if result is not None
-                ])
-                self.bar.advance(task, len(batch))
+            self._compute_text(job, todo, task)
+
+    def _compute_text(self, job: _Job, todo: list[tuple[Utterance, str]], task: TaskID) -> None:
+        """Extract and store the features of ``todo``'s texts; count them."""
+        for batch in _batches(todo, self.batch_size):
+            errors = store_text_features(job.extractor, job.store, [(utterance.id, text) for utterance, text in batch])
+            self._count(job, [utterance for utterance, _ in batch], errors)
+            self.bar.advance(task, len(batch))
 
     def _text(self, utterance: Utterance) -> str | None:
         counts = [job.count for job in self.text_jobs]
@@ -376,26 +383,69 @@ class _Run:
         job.copied += len(job.copies)
         job.copies = []
 
-    def _extract_each(self, job: _Job, inputs: list[Any], sources: list[Utterance]) -> list[Features | None]:
-        """Features of a batch; if it raises an InputError, one input at a time to isolate it."""
-        if not inputs:
-            return []
-        try:
-            results: list[Features | None] = list(job.extractor.extract(inputs))
-        except InputError as error:
-            if len(inputs) == 1:
-                self.skip(error, sources[0], [job.count])
-                return [None]
-            return [
-                result
-                for single, source in zip(inputs, sources)
-                for result in self._extract_each(job, [single], [source])
-            ]
-        job.count.computed += len(results)
-        return results
+    def _count(self, job: _Job, utterances: Sequence[Utterance], errors: Sequence[InputError | None]) -> None:
+        """Count what a stored batch computed, and report what failed in it."""
+        for utterance, error in zip(utterances, errors):
+            if error is None:
+                job.count.computed += 1
+            else:
+                self.skip(error, utterance, [job.count])
 
 
-def _audio_key_or_error(utterance: Utterance) -> str | InputError:
+def store_audio_features(
+    extractor: Extractor, store: FeatureStore, batch: Sequence[tuple[str, str, np.ndarray]]
+) -> list[InputError | None]:
+    """Extract ``(utterance id, audio key, waveform)`` inputs and store them as one shard;
+    per input, None or why it failed."""
+    outcomes = extract_isolated(extractor, [waveform for _, _, waveform in batch])
+    store.put_many([
+        Entry(utt_id, key, features, {"seconds": len(waveform) / SAMPLE_RATE})
+        for (utt_id, key, waveform), features in zip(batch, outcomes)
+        if not isinstance(features, InputError)
+    ])
+    return [outcome if isinstance(outcome, InputError) else None for outcome in outcomes]
+
+
+def store_text_features(
+    extractor: Extractor, store: FeatureStore, batch: Sequence[tuple[str, str]]
+) -> list[InputError | None]:
+    """Extract ``(utterance id, text)`` inputs and store them as one shard; per input, None or why it failed."""
+    outcomes = extract_isolated(extractor, [text for _, text in batch])
+    store.put_many([
+        Entry(utt_id, text_key(text), features, {"text": text})
+        for (utt_id, text), features in zip(batch, outcomes)
+        if not isinstance(features, InputError)
+    ])
+    return [outcome if isinstance(outcome, InputError) else None for outcome in outcomes]
+
+
+def store_transcripts(asr: WhisperASR, store: TranscriptStore, batch: Sequence[tuple[str, str, np.ndarray]]) -> None:
+    """Transcribe ``(utterance id, audio key, waveform)`` inputs and append them to ``store``."""
+    store.put_many([(utt_id, key, asr.transcribe(waveform)) for utt_id, key, waveform in batch])
+
+
+def skipped_input(error: InputError, utterance: Utterance) -> InputError:
+    """How a failed utterance is reported: by its id, and its file unless the error names the
+    utterance (an extractor's own error knows only its position in the batch)."""
+    media = utterance.video if error.source == utterance.video else utterance.audio
+    named = error.source == utterance.id or not media  # e.g. a missing transcript
+    return InputError(utterance.id if named else f"{utterance.id} ({media})", error.problem)
+
+
+def extract_isolated(extractor: Extractor, inputs: Sequence[Any]) -> list[Features | InputError]:
+    """Features of a batch; if it raises an InputError, one input at a time to isolate it."""
+    if not inputs:
+        return []
+    try:
+        return list(extractor.extract(list(inputs)))
+    except InputError as error:
+        if len(inputs) == 1:
+            return [error]
+        return [outcome for single in inputs for outcome in extract_isolated(extractor, [single])]
+
+
+def audio_key_or_error(utterance: Utterance) -> str | InputError:
+    """The content key of an utterance's audio, or why it cannot be read."""
     if utterance.audio is None:
         return InputError(utterance.id, "has no audio file")
     try:
@@ -423,7 +473,7 @@ def _decoded(
     """``(item, waveform or error)`` in order, decoding up to ``depth`` items ahead."""
     in_flight: deque[tuple[_AudioItem, Future[np.ndarray | InputError]]] = deque()
     for item in items:
-        in_flight.append((item, pool.submit(_load_or_error, item.utterance)))
+        in_flight.append((item, pool.submit(load_or_error, item.utterance)))
         if len(in_flight) > depth:
             done, future = in_flight.popleft()
             yield done, future.result()
@@ -431,7 +481,8 @@ def _decoded(
         yield done, future.result()
 
 
-def _load_or_error(utterance: Utterance) -> np.ndarray | InputError:
+def load_or_error(utterance: Utterance) -> np.ndarray | InputError:
+    """An utterance's audio at the extractors' rate, or why it cannot be decoded."""
     try:
         return load_audio(utterance.audio, start=utterance.start, end=utterance.end, sr=SAMPLE_RATE)
     except InputError as error:

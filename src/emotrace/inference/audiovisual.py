@@ -30,7 +30,13 @@ import numpy as np
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.normalization import Moments
 from emotrace.inference.media import MAX_UTTERANCE_SECONDS, Media, MediaPredictor, MissingStreamError, Piece
-from emotrace.inference.predictions import LATE_FUSION, MODEL_FUSION, AudioVisualPrediction, Prediction
+from emotrace.inference.predictions import (
+    LATE_FUSION,
+    MODEL_FUSION,
+    AudioVisualPrediction,
+    Prediction,
+    check_min_confidence,
+)
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.roi_compare import AttentionCurve, compare_clip
 from emotrace.models.registry import model_name
@@ -51,7 +57,8 @@ class AudioVisualPredictor(MediaPredictor):
 
     ``audio`` reads audio (and perhaps text), not video; ``video`` reads the face video,
     not audio; ``fusion`` reads both. All must have the same labels. A ValueError says
-    which model breaks which rule.
+    which model breaks which rule. ``min_confidence`` (a probability, None for never) makes
+    utterances whose fused result is less sure than it abstain.
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class AudioVisualPredictor(MediaPredictor):
         fusion: Predictor | None = None,
         *,
         max_duration: float = MAX_UTTERANCE_SECONDS,
+        min_confidence: float | None = None,
     ):
         self.models: dict[str, Predictor] = {
             role: model for role, model in zip(ROLES, (audio, video, fusion)) if model is not None
@@ -82,6 +90,7 @@ class AudioVisualPredictor(MediaPredictor):
                 )
         self.labels = self.models[first].labels
         self.max_duration = max_duration
+        self.min_confidence = check_min_confidence(min_confidence)
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -131,7 +140,7 @@ class AudioVisualPredictor(MediaPredictor):
         audio, video, fused = (streams.get(role) for role in ROLES)
         fusion = description = None
         if fused is not None:
-            label, probabilities = fused.label, fused.probabilities
+            label, probabilities = fused.top_label, fused.probabilities
             read = " + ".join(m for m, used in fused.modalities.items() if used)
             method = model_name(self.models["fusion"].checkpoint_for(speaker_moments is not None).model.config)
             fusion, description = MODEL_FUSION, f"the fusion model ({method}) over {read}"
@@ -141,11 +150,11 @@ class AudioVisualPredictor(MediaPredictor):
             fusion, description = LATE_FUSION, LATE_FUSION_DESCRIPTION
         else:
             (alone,) = [p for p in (audio, video) if p is not None]
-            label, probabilities = alone.label, alone.probabilities
+            label, probabilities = alone.top_label, alone.probabilities
         comparison = None
         if audio is not None and video is not None and audio.attention is not None and video.attention is not None:
             comparison = compare_clip(attention_curve(audio), attention_curve(video))
-        return AudioVisualPrediction(
+        prediction = AudioVisualPrediction(
             source=piece.source,
             start=piece.start,
             duration=piece.duration,
@@ -161,6 +170,7 @@ class AudioVisualPredictor(MediaPredictor):
             fused=fused,
             comparison=comparison,
         )
+        return prediction if self.min_confidence is None else prediction.with_min_confidence(self.min_confidence)
 
 
 def late_fusion(*posteriors: Mapping[str, float]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from emotrace.errors import BatchReport, InputError
 from emotrace.inference.media import MediaPredictor
-from emotrace.inference.predictions import Result
+from emotrace.inference.predictions import Result, check_min_confidence
 from emotrace.inference.writers import predictions_document
 
 #: what a folder is searched for (any file named explicitly is tried, whatever its name)
@@ -77,6 +77,7 @@ def predict_batch(
     plot: Path | None = None,
     report: BatchReport | None = None,
     progress: BatchProgress | None = None,
+    min_confidence: float | None = None,
 ) -> BatchPredictions:
     """Predict every file that ``inputs`` (files, folders searched recursively, globs) name.
 
@@ -86,11 +87,13 @@ def predict_batch(
     who speaks, else the parent folder's name does. ``plot`` is a folder for the PNGs of
     each result, drawn from the audio the prediction decoded. ``predictor`` is one model's
     (:class:`~emotrace.inference.predictor.Predictor`) or audio and video models'
-    (:class:`~emotrace.inference.audiovisual.AudioVisualPredictor`). Bad inputs go to ``report``
+    (:class:`~emotrace.inference.audiovisual.AudioVisualPredictor`). ``min_confidence`` (None: the
+    predictor's own) labels predictions less sure than it ``"uncertain"``. Bad inputs go to ``report``
     (a fresh non-strict one when None) and are skipped; a predictor without a model for
     the protocol asked is a ProtocolError before any file is read.
     """
     predictor.require_protocol(adaptive=adapt_speaker)
+    check_min_confidence(min_confidence)
     report = BatchReport() if report is None else report
     progress = BatchProgress() if progress is None else progress
     files = expand_inputs(inputs, report)
@@ -123,7 +126,7 @@ def predict_batch(
                 skip(error)
             else:
                 report.done += 1
-                results.append(result)
+                results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
                 if plot is not None and not _plot(result, path, plot, predictor.labels, plot_names, waveform):
                     why = "no frame-level dynamics" if waveform is not None else "no audio to draw them over"
                     progress.note(f"no plot for {path}: {why}")

@@ -160,11 +160,13 @@ class MediaPredictor(ABC):
 
     A file up to ``max_duration`` seconds is one utterance; a longer one is a recording,
     cut into speech segments by voice activity (read from its audio), each segment read and
-    predicted on its own so memory stays bounded.
+    predicted on its own so memory stays bounded. With ``min_confidence`` (None: never) a
+    prediction, and a recording by its shares, abstains when less sure than it.
     """
 
     labels: tuple[str, ...]
     max_duration: float = MAX_UTTERANCE_SECONDS
+    min_confidence: float | None = None
 
     @property
     @abstractmethod
@@ -246,7 +248,8 @@ class MediaPredictor(ABC):
                 report.skip(InputError(f"{media.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem))
         if not timeline:
             raise InputError(media.path, "none of its speech segments could be predicted")
-        return RecordingPrediction.of(media.path, media.duration, timeline)
+        recording = RecordingPrediction.of(media.path, media.duration, timeline)
+        return recording if self.min_confidence is None else recording.with_min_confidence(self.min_confidence)
 
     def predict_file(
         self,

@@ -292,8 +292,8 @@ def _utterance_plot(
         frame_rate=result.frame_rate,
         frame_posteriors=result.frame_posteriors,
         labels=labels,
-        predicted=result.label,
-        probability=result.probabilities[result.label],
+        predicted=result.top_label,  # an abstaining prediction's plot shows its best guess
+        probability=result.probabilities[result.top_label],
         segments=[(span.start - result.start, span.end - result.start) for span in result.segments],
         title=title,
     )

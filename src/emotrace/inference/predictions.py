@@ -6,12 +6,19 @@ Where face video is involved, an utterance can also be an :class:`AudioVisualPre
 the audio model's and the video model's predictions, their fusion, and where the two
 streams' attention agrees. JSON keys about video appear only where video is involved, so
 the output of audio models stays what it always was.
+
+A prediction may abstain: asked for a ``min_confidence``, one whose top probability (a
+recording's top share) falls below it is labelled :data:`UNCERTAIN` instead of a class,
+its probabilities still given, and its JSON gains ``"abstained"``. Without a threshold
+there is no ``"abstained"`` key, so the document is what it always was.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +31,16 @@ if TYPE_CHECKING:
 #: how an audio-visual prediction's label was made: the two streams' posteriors multiplied, or a fusion model
 LATE_FUSION = "late"
 MODEL_FUSION = "model"
+#: the label of a prediction that abstains: its top probability is below the threshold asked for
+UNCERTAIN = "uncertain"
+
+
+def check_min_confidence(value: float | None, name: str = "min_confidence") -> float | None:
+    """``value`` itself when it is None (no abstention) or a probability in [0, 1]; a one-line
+    ValueError naming it as ``name`` (e.g. the command line's option) otherwise."""
+    if value is not None and not (isinstance(value, Real) and math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +56,8 @@ class Prediction:
     ``transcript`` is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
     ``notes`` say why an input the model reads was not used, or only in part (no video
     stream, no face in most frames); the JSON has them for models that read video.
+    ``label`` is the most probable class, or :data:`UNCERTAIN` when ``abstained`` (None:
+    no abstention threshold was asked for).
     """
 
     source: str
@@ -57,10 +76,21 @@ class Prediction:
     attention: np.ndarray | None = None
     frame_posteriors: np.ndarray | None = None
     notes: tuple[str, ...] = ()
+    abstained: bool | None = None
 
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+    @property
+    def top_label(self) -> str:
+        """The most probable class, whether or not the prediction abstains."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def with_min_confidence(self, min_confidence: float | None) -> Prediction:
+        """This prediction under an abstention threshold (None: none, the top class is the label)."""
+        abstained = _abstains(self.probabilities, min_confidence)
+        return replace(self, label=UNCERTAIN if abstained else self.top_label, abstained=abstained)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
@@ -84,6 +114,7 @@ class Prediction:
             "end": round(self.end, 3),
             "duration": round(self.duration, 3),
             "label": self.label,
+            **_abstention(self.abstained),
             "probabilities": _rounded(self.probabilities, 5),
             "protocol": self.protocol,
             "modalities": dict(self.modalities),
@@ -103,7 +134,8 @@ class AudioVisualPrediction:
     prediction, when ``fusion`` is :data:`MODEL_FUSION`; the product of ``audio``'s and
     ``video``'s posteriors, renormalised, when it is :data:`LATE_FUSION`; the one stream's
     prediction when only one could be used (``fusion`` None). ``modalities`` says which
-    streams were used and ``notes`` why one was not, or only in part. ``comparison`` is
+    streams were used and ``notes`` why one was not, or only in part; ``label`` is
+    :data:`UNCERTAIN` when ``abstained``. ``comparison`` is
     where the audio and the video attention agree (:mod:`emotrace.inference.roi_compare`),
     when both models attend over time; its times are seconds from ``start``.
     """
@@ -122,10 +154,24 @@ class AudioVisualPrediction:
     fusion_description: str | None = None
     fused: Prediction | None = None
     comparison: ClipAgreement | None = None
+    abstained: bool | None = None
 
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+    @property
+    def top_label(self) -> str:
+        """The most probable fused class, whether or not the prediction abstains."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def with_min_confidence(self, min_confidence: float | None) -> AudioVisualPrediction:
+        """This prediction and each stream's under an abstention threshold (None: none); the
+        fused probabilities decide whether the utterance abstains."""
+        abstained = _abstains(self.probabilities, min_confidence)
+        streams = {name: None if stream is None else stream.with_min_confidence(min_confidence)
+                   for name, stream in (("audio", self.audio), ("video", self.video), ("fused", self.fused))}
+        return replace(self, label=UNCERTAIN if abstained else self.top_label, abstained=abstained, **streams)
 
     @property
     def segments(self) -> tuple[Span, ...]:
@@ -160,6 +206,7 @@ class AudioVisualPrediction:
             "end": round(self.end, 3),
             "duration": round(self.duration, 3),
             "label": self.label,
+            **_abstention(self.abstained),
             "probabilities": _rounded(self.probabilities, 5),
             "protocol": self.protocol,
             "modalities": dict(self.modalities),
@@ -178,13 +225,19 @@ UtterancePrediction = Prediction | AudioVisualPrediction
 @dataclass(frozen=True, eq=False)
 class RecordingPrediction:
     """A long recording: one prediction per speech segment (``timeline``) and the class
-    shares of the whole, the segments' probabilities weighted by their duration."""
+    shares of the whole, the segments' probabilities weighted by their duration.
+    Its ``label`` is the class with the largest share, or :data:`UNCERTAIN` when ``abstained``."""
 
     source: str
     duration: float
     protocol: str
     timeline: tuple[UtterancePrediction, ...]
     shares: dict[str, float]
+    abstained: bool | None = None
+
+    @property
+    def top_label(self) -> str:
+        return max(self.shares, key=self.shares.__getitem__)
 
     @classmethod
     def of(cls, source: str, duration: float, timeline: Sequence[UtterancePrediction]) -> RecordingPrediction:
@@ -197,7 +250,15 @@ class RecordingPrediction:
 
     @property
     def label(self) -> str:
-        return max(self.shares, key=self.shares.__getitem__)
+        return UNCERTAIN if self.abstained else self.top_label
+
+    def with_min_confidence(self, min_confidence: float | None) -> RecordingPrediction:
+        """The recording and each of its segments under an abstention threshold (None: none)."""
+        return replace(
+            self,
+            timeline=tuple(p.with_min_confidence(min_confidence) for p in self.timeline),
+            abstained=_abstains(self.shares, min_confidence),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,6 +266,7 @@ class RecordingPrediction:
             "duration": round(self.duration, 3),
             "protocol": self.protocol,
             "label": self.label,
+            **_abstention(self.abstained),
             "shares": _rounded(self.shares, 5),
             "timeline": [prediction.to_dict() for prediction in self.timeline],
         }
@@ -226,6 +288,16 @@ def _without_source(prediction: Prediction | None) -> dict[str, Any] | None:
     document = prediction.to_dict()
     del document["source"]
     return document
+def _abstains(scores: dict[str, float], min_confidence: float | None) -> bool | None:
+    """Whether the top score is below ``min_confidence``; None when there is no threshold."""
+    if check_min_confidence(min_confidence) is None:
+        return None
+    return bool(max(scores.values()) < min_confidence)
+
+
+def _abstention(abstained: bool | None) -> dict[str, bool]:
+    """The JSON's ``"abstained"`` field, present only when a threshold was asked for."""
+    return {} if abstained is None else {"abstained": abstained}
 
 
 def _rounded(value: Any, digits: int) -> Any:

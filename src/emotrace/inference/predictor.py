@@ -21,6 +21,10 @@ A model that reads face video gets the file's video clip (the segment's seconds 
 a recording) through its extractor, like any input. A file without a video stream, or a
 clip without a face, is noted; a model that cannot do without the video then says so in
 one line (:class:`~emotrace.inference.media.MissingStreamError`).
+
+Probabilities are the checkpoint's calibrated ones (its logits over its ``temperature``).
+With ``min_confidence`` a prediction whose top probability falls below it abstains: its
+label is ``"uncertain"`` (:meth:`~emotrace.inference.predictions.Prediction.with_min_confidence`).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from emotrace.inference.media import (
     MissingStreamError,
     Piece,
 )
-from emotrace.inference.predictions import Prediction, RecordingPrediction
+from emotrace.inference.predictions import Prediction, RecordingPrediction, check_min_confidence
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
 
 __all__ = ["Prediction", "Predictor", "RecordingPrediction", "SpeakerMoments"]
@@ -65,7 +69,9 @@ class Predictor(MediaPredictor):
     ``checkpoint`` is utterance-level or speaker-adaptive; ``adaptive``, a speaker-adaptive
     checkpoint with the same labels, lets an utterance-level model also serve speakers whose
     moments are known. ``asr`` transcribes (Whisper, packaged tiny.en) when a model reads
-    text and none is given. Extractors are built on first use and shared by both models.
+    text and none is given. ``min_confidence`` (a probability, None for never) makes
+    predictions less sure than it abstain. Extractors are built on first use and shared by
+    both models.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class Predictor(MediaPredictor):
         *,
         asr: bool = False,
         max_duration: float = MAX_UTTERANCE_SECONDS,
+        min_confidence: float | None = None,
     ):
         check_protocol(checkpoint.protocol)
         if adaptive is not None:
@@ -91,6 +98,7 @@ class Predictor(MediaPredictor):
         self.labels: tuple[str, ...] = checkpoint.labels
         self.asr = asr
         self.max_duration = max_duration
+        self.min_confidence = check_min_confidence(min_confidence)
         self._extractors: dict[str, Extractor] = {}
         self._whisper: WhisperASR | None = None
 
@@ -213,9 +221,9 @@ class Predictor(MediaPredictor):
         with torch.inference_mode():
             output = model(**inputs)
 
-        probabilities = output.probabilities[0].float().cpu().numpy()
+        probabilities = output.probabilities_at(checkpoint.temperature)[0].float().cpu().numpy()
         explanation = output.explain(0, rates, offset=piece.start)
-        return Prediction(
+        prediction = Prediction(
             source=piece.source,
             start=piece.start,
             duration=piece.duration,
@@ -233,6 +241,7 @@ class Predictor(MediaPredictor):
             frame_posteriors=explanation.frame_posteriors,
             notes=tuple(piece.notes[m] for m in checkpoint.inputs if m in piece.notes),
         )
+        return prediction if self.min_confidence is None else prediction.with_min_confidence(self.min_confidence)
 
     def _text(
         self, checkpoint: Checkpoint, waveform: np.ndarray | None, text: str | None

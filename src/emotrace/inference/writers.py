@@ -35,6 +35,7 @@ class OutputFormat(str, Enum):
     json = "json"
     csv = "csv"
     table = "table"
+    parquet = "parquet"  # written by the Ray engine only (emotrace.distributed.results)
 
 
 def predictions_document(results: Sequence[Result], report: BatchReport) -> dict[str, Any]:
@@ -54,23 +55,28 @@ def render(
 ) -> str:
     """The predictions as JSON, CSV (one row per utterance and per recording's speech
     segment; with :data:`AUDIOVISUAL_COLUMNS` too where audio and video models predicted
-    together), or a plain-text table."""
+    together, and an ``abstained`` column last when an abstention threshold was asked for),
+    or a plain-text table."""
+    if output_format == OutputFormat.parquet:
+        raise ValueError("Parquet is written from result parts by the Ray engine (emotrace.distributed.results)")
     if output_format == OutputFormat.json:
         return json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False) + "\n"
     if output_format == OutputFormat.csv:
+        predictions = utterances(results)
+        abstention = any(p.abstained is not None for p in predictions)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        rows = utterances(results)
-        audiovisual = any(isinstance(p, AudioVisualPrediction) for p in rows)
+        audiovisual = any(isinstance(p, AudioVisualPrediction) for p in predictions)
         writer.writerow([
             "source", "start", "end", "protocol", "label", *labels, "regions", "transcript",
-            *(AUDIOVISUAL_COLUMNS if audiovisual else ()),
+            *(AUDIOVISUAL_COLUMNS if audiovisual else ()), *(["abstained"] if abstention else []),
         ])
-        for p in rows:
+        for p in predictions:
             writer.writerow([
                 p.source, f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
                 *(f"{p.probabilities[label]:.5f}" for label in labels), _regions(p.segments, ";"), p.transcript or "",
                 *(_audiovisual_cells(p) if audiovisual else ()),
+                *([str(bool(p.abstained)).lower()] if abstention else []),
             ])
         return buffer.getvalue()
     buffer = io.StringIO()
@@ -82,7 +88,8 @@ def predictions_table(results: Sequence[Result]) -> Table:
     """A row per utterance and speech segment: time, label, runner-up, regions of
     interest (and transcripts, when any); each recording's shares in the caption. Where
     audio and video models predicted together, the label is the fused one, each model's
-    label and regions have columns of their own, and what was not used is in the caption."""
+    label and regions have columns of their own, and what was not used is in the caption.
+    An abstaining prediction's label reads ``uncertain (best guess and its probability)``."""
     predictions = utterances(results)
     protocols = ", ".join(sorted({p.protocol for p in predictions}))
     table = Table(title=f"{protocols} protocol")
@@ -96,8 +103,9 @@ def predictions_table(results: Sequence[Result]) -> Table:
         table.add_column("transcript")
     for p in predictions:
         ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
+        best = f"{ranked[0]} {p.probabilities[ranked[0]]:.0%}"
         row = [
-            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} {p.probabilities[p.label]:.0%}",
+            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} ({best})" if p.abstained else best,
             f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}",
         ]
         if audiovisual:
@@ -115,7 +123,8 @@ def predictions_table(results: Sequence[Result]) -> Table:
         if isinstance(r, RecordingPrediction):
             top = sorted(r.shares, key=r.shares.__getitem__, reverse=True)[:3]
             shares = ", ".join(f"{label} {r.shares[label]:.0%}" for label in top)
-            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}")
+            verdict = f" ({r.label})" if r.abstained else ""
+            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}{verdict}")
     table.caption = "\n".join(captions) or None
     return table
 

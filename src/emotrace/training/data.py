@@ -180,26 +180,65 @@ class Collate:
         return collate(items, self.stacked)
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of similar lengths, sharded over distributed ranks.
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Shuffled batches sharded over distributed ranks: every item exactly once per epoch.
 
-    Items are shuffled, cut into pools of 50 batches, each pool sorted by length and cut
-    into batches, and the batches shuffled again: padding stays small while every epoch
-    sees new batch mixes. Every rank gets the same number of batches (DDP needs that).
+    Every rank draws the same order (from the seed and the epoch) and takes every
+    ``world_size``-th batch. DDP needs every rank to run as many steps: when the batches do
+    not divide evenly, the largest are halved rather than items repeated (a repeated item
+    would count twice in the epoch).
     """
 
-    def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
-    ):
-        self.lengths, self.batch_size = list(lengths), batch_size
+    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size = size, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> ShuffledBatchSampler:
+        """What Lightning sets the epoch of before each epoch: a batch sampler's ``sampler``
+        (it never calls the batch sampler's own ``set_epoch``), here the batch sampler itself."""
+        return self
+
+    def _all_batches(self, generator: np.random.Generator) -> list[list[int]]:
+        order = generator.permutation(self.size).tolist()
+        return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+
     def _batches(self) -> list[list[int]]:
-        generator = np.random.default_rng((self.seed, self.epoch))
+        batches = self._all_batches(np.random.default_rng((self.seed, self.epoch)))
+        while len(batches) % self.world_size:
+            largest = max(range(len(batches)), key=lambda index: len(batches[index]))
+            batch = batches[largest]
+            if len(batch) < 2:
+                raise ValueError(f"{self.size} training items cannot give {self.world_size} ranks as many batches each")
+            batches[largest : largest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        return batches[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(self.size / self.batch_size) / self.world_size)
+
+
+class BucketBatchSampler(ShuffledBatchSampler):
+    """Shuffled batches of similar lengths, sharded over distributed ranks.
+
+    Items are shuffled, cut into pools of 50 batches, each pool sorted by length and cut
+    into batches, and the batches shuffled again: padding stays small while every epoch
+    sees new batch mixes.
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        super().__init__(len(lengths), batch_size, seed, rank, world_size)
+        self.lengths = list(lengths)
+
+    def _all_batches(self, generator: np.random.Generator) -> list[list[int]]:
         order = generator.permutation(len(self.lengths)).tolist()
         pool = self.batch_size * 50
         batches = []
@@ -207,15 +246,26 @@ class BucketBatchSampler(Sampler[list[int]]):
             chunk = sorted(order[start : start + pool], key=self.lengths.__getitem__)
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         generator.shuffle(batches)
-        per_rank = math.ceil(len(batches) / self.world_size)
-        batches += batches[: per_rank * self.world_size - len(batches)]  # pad so ranks agree
-        return batches[self.rank :: self.world_size]
+        return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())  # Lightning calls set_epoch before each epoch
 
-    def __len__(self) -> int:
-        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world_size)
+def with_noisy_text(
+    inputs: Mapping[str, ModalityInputs], ids: Sequence[str], labels: Sequence[int], share: float, seed: int
+) -> dict[str, ModalityInputs]:
+    """``inputs`` where a seeded ``share`` of ``ids`` (rounded) carry the ``text`` of another of
+    ``ids`` whose label differs: mismatched pairs for the noisy-text control. Donors come from
+    ``ids`` only, so text never crosses to another split; the other items are untouched."""
+    if "text" not in inputs:
+        raise ValueError("noisy_text needs a text input")
+    generator = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    frames = dict(inputs["text"].frames)
+    for index in generator.permutation(len(ids))[: round(share * len(ids))]:
+        donors = np.flatnonzero(labels != labels[index])
+        if len(donors):
+            frames[ids[index]] = inputs["text"].frames[ids[int(generator.choice(donors))]]
+    noisy = ModalityInputs(frames, inputs["text"].frame_rate, inputs["text"].stacked)
+    return {**inputs, "text": noisy}
 
 
 def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[float]:
@@ -225,7 +275,12 @@ def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[f
 
 
 class FoldDataModule(L.LightningDataModule):
-    """Train and validation loaders of one fold, distributed-aware."""
+    """Train and validation loaders of one fold, distributed-aware.
+
+    Under DDP the training batches are sharded over the ranks here (each utterance once per
+    epoch, or with class-balanced sampling, an independent draw per rank of its share); every
+    rank validates on the whole validation set, so each computes the same validation metrics.
+    """
 
     def __init__(self, train: FeatureDataset, val: FeatureDataset | None, config: DataConfig, seed: int):
         super().__init__()
@@ -246,8 +301,10 @@ class FoldDataModule(L.LightningDataModule):
             lengths = [self.train.length(i) for i in range(len(self.train))]
             sampler = BucketBatchSampler(lengths, self.config.batch_size, self.seed, rank, world)
             return self._loader(self.train, batch_sampler=sampler)
+        if world > 1:  # the trainer adds no DistributedSampler (use_distributed_sampler=False): shard here
+            sampler = ShuffledBatchSampler(len(self.train), self.config.batch_size, self.seed, rank, world)
+            return self._loader(self.train, batch_sampler=sampler)
         generator = torch.Generator().manual_seed(self.seed)
-        # Lightning adds a DistributedSampler when the strategy is distributed
         return self._loader(self.train, shuffle=True, batch_size=self.config.batch_size, generator=generator)
 
     def val_dataloader(self) -> DataLoader | list:
