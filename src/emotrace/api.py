@@ -1,4 +1,6 @@
 """``emotrace.load_model``: a packaged model by name, or any checkpoint or training run folder;
+:func:`load_audiovisual`: an audio model, a face-video model and their fusion together (or a
+model set, a folder of them: :func:`model_set`);
 :func:`predict_files`: a batch of files, folders and globs, as ``emotrace predict`` runs it.
 
 Packaged models are checkpoint folders in ``emotrace/pretrained/<name>/`` (package data,
@@ -23,7 +25,9 @@ from emotrace.checkpoint import (
     load_checkpoint,
 )
 from emotrace.errors import InputError
+from emotrace.inference.audiovisual import ROLES, AudioVisualPredictor
 from emotrace.inference.batch import BatchPredictions, BatchProgress, predict_batch
+from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictor import Predictor
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
@@ -96,10 +100,68 @@ def load_model(
     return Predictor(_load(path), companion, asr=asr, min_confidence=min_confidence)
 
 
+def load_audiovisual(
+    audio: str | Path | None = None,
+    video: str | Path | None = None,
+    fusion: str | Path | None = None,
+    *,
+    asr: bool = False,
+    min_confidence: float | None = None,
+) -> AudioVisualPredictor:
+    """Two or three models (names or folders) that predict a video together: ``audio`` reads
+    the voice (and a transcript, with ``asr`` transcribed when none is given), ``video`` the
+    face, ``fusion`` both (method B); see :mod:`emotrace.inference.audiovisual`. With
+    ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``."""
+    models = {role: load_model(name, asr=asr) for role, name in (("audio", audio), ("video", video),
+                                                                  ("fusion", fusion)) if name is not None}
+    try:
+        return AudioVisualPredictor(**models, min_confidence=min_confidence)
+    except ValueError as error:
+        names = ", ".join(f"{role} {name}" for role, name in (("audio", audio), ("video", video),
+                                                                ("fusion", fusion)) if name is not None)
+        raise InputError(names or "no models", str(error)) from None
+
+
+def load_predictor(
+    model: str | Path | None = None,
+    video_model: str | Path | None = None,
+    fusion_model: str | Path | None = None,
+    *,
+    asr: bool = False,
+    min_confidence: float | None = None,
+) -> MediaPredictor:
+    """What ``emotrace predict``, ``emotrace serve`` and :func:`predict_files` run: ``model``
+    alone (the default model when none is named; one that reads face video gets it), or with
+    a ``video_model`` and/or a ``fusion_model`` all of them together (:func:`load_audiovisual`,
+    ``model`` then being the audio model, if any). ``model`` may also be a model set
+    (:func:`model_set`). ``min_confidence`` makes less sure predictions abstain."""
+    if video_model is None and fusion_model is None:
+        roles = None if model is None else model_set(model)
+        if roles is not None:
+            return load_audiovisual(**roles, asr=asr, min_confidence=min_confidence)
+        return load_model(DEFAULT_MODEL if model is None else model, asr=asr, min_confidence=min_confidence)
+    return load_audiovisual(model, video_model, fusion_model, asr=asr, min_confidence=min_confidence)
+
+
+def model_set(name_or_dir: str | Path) -> dict[str, Path] | None:
+    """The models of a model set, by role: a folder (or a packaged name) holding two or three
+    of ``audio/``, ``video/`` and ``fusion/``, each a checkpoint or training run folder, that
+    predict videos together; None for anything else."""
+    path = Path(name_or_dir)
+    if not path.is_dir():
+        path = PRETRAINED / str(name_or_dir)
+    if not path.is_dir() or is_checkpoint(path):
+        return None
+    roles = {role: path / role for role in ROLES if (path / role).is_dir()}
+    return roles if len(roles) >= 2 else None
+
+
 def predict_files(
     inputs: str | Path | Sequence[str | Path],
-    model: str | Path | Predictor = DEFAULT_MODEL,
+    model: str | Path | MediaPredictor | None = DEFAULT_MODEL,
     *,
+    video_model: str | Path | None = None,
+    fusion_model: str | Path | None = None,
     text: str | None = None,
     transcripts: Mapping[str | Path, str] | None = None,
     adapt_speaker: bool = False,
@@ -111,7 +173,10 @@ def predict_files(
     """Predict every file that ``inputs`` name (files, folders searched recursively, globs).
 
     ``model`` is a name or folder for :func:`load_model`, or a predictor already loaded
-    (``load_model(name, asr=True)`` transcribes for models that read text).
+    (``load_model(name, asr=True)`` transcribes for models that read text). With a
+    ``video_model`` or a ``fusion_model``, ``model`` (may be None) is the audio model and
+    each video gets the audio, video and fused predictions and their ROI comparison
+    (:func:`load_predictor`).
     ``text`` is the transcript of every file, or ``transcripts`` one per file path. With
     ``adapt_speaker`` each speaker's recordings are normalised together (speaker-adaptive
     protocol); ``speakers`` maps file paths to speakers, else a file's folder names its
@@ -120,7 +185,7 @@ def predict_files(
     ``"uncertain"`` and says ``"abstained": true``. Bad files are skipped and listed in the
     result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
     """
-    predictor = model if isinstance(model, Predictor) else load_model(model)
+    predictor = model if isinstance(model, MediaPredictor) else load_predictor(model, video_model, fusion_model)
     return predict_batch(
         predictor,
         [inputs] if isinstance(inputs, (str, Path)) else inputs,

@@ -13,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from emotrace.api import DEFAULT_MODEL, load_model
+from emotrace.api import DEFAULT_MODEL, load_predictor
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.batch import BatchProgress, expand_inputs, group_by_speaker, predict_batch, read_pairs
+from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictions import check_min_confidence
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import OutputFormat, predictions_table, render
@@ -26,10 +27,35 @@ from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Audio files, folders (searched recursively) and globs.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Audio or video files, folders (searched recursively) and globs.")
+    ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Packaged model name, checkpoint folder or training run folder.")
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Option(
+            "--model", "-m",
+            help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
+            f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
+            "--fusion-model is given: then the audio model, if any].",
+            show_default=False,
+        ),
+    ] = None,
+    video_model: Annotated[
+        str | None,
+        typer.Option(
+            "--video-model",
+            help="A face-video model (name or folder): videos get the audio, the video and the fused "
+            "prediction, and where the audio and video attention agree.",
+        ),
+    ] = None,
+    fusion_model: Annotated[
+        str | None,
+        typer.Option(
+            "--fusion-model",
+            help="A model reading audio and video (method B) that fuses them; without it, --model and "
+            "--video-model are fused late (product of their posteriors, renormalised).",
+        ),
+    ] = None,
     text: Annotated[str | None, typer.Option(help="Transcript of every input, for models that read text.")] = None,
     transcripts: Annotated[
         Path | None,
@@ -54,7 +80,11 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the output here, not to stdout.")] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Folder for PNGs: one per utterance, a timeline per long recording.", file_okay=False),
+        typer.Option(
+            help="Folder for PNGs: one per utterance (per model, and the audio-video comparison, for videos), "
+            "a timeline per long recording.",
+            file_okay=False,
+        ),
     ] = None,
     min_confidence: Annotated[
         float | None,
@@ -74,6 +104,10 @@ def predict(
     Files longer than 30 s are long recordings, cut into speech segments by voice activity:
     one prediction per segment, and a timeline.
 
+    Videos: with --video-model (and --model, or --fusion-model) each gets the audio and the face
+    video model's predictions, the fused one, and the regions of interest compared; a video
+    without a face or without audio is predicted from what it has, and the output says so.
+
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
     A bad file is reported and skipped; the exit code is 1 only when nothing could be predicted.
@@ -86,6 +120,8 @@ def predict(
     _check_output(engine, output_format, output, plot)
     if engine == Engine.ray and min_confidence is not None:
         raise typer.BadParameter("--min-confidence is not available with --engine ray")
+    if engine == Engine.ray and (video_model is not None or fusion_model is not None):
+        raise typer.BadParameter("--video-model and --fusion-model are not available with --engine ray")
     if sum([text is not None, transcripts is not None, asr]) > 1:
         raise typer.BadParameter("give at most one of --text, --transcripts and --asr")
     if speakers is not None and not adapt_speaker:
@@ -95,8 +131,10 @@ def predict(
     except ValueError as error:
         fail(console, EmotraceError(str(error)))
     try:
-        predictor = load_model(model, asr=asr)
-        _check_protocol(predictor, adapt_speaker, model)
+        predictor = load_predictor(model, video_model, fusion_model, asr=asr)
+        _check_protocol(predictor, adapt_speaker, model or video_model or fusion_model or DEFAULT_MODEL)
+        if engine == Engine.ray and not isinstance(predictor, Predictor):
+            raise InputError(str(model), "is a model set, which --engine ray cannot run: use --engine local")
         texts = read_pairs(transcripts, "text") if transcripts else {}
         speaker_of = read_pairs(speakers, "speaker") if speakers else None
     except EmotraceError as error:
@@ -106,8 +144,8 @@ def predict(
 
     report = BatchReport()
     if engine == Engine.ray:
-        _predict_on_ray(model, paths, text, texts, asr, adapt_speaker, speaker_of, output, output_format, report,
-                        console, address, actors, threads)
+        _predict_on_ray(model or DEFAULT_MODEL, paths, text, texts, asr, adapt_speaker, speaker_of, output,
+                        output_format, report, console, address, actors, threads)
         return
     try:  # a configuration problem (an extractor that cannot load) ends the run in one line
         with Progress(console=console) as bar:
@@ -196,7 +234,7 @@ class _Notes(BatchProgress):
         say(self.console, message)
 
 
-def _check_protocol(predictor: Predictor, adapt_speaker: bool, model: str) -> None:
+def _check_protocol(predictor: MediaPredictor, adapt_speaker: bool, model: str) -> None:
     if adapt_speaker and SPEAKER_ADAPTIVE not in predictor.protocols:
         raise InputError(model, "has no speaker-adaptive variant, so --adapt-speaker cannot be used with it")
     if not adapt_speaker and UTTERANCE_LEVEL not in predictor.protocols:

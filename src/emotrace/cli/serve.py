@@ -27,8 +27,25 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 
 def serve(
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Packaged model name, checkpoint folder or training run folder.")
-    ] = DEFAULT_MODEL,
+        str | None,
+        typer.Option(
+            "--model", "-m",
+            help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
+            f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
+            "--fusion-model is given: then the audio model, if any].",
+            show_default=False,
+        ),
+    ] = None,
+    video_model: Annotated[
+        str | None,
+        typer.Option("--video-model", help="A face-video model: video uploads then get the audio (--model), "
+                     "video and fused predictions and their ROI comparison."),
+    ] = None,
+    fusion_model: Annotated[
+        str | None,
+        typer.Option("--fusion-model", help="A model reading audio and video (method B) that fuses them "
+                     "(else --model and --video-model are fused late)."),
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service to this machine.")
     ] = "127.0.0.1",
@@ -60,7 +77,7 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: a web page at /, GET /health, GET /metrics and POST /predict.
 
-    POST /predict takes a multipart form: the audio as 'file', optionally its transcript as 'text'.
+    POST /predict takes a multipart form: the audio or video as 'file', optionally its transcript as 'text'.
     Bound to a loopback address (the default), only requests addressed to localhost, 127.0.0.1
     or ::1, and from pages the service served, are answered.
     """
@@ -73,15 +90,19 @@ def serve(
     except ModuleNotFoundError as error:
         _fail(console, f"emotrace serve needs the 'service' extra: pip install 'emotrace[service]' "
                        f"({error.name} is not installed)")
+    if model is None and video_model is None and fusion_model is None:
+        model = DEFAULT_MODEL
     allowed = {*LOOPBACK_NAMES, *(allow_host or ())} if _is_loopback(host) else None
     try:
         app = create_app(
-            model, max_upload_bytes=round(max_upload_mb * 1e6), asr=asr, max_duration=max_duration,
+            model, video_model=video_model, fusion_model=fusion_model, max_upload_bytes=round(max_upload_mb * 1e6),
+            asr=asr, max_duration=max_duration,
             max_queue=max_queue, workers=workers, allowed_hosts=allowed,
         )
     except EmotraceError as error:
         _fail(console, str(error))
-    console.print(f"serving {model} at http://{host}:{port}/ (Ctrl+C stops)", markup=False, highlight=False)
+    served = ", ".join(name for name in (model, video_model, fusion_model) if name is not None)
+    console.print(f"serving {served} at http://{host}:{port}/ (Ctrl+C stops)", markup=False, highlight=False)
     run_server(app, host=host, port=port, shutdown_grace=shutdown_grace)
 
 

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from emotrace.errors import BatchReport, InputError
-from emotrace.features.normalization import Moments
+from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictions import Result, check_min_confidence
-from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import predictions_document
 
 #: what a folder is searched for (any file named explicitly is tried, whatever its name)
-AUDIO_EXTENSIONS = frozenset(
+MEDIA_EXTENSIONS = frozenset(
     {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff"}
-    | {".mp4", ".mkv", ".webm", ".mov"}  # video containers: their audio track
+    # video containers: their audio track, and their face video for models that read it
+    | {".mp4", ".mkv", ".webm", ".mov", ".flv", ".avi", ".m4v", ".mpg", ".mpeg", ".wmv"}
 )
 
 
@@ -67,7 +67,7 @@ class BatchPredictions:
 
 
 def predict_batch(
-    predictor: Predictor,
+    predictor: MediaPredictor,
     inputs: Sequence[str | Path],
     *,
     text: str | None = None,
@@ -84,13 +84,15 @@ def predict_batch(
     ``text`` is the transcript of every file, or ``transcripts`` one per file (keyed by
     resolved path). With ``adapt_speaker`` the speaker-adaptive model runs, each speaker
     normalised by all of their recordings; ``speakers`` (resolved path -> speaker) says
-    who speaks, else the parent folder's name does. ``plot`` is a folder for a PNG per
-    result, drawn from the audio the prediction decoded. ``min_confidence`` (None: the
+    who speaks, else the parent folder's name does. ``plot`` is a folder for the PNGs of
+    each result, drawn from the audio the prediction decoded. ``predictor`` is one model's
+    (:class:`~emotrace.inference.predictor.Predictor`) or audio and video models'
+    (:class:`~emotrace.inference.audiovisual.AudioVisualPredictor`). ``min_confidence`` (None: the
     predictor's own) labels predictions less sure than it ``"uncertain"``. Bad inputs go to ``report``
     (a fresh non-strict one when None) and are skipped; a predictor without a model for
     the protocol asked is a ProtocolError before any file is read.
     """
-    predictor.checkpoint_for(adaptive=adapt_speaker)
+    predictor.require_protocol(adaptive=adapt_speaker)
     check_min_confidence(min_confidence)
     report = BatchReport() if report is None else report
     progress = BatchProgress() if progress is None else progress
@@ -127,8 +129,9 @@ def predict_batch(
             else:
                 report.done += 1
                 results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
-                if plot is not None and _plot(result, path, plot, predictor.labels, plot_names, waveform) is None:
-                    progress.note(f"no plot for {path}: the model gives no frame-level dynamics")
+                if plot is not None and not _plot(result, path, plot, predictor.labels, plot_names, waveform):
+                    why = "no frame-level dynamics" if waveform is not None else "no audio to draw them over"
+                    progress.note(f"no plot for {path}: {why}")
             progress.advance()
     return BatchPredictions(results, report)
 
@@ -139,19 +142,19 @@ def unexpected(source: str | Path, error: BaseException) -> InputError:
 
 
 def expand_inputs(patterns: Sequence[str | Path], report: BatchReport) -> list[Path]:
-    """Files named, found in folders (recursively, by audio extension) or matched by globs,
+    """Files named, found in folders (recursively, by audio and video extension) or matched by globs,
     in order and without repeats; a pattern that yields nothing goes to ``report``."""
     files: list[Path] = []
     for pattern in map(str, patterns):
         path = Path(pattern)
         if path.is_dir():
-            found = _audio_files(path)
-            problem = f"folder holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})"
+            found = _media_files(path)
+            problem = f"folder holds no audio or video files ({', '.join(sorted(MEDIA_EXTENSIONS))})"
         elif path.exists():
             found, problem = [path], ""
         elif glob.has_magic(pattern):
             matches = [Path(match) for match in sorted(glob.glob(pattern, recursive=True))]
-            found = [f for m in matches for f in (_audio_files(m) if m.is_dir() else [m])]
+            found = [f for m in matches for f in (_media_files(m) if m.is_dir() else [m])]
             problem = "matches no files"
         else:
             found, problem = [], "file not found"
@@ -208,17 +211,17 @@ def read_pairs(path: Path, field: str) -> dict[Path, str]:
     return pairs
 
 
-def _audio_files(folder: Path) -> list[Path]:
+def _media_files(folder: Path) -> list[Path]:
     return sorted(
         path
         for path in folder.rglob("*")
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+        if path.suffix.lower() in MEDIA_EXTENSIONS and path.is_file() and not path.name.startswith(".")
     )
 
 
 def _speaker_moments(
-    predictor: Predictor, group: list[Path], texts: list[str | None], skip: Callable[[InputError], None]
-) -> dict[str, Moments] | None:
+    predictor: MediaPredictor, group: list[Path], texts: list[str | None], skip: Callable[[InputError], None]
+) -> Any:
     """The speaker's moments; None when none of the files could be read (each then skipped
     with its own problem). Files that fail here fail again, and are reported, when predicted."""
     quiet = BatchReport()
@@ -234,9 +237,11 @@ def _speaker_moments(
         return None
 
 
-def _plot(result: Result, path: Path, folder: Path, labels: tuple[str, ...], names: set[str], waveform: Any) -> Any:
-    """The batch's plot; matplotlib is imported only when plots are asked for, so the service
+def _plot(
+    result: Result, path: Path, folder: Path, labels: tuple[str, ...], names: set[str], waveform: Any
+) -> list[Path]:
+    """The batch's plots; matplotlib is imported only when plots are asked for, so the service
     and the API load none."""
-    from emotrace.inference.plots import write_plot
+    from emotrace.inference.plots import write_plots
 
-    return write_plot(result, path, folder, labels, names, waveform)
+    return write_plots(result, path, folder, labels, names, waveform)

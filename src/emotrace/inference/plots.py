@@ -21,7 +21,8 @@ from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from emotrace.atomic import atomic_path
 from emotrace.audio import SAMPLE_RATE
-from emotrace.inference.predictions import Prediction, RecordingPrediction, Result
+from emotrace.inference.predictions import AudioVisualPrediction, Prediction, RecordingPrediction, Result
+from emotrace.inference.roi_compare import AttentionCurve, plot_roi_comparison
 from emotrace.labels import EMOTION_COLOURS
 
 DPI = 120
@@ -210,6 +211,37 @@ def _save(figure: Figure, output: str | Path) -> Path:
     return Path(output)
 
 
+def write_plots(
+    result: Result,
+    path: Path,
+    folder: Path,
+    labels: tuple[str, ...],
+    names: set[str],
+    waveform: np.ndarray | None,
+) -> list[Path]:
+    """Every figure of a result: :func:`write_plot`'s, or for an audio-visual utterance the
+    audio model's (``<name>.png``) and the video model's (``<name>.video.png``) attention and
+    dynamics over ``waveform``, and their attention compared (``<name>.roi.png``). Empty when
+    the result has nothing to draw (no frame-level dynamics, or no audio to draw them over)."""
+    if not isinstance(result, AudioVisualPrediction):
+        written = write_plot(result, path, folder, labels, names, waveform)
+        return [] if written is None else [written]
+    name = _free_name(path.stem, names)
+    title = Path(result.source).name
+    written = []
+    for stream, suffix, model in ((result.audio, "", "audio"), (result.video, ".video", "face video")):
+        if stream is not None and stream.frame_posteriors is not None and waveform is not None:
+            figure = folder / f"{name}{suffix}.png"
+            written.append(_utterance_plot(stream, figure, labels, waveform, f"{title}: the {model} model"))
+    if result.comparison is not None and result.audio is not None and result.video is not None:
+        curves = [AttentionCurve(p.attention, p.frame_rate) for p in (result.audio, result.video)]  # type: ignore[arg-type]
+        written.append(plot_roi_comparison(
+            folder / f"{name}.roi.png", *curves, result.comparison,
+            title=f"{title}: where the voice and the face carry the emotion",
+        ))
+    return written
+
+
 def write_plot(
     result: Result,
     path: Path,
@@ -224,11 +256,7 @@ def write_plot(
     past the ``names`` already taken (which this adds to)."""
     if isinstance(result, Prediction) and result.frame_posteriors is None:
         return None
-    name, number = path.stem, 1
-    while name in names:
-        number += 1
-        name = f"{path.stem}-{number}"
-    names.add(name)
+    name = _free_name(path.stem, names)
     if isinstance(result, RecordingPrediction):
         return plot_timeline(
             folder / f"{name}.timeline.png",
@@ -240,8 +268,24 @@ def write_plot(
         )
     if waveform is None:
         raise ValueError(f"plotting the utterance {result.source} needs the waveform it was predicted from")
+    return _utterance_plot(result, folder / f"{name}.png", labels, waveform, Path(result.source).name)
+
+
+def _free_name(stem: str, names: set[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... past the ``names`` taken; taken from now on."""
+    name, number = stem, 1
+    while name in names:
+        number += 1
+        name = f"{stem}-{number}"
+    names.add(name)
+    return name
+
+
+def _utterance_plot(
+    result: Prediction, output: Path, labels: tuple[str, ...], waveform: np.ndarray, title: str
+) -> Path:
     return plot_utterance(
-        folder / f"{name}.png",
+        output,
         waveform=waveform,
         sample_rate=SAMPLE_RATE,
         attention=result.attention,
@@ -250,6 +294,6 @@ def write_plot(
         labels=labels,
         predicted=result.top_label,  # an abstaining prediction's plot shows its best guess
         probability=result.probabilities[result.top_label],
-        segments=[(span.start, span.end) for span in result.segments],
-        title=Path(result.source).name,
+        segments=[(span.start - result.start, span.end - result.start) for span in result.segments],
+        title=title,
     )

@@ -2,6 +2,11 @@
 :class:`RecordingPrediction` made of them, each with the protocol that produced it, and
 their JSON form (the same for the command line, the Python API and the service).
 
+Where face video is involved, an utterance can also be an :class:`AudioVisualPrediction`:
+the audio model's and the video model's predictions, their fusion, and where the two
+streams' attention agrees. JSON keys about video appear only where video is involved, so
+the output of audio models stays what it always was.
+
 A prediction may abstain: asked for a ``min_confidence``, one whose top probability (a
 recording's top share) falls below it is labelled :data:`UNCERTAIN` instead of a class,
 its probabilities still given, and its JSON gains ``"abstained"``. Without a threshold
@@ -14,13 +19,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emotrace.errors import printable
 from emotrace.spans import Span
 
+if TYPE_CHECKING:
+    from emotrace.inference.roi_compare import ClipAgreement
+
+#: how an audio-visual prediction's label was made: the two streams' posteriors multiplied, or a fusion model
+LATE_FUSION = "late"
+MODEL_FUSION = "model"
 #: the label of a prediction that abstains: its top probability is below the threshold asked for
 UNCERTAIN = "uncertain"
 
@@ -44,6 +55,8 @@ class Prediction:
     with its share of the attention as ``mass``. ``frame_posteriors (T, C)`` are the
     frame-level dynamics (ROI models). ``modalities`` says which inputs the model read;
     ``transcript`` is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
+    ``notes`` say why an input the model reads was not used, or only in part (no video
+    stream, no face in most frames); the JSON has them for models that read video.
     ``label`` is the most probable class, or :data:`UNCERTAIN` when ``abstained`` (None:
     no abstention threshold was asked for).
     """
@@ -63,6 +76,7 @@ class Prediction:
     frame_times: np.ndarray | None = None
     attention: np.ndarray | None = None
     frame_posteriors: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
     abstained: bool | None = None
 
     @property
@@ -81,6 +95,12 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
+        document = self._document()
+        if "video" in self.modalities:
+            document["notes"] = list(self.notes)
+        return document
+
+    def _document(self) -> dict[str, Any]:
         dynamics = None
         if self.attention is not None:
             dynamics = {
@@ -108,21 +128,126 @@ class Prediction:
 
 
 @dataclass(frozen=True, eq=False)
+class AudioVisualPrediction:
+    """What an audio model, a face-video model and their fusion made of one utterance.
+
+    ``label`` and ``probabilities`` are the fused result: ``fused``, the fusion model's own
+    prediction, when ``fusion`` is :data:`MODEL_FUSION`; the product of ``audio``'s and
+    ``video``'s posteriors, renormalised, when it is :data:`LATE_FUSION`; the one stream's
+    prediction when only one could be used (``fusion`` None). ``modalities`` says which
+    streams were used and ``notes`` why one was not, or only in part; ``label`` is
+    :data:`UNCERTAIN` when ``abstained``. ``comparison`` is
+    where the audio and the video attention agree (:mod:`emotrace.inference.roi_compare`),
+    when both models attend over time; its times are seconds from ``start``.
+    """
+
+    source: str
+    start: float
+    duration: float
+    label: str
+    probabilities: dict[str, float]
+    protocol: str
+    modalities: dict[str, bool]
+    notes: tuple[str, ...] = ()
+    audio: Prediction | None = None
+    video: Prediction | None = None
+    fusion: str | None = None
+    fusion_description: str | None = None
+    fused: Prediction | None = None
+    comparison: ClipAgreement | None = None
+    abstained: bool | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def top_label(self) -> str:
+        """The most probable fused class, whether or not the prediction abstains."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def with_min_confidence(self, min_confidence: float | None) -> AudioVisualPrediction:
+        """This prediction and each stream's under an abstention threshold (None: none); the
+        fused probabilities decide whether the utterance abstains."""
+        abstained = _abstains(self.probabilities, min_confidence)
+        streams = {name: None if stream is None else stream.with_min_confidence(min_confidence)
+                   for name, stream in (("audio", self.audio), ("video", self.video), ("fused", self.fused))}
+        return replace(self, label=UNCERTAIN if abstained else self.top_label, abstained=abstained, **streams)
+
+    @property
+    def segments(self) -> tuple[Span, ...]:
+        """The fusion model's regions of interest (each stream's are in ``audio`` and ``video``)."""
+        return () if self.fused is None else self.fused.segments
+
+    @property
+    def transcript(self) -> str | None:
+        return next((p.transcript for p in (self.audio, self.fused) if p is not None and p.transcript), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Each stream's prediction without its source (the utterance's), the fusion, and the comparison."""
+        fused = None
+        if self.fusion is not None:
+            fused = {"method": self.fusion, "description": self.fusion_description}
+            fused.update(_without_source(self.fused) or {
+                "label": self.label, "probabilities": _rounded(self.probabilities, 5),
+            })
+        comparison = None
+        if self.comparison is not None:
+            comparison = {
+                "seconds": round(self.comparison.seconds, 3),
+                **{name: _rounded(getattr(self.comparison, name), 4)
+                   for name in ("roi_iou", "pearson", "lag", "lag_correlation")},
+                **{f"{stream}_regions": [_rounded([self.start + a, self.start + b], 3) for a, b in regions]
+                   for stream, regions in (("audio", self.comparison.audio_regions),
+                                           ("video", self.comparison.video_regions))},
+            }
+        return {
+            "source": self.source,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "duration": round(self.duration, 3),
+            "label": self.label,
+            **_abstention(self.abstained),
+            "probabilities": _rounded(self.probabilities, 5),
+            "protocol": self.protocol,
+            "modalities": dict(self.modalities),
+            "notes": list(self.notes),
+            "audio": _without_source(self.audio),
+            "video": _without_source(self.video),
+            "fused": fused,
+            "roi_comparison": comparison,
+        }
+
+
+#: one utterance's prediction: by one model, or by audio and video models together
+UtterancePrediction = Prediction | AudioVisualPrediction
+
+
+@dataclass(frozen=True, eq=False)
 class RecordingPrediction:
-    """A long recording: one :class:`Prediction` per speech segment (``timeline``) and the
-    class shares of the whole, the segments' probabilities weighted by their duration.
+    """A long recording: one prediction per speech segment (``timeline``) and the class
+    shares of the whole, the segments' probabilities weighted by their duration.
     Its ``label`` is the class with the largest share, or :data:`UNCERTAIN` when ``abstained``."""
 
     source: str
     duration: float
     protocol: str
-    timeline: tuple[Prediction, ...]
+    timeline: tuple[UtterancePrediction, ...]
     shares: dict[str, float]
     abstained: bool | None = None
 
     @property
     def top_label(self) -> str:
         return max(self.shares, key=self.shares.__getitem__)
+
+    @classmethod
+    def of(cls, source: str, duration: float, timeline: Sequence[UtterancePrediction]) -> RecordingPrediction:
+        """The recording made of ``timeline`` (not empty), its shares weighted by segment duration."""
+        labels = list(timeline[0].probabilities)
+        weights = np.array([prediction.duration for prediction in timeline])
+        probabilities = np.array([[p.probabilities[label] for label in labels] for p in timeline])
+        shares = weights @ probabilities / weights.sum()
+        return cls(source, duration, timeline[0].protocol, tuple(timeline), dict(zip(labels, shares.tolist())))
 
     @property
     def label(self) -> str:
@@ -149,14 +274,21 @@ class RecordingPrediction:
 
 
 #: what predicting a file gives: an utterance, or a recording by speech segments
-Result = Prediction | RecordingPrediction
+Result = UtterancePrediction | RecordingPrediction
 
 
-def utterances(results: Sequence[Result]) -> list[Prediction]:
+def utterances(results: Sequence[Result]) -> list[UtterancePrediction]:
     """Every prediction: utterances, and each speech segment of the recordings."""
     return [p for r in results for p in (r.timeline if isinstance(r, RecordingPrediction) else (r,))]
 
 
+def _without_source(prediction: Prediction | None) -> dict[str, Any] | None:
+    """A stream's prediction inside an audio-visual one, whose source it shares."""
+    if prediction is None:
+        return None
+    document = prediction.to_dict()
+    del document["source"]
+    return document
 def _abstains(scores: dict[str, float], min_confidence: float | None) -> bool | None:
     """Whether the top score is below ``min_confidence``; None when there is no threshold."""
     if check_min_confidence(min_confidence) is None:
@@ -177,4 +309,6 @@ def _rounded(value: Any, digits: int) -> Any:
         return np.round(value.astype(np.float64), digits).tolist()
     if isinstance(value, dict):
         return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item, digits) for item in value]
     return round(float(value), digits)

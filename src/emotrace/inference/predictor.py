@@ -11,10 +11,16 @@ one when they are, and each prediction says which ran. A model may come as a pai
 packaged default ships ``<name>`` and ``<name>-adaptive``) so one predictor serves both.
 
 Utterances longer than ``max_duration`` go through :meth:`Predictor.predict_recording`:
-speech segments by voice activity, one prediction each, read one segment at a time. A file
+speech segments by voice activity, one prediction each, read one segment at a time (the
+way from files to pieces is :class:`~emotrace.inference.media.MediaPredictor`'s). A file
 is decoded once per prediction: :meth:`Predictor.predict_file_with_audio` hands its waveform
 on (to a plot). What a prediction shows beyond its label comes from the model's output
 (:meth:`~emotrace.models.outputs.ModelOutput.explain`), whatever the method.
+
+A model that reads face video gets the file's video clip (the segment's seconds of it, in
+a recording) through its extractor, like any input. A file without a video stream, or a
+clip without a face, is noted; a model that cannot do without the video then says so in
+one line (:class:`~emotrace.inference.media.MissingStreamError`).
 
 Probabilities are the checkpoint's calibrated ones (its logits over its ``temperature``).
 With ``min_confidence`` a prediction whose top probability falls below it abstains: its
@@ -23,13 +29,14 @@ label is ``"uncertain"`` (:meth:`~emotrace.inference.predictions.Prediction.with
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from emotrace.audio import SAMPLE_RATE, AudioInfo, load_audio, probe
+from emotrace.audio import SAMPLE_RATE
 from emotrace.checkpoint import Checkpoint
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
@@ -37,21 +44,26 @@ from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import checked_waveforms
 from emotrace.features.normalization import MomentAccumulator, Moments
 from emotrace.features.registry import get_extractor, spec_for_layers
-from emotrace.features.transforms import frame_rate, model_frames, select_layers
-from emotrace.inference.predictions import Prediction, RecordingPrediction, Result, check_min_confidence
-from emotrace.inference.segmentation import segment_audio, speech_segments
+from emotrace.features.transforms import InputSpec, frame_rate, model_frames, select_layers
+from emotrace.inference.media import (
+    MAX_UTTERANCE_SECONDS,
+    Media,
+    MediaPredictor,
+    MissingStreamError,
+    Piece,
+)
+from emotrace.inference.predictions import Prediction, RecordingPrediction, check_min_confidence
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
-from emotrace.spans import Span
 
-#: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
-MAX_UTTERANCE_SECONDS = 30.0
+__all__ = ["Prediction", "Predictor", "RecordingPrediction", "SpeakerMoments"]
+
 ARRAY_SOURCE = "<array>"
 
 #: a speaker's feature moments for each modality a speaker-adaptive model reads
 SpeakerMoments = Mapping[str, Moments]
 
 
-class Predictor:
+class Predictor(MediaPredictor):
     """Predictions from a checkpoint, and from its speaker-adaptive companion when given.
 
     ``checkpoint`` is utterance-level or speaker-adaptive; ``adaptive``, a speaker-adaptive
@@ -101,105 +113,27 @@ class Predictor:
 
     def predict(
         self,
-        audio: str | Path | np.ndarray,
+        audio: str | Path | np.ndarray | Piece,
         text: str | None = None,
         *,
         speaker_moments: SpeakerMoments | None = None,
         source: str = ARRAY_SOURCE,
     ) -> Prediction:
         """One utterance: a file, or a 16 kHz mono float32 waveform (named ``source`` in
-        results and errors), and optionally its text.
+        results and errors), and optionally its text (or a piece already read).
 
         With ``speaker_moments`` (from :meth:`speaker_moments_for`) the speaker-adaptive
         model runs, else the utterance-level one. Audio longer than ``max_duration`` is an
         InputError pointing to :meth:`predict_recording`.
         """
-        if isinstance(audio, np.ndarray):
-            try:
-                (waveform,) = checked_waveforms([audio])
-            except InputError as error:
-                raise InputError(source, error.problem) from None
-            self._check_length(source, len(waveform) / SAMPLE_RATE)
-        else:
-            info = probe(audio)
-            source, waveform = info.path, self._decode_utterance(info)
-        return self._predict(source, 0.0, waveform, text, speaker_moments)
-
-    def predict_recording(
-        self,
-        path: str | Path,
-        *,
-        speaker_moments: SpeakerMoments | None = None,
-        segments: Sequence[Span] | None = None,
-        report: BatchReport | None = None,
-    ) -> RecordingPrediction:
-        """A recording of any length, by speech segments (voice activity unless ``segments``
-        are given), each read and predicted on its own so memory stays bounded.
-
-        Text models read each segment's ASR transcript when ``asr`` is on. A segment that
-        fails goes to ``report`` (named by file and times) and is skipped; without a report
-        it raises.
-        """
-        report = BatchReport(strict=True) if report is None else report
-        info = probe(path)
-        self.checkpoint_for(adaptive=speaker_moments is not None)  # fail before the VAD runs
-        if segments is None:
-            segments = speech_segments(path)
-        if not segments:
-            raise InputError(info.path, "no speech found")
-        timeline = []
-        for segment in segments:
-            try:
-                waveform = load_audio(path, segment.start, segment.end, max_duration=self.max_duration)
-                timeline.append(self._predict(info.path, segment.start, waveform, None, speaker_moments))
-            except InputError as error:
-                report.skip(InputError(f"{info.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem))
-        if not timeline:
-            raise InputError(info.path, "none of its speech segments could be predicted")
-        weights = np.array([prediction.duration for prediction in timeline])
-        probabilities = np.array([[p.probabilities[label] for label in self.labels] for p in timeline])
-        shares = weights @ probabilities / weights.sum()
-        recording = RecordingPrediction(
-            source=info.path,
-            duration=info.duration,
-            protocol=timeline[0].protocol,
-            timeline=tuple(timeline),
-            shares=dict(zip(self.labels, shares.tolist())),
-        )
-        return recording if self.min_confidence is None else recording.with_min_confidence(self.min_confidence)
-
-    def predict_file(
-        self,
-        path: str | Path,
-        text: str | None = None,
-        *,
-        speaker_moments: SpeakerMoments | None = None,
-        report: BatchReport | None = None,
-    ) -> Result:
-        """A file of any length: one utterance up to ``max_duration``, else a recording
-        predicted by speech segments (whose bad segments go to ``report``)."""
-        return self.predict_file_with_audio(path, text, speaker_moments=speaker_moments, report=report)[0]
-
-    def predict_file_with_audio(
-        self,
-        path: str | Path,
-        text: str | None = None,
-        *,
-        speaker_moments: SpeakerMoments | None = None,
-        report: BatchReport | None = None,
-    ) -> tuple[Result, np.ndarray | None]:
-        """:meth:`predict_file`, and the utterance's waveform it decoded, for a plot to reuse
-        (None for a recording, which is read one speech segment at a time)."""
-        info = probe(path)
-        if info.duration <= self.max_duration:
-            waveform = self._decode_utterance(info)
-            return self.predict(waveform, text, speaker_moments=speaker_moments, source=info.path), waveform
-        if text is not None and self.reads("text"):
-            raise InputError(
-                path, f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "
-                "no transcript: leave the text out (with ASR on, each segment is transcribed)"
-            )
-        return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
+        if not isinstance(audio, np.ndarray):
+            return cast(Prediction, super().predict(audio, text, speaker_moments=speaker_moments))
+        try:
+            (waveform,) = checked_waveforms([audio])
+        except InputError as error:
+            raise InputError(source, error.problem) from None
+        self.check_length(source, len(waveform) / SAMPLE_RATE)
+        return self.predict_piece(Piece(source, 0.0, len(waveform) / SAMPLE_RATE, waveform, text=text), speaker_moments)
 
     def speaker_moments_for(
         self,
@@ -223,10 +157,9 @@ class Predictor:
         accumulators = {modality: MomentAccumulator() for modality in checkpoint.inputs}
         for path, text in zip(paths, texts):
             try:
-                for waveform, piece_text in self._pieces(path, text):
-                    text_used, _ = self._text(checkpoint, waveform, piece_text)
-                    features = self._features(checkpoint, str(path), waveform, text_used)
-                    for modality, data in features.items():
+                for piece in self.pieces(path, text):
+                    text_used, _ = self._text(checkpoint, piece.waveform, piece.text)
+                    for modality, data in self._features(checkpoint, piece, text_used).items():
                         accumulators[modality].add(select_layers(data, checkpoint.inputs[modality].layers))
             except InputError as error:
                 report.skip(error)
@@ -238,6 +171,16 @@ class Predictor:
                 "no recording of the speaker could be read to estimate speaker moments from",
             )
         return moments
+
+    def require_protocol(self, adaptive: bool) -> None:
+        self.checkpoint_for(adaptive)
+
+    def check_streams(self, media: Media, adaptive: bool) -> None:
+        has = [m for m, info in (("audio", media.audio), ("video", media.video)) if info is not None]
+        missing = self.checkpoint_for(adaptive).model.missing_modalities([*has, "text"])
+        if missing:
+            needs = " and ".join(f"{m} ({media.notes.get(m, 'absent')})" for m in missing)
+            raise MissingStreamError(media.path, f"the model needs {needs}")
 
     def checkpoint_for(self, adaptive: bool) -> Checkpoint:
         """The speaker-adaptive model, or the utterance-level one; a ProtocolError when
@@ -255,89 +198,20 @@ class Predictor:
             "speaker's recordings (speaker_moments_for, or --adapt-speaker on the command line)"
         )
 
-    def _check_length(self, source: str, seconds: float) -> None:
-        if seconds > self.max_duration:
-            raise InputError(
-                source,
-                f"is {seconds:.1f} s long, over the {self.max_duration:g} s limit for one utterance; "
-                "use predict_recording, which predicts its speech segments",
-            )
-
-    def _decode_utterance(self, info: AudioInfo) -> np.ndarray:
-        """The whole file as one utterance, once its header shows it is not too long."""
-        self._check_length(info.path, info.duration)
-        return load_audio(info.path, max_duration=None)
-
-    def _pieces(self, path: str | Path, text: str | None) -> Iterator[tuple[np.ndarray, str | None]]:
-        """The waveforms of a recording the way predictions read them: whole, or by speech segments."""
-        info = probe(path)
-        if info.duration <= self.max_duration:
-            yield self._decode_utterance(info), text
-            return
-        if text is not None:
-            raise InputError(info.path, "a long recording takes no transcript (its segments use ASR)")
-        for _, waveform in segment_audio(path, speech_segments(path)):
-            yield waveform, None
-
-    def _text(
-        self, checkpoint: Checkpoint, waveform: np.ndarray, text: str | None
-    ) -> tuple[str | None, str | None]:
-        """The transcript a model reads and where it came from; ASR only for text models."""
-        if "text" not in checkpoint.inputs:
-            return None, None
-        if text is not None:
-            return text, "given"
-        if not self.asr:
-            return None, None
-        if self._whisper is None:
-            self._whisper = WhisperASR()
-        return self._whisper.transcribe(waveform).text, "asr"
-
-    def _features(
-        self, checkpoint: Checkpoint, source: str, waveform: np.ndarray, text: str | None
-    ) -> dict[str, Features]:
-        """Extractor output for each input the model reads and the utterance has."""
-        given: dict[str, np.ndarray | str | None] = {"audio": waveform, "text": text}
-        missing = checkpoint.model.missing_modalities([m for m, value in given.items() if value is not None])
-        if missing:
-            needs = [
-                "a transcript (give text, or turn on ASR)" if m == "text" else f"{m} input, which audio cannot give"
-                for m in missing
-            ]
-            raise InputError(source, f"the model needs {' and '.join(needs)}")
-        features = {}
-        for modality, spec in checkpoint.inputs.items():
-            if given.get(modality) is None:
-                continue
-            extractor_spec = spec_for_layers(spec.features, spec.layers)
-            if extractor_spec not in self._extractors:
-                self._extractors[extractor_spec] = get_extractor(extractor_spec)
-            try:
-                (features[modality],) = self._extractors[extractor_spec].extract([given[modality]])
-            except InputError as error:
-                raise InputError(source, error.problem) from None
-        return features
-
-    def _predict(
-        self,
-        source: str,
-        start: float,
-        waveform: np.ndarray,
-        text: str | None,
-        speaker_moments: SpeakerMoments | None,
-    ) -> Prediction:
+    def predict_piece(self, piece: Piece, speaker_moments: SpeakerMoments | None = None) -> Prediction:
+        """One utterance as the model reads it; speaker-adaptive with ``speaker_moments``."""
         checkpoint = self.checkpoint_for(adaptive=speaker_moments is not None)
         model = checkpoint.model
-        text, text_source = self._text(checkpoint, waveform, text)
+        text, text_source = self._text(checkpoint, piece.waveform, piece.text)
         device = next(model.parameters()).device
         inputs: dict[str, torch.Tensor] = {}
         rates: dict[str, float] = {}
-        for modality, features in self._features(checkpoint, source, waveform, text).items():
+        for modality, features in self._features(checkpoint, piece, text).items():
             spec = checkpoint.inputs[modality]
             moments = None
             if speaker_moments is not None:
                 if modality not in speaker_moments:
-                    raise InputError(source, f"the speaker's moments have no {modality} features")
+                    raise InputError(piece.source, f"the speaker's moments have no {modality} features")
                 moments = speaker_moments[modality]
             frames = torch.from_numpy(model_frames(features, spec, moments))
             stacked = model.config.layers_in(modality) > 1
@@ -348,11 +222,11 @@ class Predictor:
             output = model(**inputs)
 
         probabilities = output.probabilities_at(checkpoint.temperature)[0].float().cpu().numpy()
-        explanation = output.explain(0, rates, offset=start)
+        explanation = output.explain(0, rates, offset=piece.start)
         prediction = Prediction(
-            source=source,
-            start=start,
-            duration=len(waveform) / SAMPLE_RATE,
+            source=piece.source,
+            start=piece.start,
+            duration=piece.duration,
             label=self.labels[int(probabilities.argmax())],
             probabilities=dict(zip(self.labels, probabilities.tolist())),
             protocol=checkpoint.protocol,
@@ -365,5 +239,62 @@ class Predictor:
             frame_times=explanation.frame_times,
             attention=explanation.attention,
             frame_posteriors=explanation.frame_posteriors,
+            notes=tuple(piece.notes[m] for m in checkpoint.inputs if m in piece.notes),
         )
         return prediction if self.min_confidence is None else prediction.with_min_confidence(self.min_confidence)
+
+    def _text(
+        self, checkpoint: Checkpoint, waveform: np.ndarray | None, text: str | None
+    ) -> tuple[str | None, str | None]:
+        """The transcript a model reads and where it came from; ASR only for text models."""
+        if "text" not in checkpoint.inputs:
+            return None, None
+        if text is not None:
+            return text, "given"
+        if not self.asr or waveform is None:
+            return None, None
+        if self._whisper is None:
+            self._whisper = WhisperASR()
+        return self._whisper.transcribe(waveform).text, "asr"
+
+    def _features(self, checkpoint: Checkpoint, piece: Piece, text: str | None) -> dict[str, Features]:
+        """Extractor output for each input the model reads and the piece has. The video is
+        read first: a clip without a face is left out before the model's needs are checked."""
+        if "video" in checkpoint.inputs and piece.clip is not None:
+            try:
+                piece.check_face(self._extract(checkpoint.inputs["video"], piece, "video", piece.clip))
+            except InputError as error:  # a video stream that cannot be decoded counts as none
+                piece.leave_out_video(f"video not read: {error.problem}")
+        given: dict[str, Any] = {"audio": piece.waveform, "text": text, "video": piece.clip}
+        missing = checkpoint.model.missing_modalities([m for m, value in given.items() if value is not None])
+        if missing:
+            needs = [
+                "a transcript (give text, or turn on ASR)" if m == "text"
+                else f"{m} ({piece.notes[m]})" if m in piece.notes
+                else f"{m} input, which audio cannot give"
+                for m in missing
+            ]
+            error = MissingStreamError if all(m in piece.notes for m in missing) else InputError
+            raise error(piece.source, f"the model needs {' and '.join(needs)}")
+        return {
+            modality: self._extract(spec, piece, modality, given[modality])
+            for modality, spec in checkpoint.inputs.items()
+            if given.get(modality) is not None
+        }
+
+    def _extract(self, spec: InputSpec, piece: Piece, modality: str, value: Any) -> Features:
+        """The features ``spec`` names of one input of ``piece``; audio and video ones are kept
+        on the piece for the next model that reads them (text may differ by model: ASR)."""
+        extractor_spec = spec_for_layers(spec.features, spec.layers)
+        key = (modality, extractor_spec)
+        if key in piece.features:
+            return piece.features[key]
+        if extractor_spec not in self._extractors:
+            self._extractors[extractor_spec] = get_extractor(extractor_spec)
+        try:
+            (features,) = self._extractors[extractor_spec].extract([value])
+        except InputError as error:
+            raise InputError(piece.source, error.problem) from None
+        if modality != "text":
+            piece.features[key] = features
+        return features

@@ -31,10 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-from emotrace.inference.plots import _save
 from emotrace.models.base import EmotionModel
 from emotrace.models.outputs import ROIOutput
 from emotrace.models.regions import roi_segments
@@ -240,7 +237,13 @@ def plot_roi_comparison(
     title: str | None = None,
 ) -> Path:
     """Both attention curves on one time axis (attention per second), with each stream's
-    regions of interest as a band beneath, and the clip's agreement figures in the title."""
+    regions of interest as a band beneath, and the clip's agreement figures in the title.
+    (matplotlib is imported here, so comparing clips, as the service does, loads none.)"""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from emotrace.inference.plots import _save
+
     span = agreement.seconds
     times = (np.arange(int(np.ceil(span * rate - 1e-9))) + 0.5) / rate
     figure = Figure(figsize=(10, 4), layout="constrained")

@@ -18,7 +18,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from emotrace.errors import BatchReport, printable
-from emotrace.inference.predictions import RecordingPrediction, Result, utterances
+from emotrace.inference.predictions import (
+    AudioVisualPrediction,
+    Prediction,
+    RecordingPrediction,
+    Result,
+    UtterancePrediction,
+    utterances,
+)
+from emotrace.spans import Span
 
 TABLE_WIDTH = 160  # characters of a table written to a file
 
@@ -35,12 +43,20 @@ def predictions_document(results: Sequence[Result], report: BatchReport) -> dict
     return {"predictions": [result.to_dict() for result in results], "skipped": report.to_dict()["skipped"]}
 
 
+#: the CSV's columns after the transcript when audio and video models predicted together
+AUDIOVISUAL_COLUMNS = (
+    "modalities", "fusion", "audio_label", "video_label", "audio_regions", "video_regions",
+    "roi_iou", "pearson", "lag", "notes",
+)
+
+
 def render(
     results: Sequence[Result], report: BatchReport, labels: Sequence[str], output_format: OutputFormat
 ) -> str:
     """The predictions as JSON, CSV (one row per utterance and per recording's speech
-    segment; an ``abstained`` column last when an abstention threshold was asked for), or
-    a plain-text table."""
+    segment; with :data:`AUDIOVISUAL_COLUMNS` too where audio and video models predicted
+    together, and an ``abstained`` column last when an abstention threshold was asked for),
+    or a plain-text table."""
     if output_format == OutputFormat.parquet:
         raise ValueError("Parquet is written from result parts by the Ray engine (emotrace.distributed.results)")
     if output_format == OutputFormat.json:
@@ -50,13 +66,16 @@ def render(
         abstention = any(p.abstained is not None for p in predictions)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["source", "start", "end", "protocol", "label", *labels, "regions", "transcript",
-                         *(["abstained"] if abstention else [])])
+        audiovisual = any(isinstance(p, AudioVisualPrediction) for p in predictions)
+        writer.writerow([
+            "source", "start", "end", "protocol", "label", *labels, "regions", "transcript",
+            *(AUDIOVISUAL_COLUMNS if audiovisual else ()), *(["abstained"] if abstention else []),
+        ])
         for p in predictions:
-            regions = ";".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
             writer.writerow([
                 printable(p.source), f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
-                *(f"{p.probabilities[label]:.5f}" for label in labels), regions, p.transcript or "",
+                *(f"{p.probabilities[label]:.5f}" for label in labels), _regions(p.segments, ";"), p.transcript or "",
+                *(_audiovisual_cells(p) if audiovisual else ()),
                 *([str(bool(p.abstained)).lower()] if abstention else []),
             ])
         return buffer.getvalue()
@@ -67,27 +86,39 @@ def render(
 
 def predictions_table(results: Sequence[Result]) -> Table:
     """A row per utterance and speech segment: time, label, runner-up, regions of
-    interest (and transcripts, when any); each recording's shares in the caption. An
-    abstaining prediction's label reads ``uncertain (best guess and its probability)``."""
+    interest (and transcripts, when any); each recording's shares in the caption. Where
+    audio and video models predicted together, the label is the fused one, each model's
+    label and regions have columns of their own, and what was not used is in the caption.
+    An abstaining prediction's label reads ``uncertain (best guess and its probability)``."""
     predictions = utterances(results)
     protocols = ", ".join(sorted({p.protocol for p in predictions}))
     table = Table(title=f"{protocols} protocol")
     table.add_column("file", overflow="fold")
-    for column in ("time (s)", "label", "runner-up", "regions of interest (s)"):
+    audiovisual = any(isinstance(p, AudioVisualPrediction) for p in predictions)
+    columns = ("voice", "face", "voice–face IoU") if audiovisual else ()
+    for column in ("time (s)", "label", "runner-up", *columns, "regions of interest (s)"):
         table.add_column(column)
     with_text = any(p.transcript for p in predictions)
     if with_text:
         table.add_column("transcript")
     for p in predictions:
         ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
-        regions = ", ".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
         best = f"{ranked[0]} {p.probabilities[ranked[0]]:.0%}"
         row = [
             escape(printable(p.source)), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} ({best})" if p.abstained else best,
-            f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}", regions,
+            f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}",
         ]
+        if audiovisual:
+            row += _audiovisual_table_cells(p)
+        else:
+            row.append(_regions(p.segments))
         table.add_row(*row, *([escape(p.transcript or "")] if with_text else []))
     captions = []
+    for p in predictions:
+        if isinstance(p, AudioVisualPrediction):
+            read = " + ".join(m for m, used in p.modalities.items() if used)
+            how = [f"read {read}", *([f"fused by {p.fusion_description}"] if p.fusion_description else []), *p.notes]
+            captions.append(f"{escape(printable(p.source))} {p.start:.2f}-{p.end:.2f} s: {'; '.join(how)}")
     for r in results:
         if isinstance(r, RecordingPrediction):
             top = sorted(r.shares, key=r.shares.__getitem__, reverse=True)[:3]
@@ -96,3 +127,35 @@ def predictions_table(results: Sequence[Result]) -> Table:
             captions.append(f"{escape(printable(r.source))}: {len(r.timeline)} speech segments, {shares}{verdict}")
     table.caption = "\n".join(captions) or None
     return table
+
+
+def _regions(spans: Sequence[Span], separator: str = ", ") -> str:
+    """Regions of interest as ``start-end`` seconds."""
+    return separator.join(f"{span.start:.2f}-{span.end:.2f}" for span in spans)
+
+
+def _audiovisual_cells(p: UtterancePrediction) -> list[str]:
+    """The CSV's :data:`AUDIOVISUAL_COLUMNS` of one row (empty for a single model's prediction)."""
+    if not isinstance(p, AudioVisualPrediction):
+        return [""] * len(AUDIOVISUAL_COLUMNS)
+    comparison = p.comparison
+    figures = ["" if comparison is None or getattr(comparison, name) is None else f"{getattr(comparison, name):.4f}"
+               for name in ("roi_iou", "pearson", "lag")]
+    return [
+        "+".join(m for m, used in p.modalities.items() if used), p.fusion or "",
+        *(stream.label if stream is not None else "" for stream in (p.audio, p.video)),
+        *(_regions(stream.segments, ";") if stream is not None else "" for stream in (p.audio, p.video)),
+        *figures, "; ".join(p.notes),
+    ]
+
+
+def _audiovisual_table_cells(p: UtterancePrediction) -> list[str]:
+    """The table's voice, face, IoU and regions cells of one row."""
+    if not isinstance(p, AudioVisualPrediction):
+        return ["", "", "", _regions(p.segments)]
+    streams: list[Prediction | None] = [p.audio, p.video]
+    labels = [f"{s.label} {s.probabilities[s.label]:.0%}" if s is not None else "not used" for s in streams]
+    iou = p.comparison.roi_iou if p.comparison is not None else None
+    regions = "; ".join(f"{name} {_regions(s.segments)}" for name, s in zip(("voice", "face"), streams)
+                        if s is not None and s.segments)
+    return [*labels, "" if iou is None else f"{iou:.2f}", regions or _regions(p.segments)]

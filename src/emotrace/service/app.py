@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotrace import __version__
-from emotrace.api import DEFAULT_MODEL, load_model
+from emotrace.api import DEFAULT_MODEL
 from emotrace.atomic import owned_directory, remove_debris
 from emotrace.errors import InputError
 from emotrace.features.asr import available_cores
@@ -48,7 +48,7 @@ from emotrace.labels import EMOTION_COLOURS
 from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.service.admission import Admission, Metrics, Refused, shutting_down
 from emotrace.service.uploads import TEXT_FIELD, UPLOAD_FIELD, UploadError, receive_upload
-from emotrace.service.workers import Job, ProcessRunner, Runner, ThreadRunner, WorkerError
+from emotrace.service.workers import Job, Models, ProcessRunner, Runner, ThreadRunner, WorkerError
 
 #: bytes; about an hour of 16 kHz 16-bit WAV, many hours of a browser's opus recording
 DEFAULT_MAX_UPLOAD_BYTES = 100_000_000
@@ -77,8 +77,10 @@ _PREDICT_FORM = {
 
 
 def create_app(
-    model: str | Path = DEFAULT_MODEL,
+    model: str | Path | None = DEFAULT_MODEL,
     *,
+    video_model: str | Path | None = None,
+    fusion_model: str | Path | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     asr: bool = False,
     max_duration: float = DEFAULT_MAX_DURATION,
@@ -88,10 +90,13 @@ def create_app(
 ) -> FastAPI:
     """The service for ``model`` (a packaged model name, checkpoint or run folder).
 
-    Request bodies over ``max_upload_bytes`` are refused with 413 before they reach the
-    disk; uploads over ``max_duration`` seconds with 422. ``asr`` transcribes uploads for
-    models that read text when no text is sent. ``workers`` 0 predicts in a thread of this
-    process; N >= 1 starts N worker processes (each loads the model) when the app starts.
+    With a ``video_model`` and/or a ``fusion_model``, ``model`` is the audio model (None:
+    none) and a video upload gets the audio, video and fused predictions and their ROI
+    comparison (:func:`emotrace.api.load_predictor`). Request bodies over ``max_upload_bytes``
+    are refused with 413 before they reach the disk; uploads over ``max_duration`` seconds
+    with 422. ``asr`` transcribes uploads for models that read text when no text is sent.
+    ``workers`` 0 predicts in a thread of this process; N >= 1 starts N worker processes
+    (each loads the models) when the app starts.
     ``allowed_hosts`` (e.g. :data:`LOOPBACK_NAMES`) limits the Host and Origin a request
     may come with; None accepts any.
     """
@@ -101,7 +106,8 @@ def create_app(
         raise ValueError(f"max_duration must be positive, got {max_duration}")
     if workers < 0:
         raise ValueError(f"workers must not be negative, got {workers}")
-    predictor = load_model(model, asr=asr)
+    models = Models(model, video_model, fusion_model)
+    predictor = models.load(asr)
     if UTTERANCE_LEVEL not in predictor.protocols:
         raise InputError(
             model,
@@ -111,7 +117,7 @@ def create_app(
     runner: Runner = (
         ThreadRunner(predictor)
         if workers == 0
-        else ProcessRunner(str(model), asr=asr, workers=workers, threads=max(1, available_cores() // workers))
+        else ProcessRunner(models, asr=asr, workers=workers, threads=max(1, available_cores() // workers))
     )
     service = _Service(runner, Admission(runner.workers, max_queue), max_duration)
     page = files(__package__).joinpath(PAGE).read_text(encoding="utf-8")
@@ -137,11 +143,14 @@ def create_app(
         """The model served: its name, labels (with the colours plots give them) and protocol."""
         return {
             "status": "ok",
-            "model": str(model),
+            "model": None if model is None else str(model),
             "labels": list(predictor.labels),
             "colours": {label: EMOTION_COLOURS.get(label, EMOTION_COLOURS["other"]) for label in predictor.labels},
             "protocol": UTTERANCE_LEVEL,
             "reads_text": predictor.reads("text"),
+            "reads_video": predictor.reads("video"),
+            "video_model": None if video_model is None else str(video_model),
+            "fusion_model": None if fusion_model is None else str(fusion_model),
             "asr": asr,
             "max_upload_bytes": max_upload_bytes,
             "max_utterance_seconds": predictor.max_duration,
@@ -157,7 +166,7 @@ def create_app(
 
     @app.post("/predict", openapi_extra=_PREDICT_FORM)
     async def predict(request: Request) -> Response:
-        """One upload (multipart form: the audio as 'file', optionally its transcript as
+        """One upload (multipart form: the audio or video as 'file', optionally its transcript as
         'text'): an utterance, or (longer than the utterance limit) a recording predicted by
         speech segments, with its timeline."""
         return await service.predict(request)

@@ -1,7 +1,8 @@
 """Where the service's predictions run: in a thread of the server, or in worker processes.
 
 :func:`predict_upload` turns one upload on disk into the predictions document; both
-runners call it. :class:`ThreadRunner` calls it in the server's own process, one upload at
+runners call it, with one model's predictor or audio and video models' together
+(:class:`Models`). :class:`ThreadRunner` calls it in the server's own process, one upload at
 a time: light, but a prediction that has started cannot be stopped. :class:`ProcessRunner`
 keeps ``workers`` processes, each with its own model, and sends each upload to an idle one:
 a prediction whose client has gone, or that outlives a shutdown's grace, is stopped by
@@ -29,10 +30,11 @@ import anyio
 import numpy as np
 import torch
 
-from emotrace.audio import load_audio, probe
+from emotrace.api import load_predictor
+from emotrace.audio import load_audio
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.inference.predictions import Prediction, RecordingPrediction
-from emotrace.inference.predictor import Predictor
+from emotrace.inference.media import MediaPredictor
+from emotrace.inference.predictions import AudioVisualPrediction, RecordingPrediction, Result, utterances
 from emotrace.inference.sanity import check_probabilities, no_speech_prediction, speech_presence
 from emotrace.inference.writers import predictions_document
 
@@ -49,6 +51,20 @@ class WorkerError(EmotraceError):
 
 
 @dataclass(frozen=True)
+class Models:
+    """What the service serves: ``model`` alone, or with a ``video_model`` and/or a
+    ``fusion_model`` predicting videos together (``model`` then the audio model, if any);
+    each worker process loads them once."""
+
+    model: str | Path | None
+    video_model: str | Path | None = None
+    fusion_model: str | Path | None = None
+
+    def load(self, asr: bool) -> MediaPredictor:
+        return load_predictor(self.model, self.video_model, self.fusion_model, asr=asr)
+
+
+@dataclass(frozen=True)
 class Job:
     """One upload to predict: the server's copy at ``path``, reported as ``name``."""
 
@@ -59,16 +75,16 @@ class Job:
     min_confidence: float | None = None  # abstain ("uncertain") below this top probability
 
 
-def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
+def predict_upload(predictor: MediaPredictor, job: Job) -> dict[str, Any]:
     """The predictions document for an upload; errors and results name the client's file,
     never the temporary copy. Uploads longer than ``job.max_duration`` are refused from the
-    header; an utterance without speech (and without a transcript the model reads) gets a
-    ``no speech`` result instead of an emotion."""
+    header; an utterance without speech (and without a transcript the model reads, or a
+    video stream a face-video model reads) gets a ``no speech`` result instead of an emotion."""
     path, name = Path(job.path), job.name
     text = job.text.strip() if job.text and job.text.strip() else None
     report = BatchReport()
     try:
-        info = probe(path)
+        info = predictor.probe(path)
         if info.duration > job.max_duration:
             raise InputError(
                 path,
@@ -76,12 +92,13 @@ def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
                 "(emotrace serve --max-duration); emotrace predict reads recordings of any length",
             )
         reads_text = text is not None and predictor.reads("text")  # a transcript carries emotion without speech
-        if info.duration <= predictor.max_duration and not reads_text:
+        reads_face = info.video is not None and predictor.reads("video")  # and so does a face
+        if info.audio is not None and info.duration <= predictor.max_duration and not (reads_text or reads_face):
             presence = speech_presence(load_audio(path, max_duration=None))
             if not presence.present:
                 return {"predictions": [no_speech_prediction(name, presence)], "skipped": []}
         result = predictor.predict_file(path, text, report=report).with_min_confidence(job.min_confidence)
-        for prediction in result.timeline if isinstance(result, RecordingPrediction) else (result,):
+        for prediction in utterances([result]):
             check_probabilities(str(path), predictor.labels, np.array(list(prediction.probabilities.values())))
     except InputError as error:
         raise InputError(error.source.replace(str(path), name), error.problem) from None
@@ -89,10 +106,15 @@ def predict_upload(predictor: Predictor, job: Job) -> dict[str, Any]:
     return predictions_document([_renamed(result, name)], BatchReport(skipped=skipped))
 
 
-def _renamed(result: Prediction | RecordingPrediction, source: str) -> Prediction | RecordingPrediction:
-    """``result`` with every source (its segments' too) set to ``source``."""
+def _renamed(result: Result, source: str) -> Result:
+    """``result`` with every source (its segments' and each stream's of an audio-visual one too)
+    set to ``source``."""
     if isinstance(result, RecordingPrediction):
-        return replace(result, source=source, timeline=tuple(replace(p, source=source) for p in result.timeline))
+        return replace(result, source=source, timeline=tuple(_renamed(p, source) for p in result.timeline))
+    if isinstance(result, AudioVisualPrediction):
+        streams = {name: None if stream is None else replace(stream, source=source)
+                   for name, stream in (("audio", result.audio), ("video", result.video), ("fused", result.fused))}
+        return replace(result, source=source, **streams)
     return replace(result, source=source)
 
 
@@ -115,7 +137,7 @@ class ThreadRunner:
 
     workers = 1
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: MediaPredictor):
         self.predictor = predictor
         self.turn = asyncio.Lock()
 
@@ -133,10 +155,10 @@ class ThreadRunner:
 class _Worker:
     """One worker process and the pipe to it."""
 
-    def __init__(self, context: Any, model: str, asr: bool, threads: int):
+    def __init__(self, context: Any, models: Models, asr: bool, threads: int):
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child, model, asr, threads, os.getpid()), name="emotrace-worker", daemon=True
+            target=_worker_main, args=(child, models, asr, threads, os.getpid()), name="emotrace-worker", daemon=True
         )
         self.process.start()
         child.close()
@@ -176,12 +198,12 @@ class _Worker:
 
 
 class ProcessRunner:
-    """``workers`` processes, each loading ``model`` once; a job goes to an idle one."""
+    """``workers`` processes, each loading ``models`` once; a job goes to an idle one."""
 
-    def __init__(self, model: str, *, asr: bool, workers: int, threads: int):
+    def __init__(self, models: Models, *, asr: bool, workers: int, threads: int):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
-        self.model, self.asr, self.workers, self.threads = model, asr, workers, threads
+        self.models, self.asr, self.workers, self.threads = models, asr, workers, threads
         self.context = multiprocessing.get_context("spawn")  # torch's threads do not survive fork
         self.idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self.all: set[_Worker] = set()
@@ -193,7 +215,7 @@ class ProcessRunner:
     async def _spawn(self) -> None:
         if self.closed:
             return
-        worker = _Worker(self.context, self.model, self.asr, self.threads)
+        worker = _Worker(self.context, self.models, self.asr, self.threads)
         self.all.add(worker)
         try:
             await anyio.to_thread.run_sync(worker.ready, abandon_on_cancel=True)
@@ -239,7 +261,7 @@ class ProcessRunner:
             self._discard(worker)
 
 
-def _worker_main(connection: Connection, model: str, asr: bool, threads: int, server: int) -> None:
+def _worker_main(connection: Connection, models: Models, asr: bool, threads: int, server: int) -> None:
     """A worker process: load the model, then answer jobs until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server decides
     _die_with_parent()
@@ -248,9 +270,7 @@ def _worker_main(connection: Connection, model: str, asr: bool, threads: int, se
     os.nice(WORKER_NICENESS)
     torch.set_num_threads(threads)
     try:
-        from emotrace.api import load_model
-
-        predictor = load_model(model, asr=asr)
+        predictor = models.load(asr)
         connection.send((_READY, None))
     except (BrokenPipeError, EOFError):
         return

@@ -178,6 +178,12 @@ def geometry_features(frames: FaceFrames, points: bool = False) -> tuple[np.ndar
     return np.concatenate(blocks, 1).astype(np.float32), tuple(names)
 
 
+def face_found(data: np.ndarray) -> np.ndarray:
+    """Whether each sample of :func:`geometry_features`' output ``(..., T, D)`` shows a face:
+    its face mask, the last column."""
+    return data[..., -1] > 0.5
+
+
 def feature_names(extra: tuple[str, ...] = (), points: bool = False) -> tuple[str, ...]:
     """The column names :func:`geometry_features` gives for these extra series and options."""
     names = [*MEASURES, *(f"d_{name}" for name in MEASURES), *extra]

@@ -1,0 +1,312 @@
+"""From a file to what the models read: its audio, its face video, or both, one piece at a time.
+
+A :class:`Piece` is one utterance (a whole file, or one speech segment of a long recording)
+as every model of a prediction reads it: the waveform, the video clip over the same
+seconds, the transcript. :class:`MediaPredictor` is the way from a file to a result that
+every predictor shares: one utterance up to ``max_duration`` seconds, else a recording
+predicted by speech segments; a subclass says only how it predicts a piece.
+
+Which streams a file has. A predictor whose models read only audio reads the file as
+audio, as always: every problem is the file's (an InputError). One that reads face video
+reads both streams, and a stream that is absent or cannot be read becomes a note on the
+piece (``notes[modality]``), not an error: each model then says whether it can do without
+it (method B can; method A on the face cannot). So can a clip whose face is missing: the
+tracker's face mask (:func:`~emotrace.features.video.geometry.face_found`) must show a
+face on at least ``MIN_FACE_SHARE`` of its samples, or the clip is left out, since its
+features would describe no face; a face missing from fewer samples is noted.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotrace.audio import SAMPLE_RATE, AudioInfo, load_audio, probe
+from emotrace.errors import BatchReport, InputError
+from emotrace.features.base import Features
+from emotrace.features.video.geometry import face_found
+from emotrace.features.video.reader import VideoClip, VideoInfo, probe_video
+from emotrace.inference.predictions import RecordingPrediction, Result, UtterancePrediction
+from emotrace.inference.segmentation import speech_segments
+from emotrace.spans import Span
+
+#: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
+MAX_UTTERANCE_SECONDS = 30.0
+#: the share of a clip's samples that must show a face for its video to be used
+MIN_FACE_SHARE = 0.5
+NO_AUDIO_TRACK = "no audio track"
+NO_VIDEO_STREAM = "no video stream"
+
+
+class MissingStreamError(InputError):
+    """A model cannot run on a piece because a stream it needs is missing (the piece's
+    notes say why): an audio-visual prediction goes on with the streams it has."""
+
+
+@dataclass(eq=False)
+class Piece:
+    """One utterance as the models read it; times in seconds of ``source``.
+
+    ``waveform`` (16 kHz mono) and ``clip`` are None where the file has no usable audio or
+    video, with the reason in ``notes``. ``features`` holds what extractors made of the
+    piece, by modality and extractor spec, so models reading the same features share them.
+    Both are filled in as models read the piece: a model that finds no face leaves the clip
+    out for the models after it.
+    """
+
+    source: str
+    start: float
+    duration: float
+    waveform: np.ndarray | None = None
+    clip: VideoClip | None = None
+    text: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    features: dict[tuple[str, str], Features] = field(default_factory=dict)
+
+    def leave_out_video(self, note: str) -> None:
+        self.clip = None
+        self.notes["video"] = note
+
+    def check_face(self, features: Features) -> None:
+        """Note faces missing from ``features`` (a face extractor's output for this piece's
+        clip); leave the clip out when fewer than ``MIN_FACE_SHARE`` of its samples show one."""
+        found = face_found(features.data[0])
+        share = float(found.mean()) if len(found) else 0.0
+        missing = f"no face found in {_percent(1 - share)} of video frames"
+        if share < MIN_FACE_SHARE:
+            self.leave_out_video(f"{missing} (a face is needed in {_percent(MIN_FACE_SHARE)})")
+        elif share < 1:
+            self.notes["video"] = missing
+
+
+@dataclass(frozen=True)
+class Media:
+    """The streams of a file that a predictor reads: their headers (None where absent or
+    unreadable, with the reason in ``notes``)."""
+
+    path: str
+    audio: AudioInfo | None
+    video: VideoInfo | None
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.audio.duration if self.audio is not None else self.video.duration  # type: ignore[union-attr]
+
+
+def probe_media(path: str | Path, video: bool) -> Media:
+    """The headers of ``path``'s audio (and, with ``video``, its video stream).
+
+    Without ``video`` the file is read as audio and any problem raises. With it, a missing
+    or unreadable stream is noted; an InputError only when neither stream can be read.
+    """
+    if not video:
+        info = probe(path)
+        return Media(info.path, info, None)
+    notes: dict[str, str] = {}
+    video_info = audio_info = None
+    try:
+        video_info = probe_video(path)
+    except InputError as error:
+        video_error = error
+        no_stream = error.problem.startswith(f"has {NO_VIDEO_STREAM}")
+        notes["video"] = NO_VIDEO_STREAM if no_stream else f"video not read: {error.problem}"
+    if video_info is not None and not video_info.has_audio:
+        notes["audio"] = NO_AUDIO_TRACK
+    else:
+        try:
+            audio_info = probe(path)
+        except InputError as error:
+            if video_info is None:
+                raise (error if no_stream else video_error) from None
+            notes["audio"] = f"audio not read: {error.problem}"
+    return Media(str(path), audio_info, video_info, notes)
+
+
+def whole_piece(media: Media, text: str | None = None) -> Piece:
+    """The whole file as one utterance (its length checked by the caller). With a video
+    stream, audio that cannot be decoded (silent, too short) is noted, not raised."""
+    notes = dict(media.notes)
+    waveform = None
+    if media.audio is not None:
+        try:
+            waveform = load_audio(media.path, max_duration=None)
+        except InputError as error:
+            if media.video is None:
+                raise
+            notes["audio"] = f"audio not read: {error.problem}"
+    clip = VideoClip(media.path) if media.video is not None else None
+    duration = len(waveform) / SAMPLE_RATE if waveform is not None else media.duration
+    return Piece(media.path, 0.0, duration, waveform, clip, text, notes)
+
+
+def segment_piece(media: Media, segment: Span, max_duration: float | None) -> Piece:
+    """One segment of a file: its audio (an InputError when it cannot be read) and its video."""
+    waveform = None
+    if media.audio is not None:
+        waveform = load_audio(media.path, segment.start, segment.end, max_duration=max_duration)
+    clip = VideoClip(media.path, segment.start, segment.end) if media.video is not None else None
+    duration = len(waveform) / SAMPLE_RATE if waveform is not None else segment.duration
+    return Piece(media.path, segment.start, duration, waveform, clip, notes=dict(media.notes))
+
+
+class MediaPredictor(ABC):
+    """Files to results, for any way of predicting a :class:`Piece`.
+
+    A file up to ``max_duration`` seconds is one utterance; a longer one is a recording,
+    cut into speech segments by voice activity (read from its audio), each segment read and
+    predicted on its own so memory stays bounded. With ``min_confidence`` (None: never) a
+    prediction, and a recording by its shares, abstains when less sure than it.
+    """
+
+    labels: tuple[str, ...]
+    max_duration: float = MAX_UTTERANCE_SECONDS
+    min_confidence: float | None = None
+
+    @property
+    @abstractmethod
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols this predictor can run."""
+
+    @abstractmethod
+    def reads(self, modality: str) -> bool:
+        """Whether any of its models reads ``modality``."""
+
+    @abstractmethod
+    def require_protocol(self, adaptive: bool) -> None:
+        """A ProtocolError unless there is a model for the speaker-adaptive protocol (or,
+        without ``adaptive``, the utterance-level one)."""
+
+    @abstractmethod
+    def predict_piece(self, piece: Piece, speaker_moments: Any = None) -> UtterancePrediction:
+        """One piece's prediction; speaker-adaptive with ``speaker_moments``."""
+
+    @abstractmethod
+    def speaker_moments_for(
+        self,
+        paths: Sequence[str | Path],
+        texts: Sequence[str | None] | None = None,
+        *,
+        report: BatchReport | None = None,
+    ) -> Any:
+        """One speaker's moments from their recordings, as :meth:`predict_piece` takes them."""
+
+    @abstractmethod
+    def check_streams(self, media: Media, adaptive: bool) -> None:
+        """A :class:`MissingStreamError` when ``media`` lacks a stream the models cannot do
+        without, so that a long file fails at once, not segment by segment."""
+
+    def probe(self, path: str | Path) -> Media:
+        """The streams of ``path`` this predictor reads."""
+        return probe_media(path, video=self.reads("video"))
+
+    def predict(
+        self, media: str | Path | Piece, text: str | None = None, *, speaker_moments: Any = None
+    ) -> UtterancePrediction:
+        """One utterance: a file up to ``max_duration`` seconds long (else an InputError
+        pointing to :meth:`predict_recording`) and optionally its text, or a piece already read."""
+        if not isinstance(media, Piece):
+            info = self.probe(media)
+            self.check_length(info.path, info.duration)
+            media = whole_piece(info, text)
+        return self.predict_piece(media, speaker_moments)
+
+    def predict_recording(
+        self,
+        path: str | Path,
+        *,
+        speaker_moments: Any = None,
+        segments: Sequence[Span] | None = None,
+        report: BatchReport | None = None,
+    ) -> RecordingPrediction:
+        """A recording of any length, by speech segments (voice activity unless ``segments``
+        are given), each read and predicted on its own so memory stays bounded.
+
+        Text models read each segment's ASR transcript when ASR is on. A segment that fails
+        goes to ``report`` (named by file and times) and is skipped; without a report it raises.
+        """
+        report = BatchReport(strict=True) if report is None else report
+        media = self.probe(path)
+        self.require_protocol(adaptive=speaker_moments is not None)  # fail before the VAD runs
+        self.check_streams(media, adaptive=speaker_moments is not None)
+        if segments is None:
+            if media.audio is None:
+                raise InputError(media.path, f"has {media.notes['audio']}, so no speech segments can be found in it")
+            segments = speech_segments(path)
+        if not segments:
+            raise InputError(media.path, "no speech found")
+        timeline = []
+        for segment in segments:
+            try:
+                timeline.append(self.predict_piece(segment_piece(media, segment, self.max_duration), speaker_moments))
+            except InputError as error:
+                report.skip(InputError(f"{media.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem))
+        if not timeline:
+            raise InputError(media.path, "none of its speech segments could be predicted")
+        recording = RecordingPrediction.of(media.path, media.duration, timeline)
+        return recording if self.min_confidence is None else recording.with_min_confidence(self.min_confidence)
+
+    def predict_file(
+        self,
+        path: str | Path,
+        text: str | None = None,
+        *,
+        speaker_moments: Any = None,
+        report: BatchReport | None = None,
+    ) -> Result:
+        """A file of any length: one utterance up to ``max_duration``, else a recording
+        predicted by speech segments (whose bad segments go to ``report``)."""
+        return self.predict_file_with_audio(path, text, speaker_moments=speaker_moments, report=report)[0]
+
+    def predict_file_with_audio(
+        self,
+        path: str | Path,
+        text: str | None = None,
+        *,
+        speaker_moments: Any = None,
+        report: BatchReport | None = None,
+    ) -> tuple[Result, np.ndarray | None]:
+        """:meth:`predict_file`, and the utterance's waveform it decoded, for a plot to reuse
+        (None for a recording, read one speech segment at a time, or a file without audio)."""
+        media = self.probe(path)
+        if media.duration <= self.max_duration:
+            piece = whole_piece(media, text)
+            self.check_length(media.path, piece.duration)
+            return self.predict(piece, speaker_moments=speaker_moments), piece.waveform
+        if text is not None and self.reads("text"):
+            raise InputError(
+                path, f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "
+                "no transcript: leave the text out (with ASR on, each segment is transcribed)"
+            )
+        return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
+
+    def pieces(self, path: str | Path, text: str | None) -> Iterator[Piece]:
+        """A file the way predictions read it: whole, or by speech segments."""
+        media = self.probe(path)
+        if media.duration <= self.max_duration:
+            yield whole_piece(media, text)
+            return
+        if text is not None:
+            raise InputError(media.path, "a long recording takes no transcript (its segments use ASR)")
+        if media.audio is None:
+            raise InputError(media.path, f"has {media.notes['audio']}, so no speech segments can be found in it")
+        for segment in speech_segments(path):
+            yield segment_piece(media, segment, self.max_duration)
+
+    def check_length(self, source: str, seconds: float) -> None:
+        """An InputError when ``seconds`` is too long for one utterance."""
+        if seconds > self.max_duration:
+            raise InputError(
+                source,
+                f"is {seconds:.1f} s long, over the {self.max_duration:g} s limit for one utterance; "
+                "use predict_recording, which predicts its speech segments",
+            )
+
+
+def _percent(share: float) -> str:
+    return f"{round(100 * share)} %"
