@@ -14,7 +14,8 @@ from scipy.stats import wilcoxon
 
 from emotrace.atomic import write_json_atomically
 from emotrace.features.asr import available_cores
-from emotrace.training.metrics import HEADLINE, summarise_folds
+from emotrace.training.metrics import HEADLINE, speaker_bootstrap, summarise_folds
+from emotrace.training.report import validation_summary
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -33,9 +34,10 @@ def command() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
-def write_results(name: str, protocol: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
-    """``benchmarks/results/NAME.json`` in the guide's format, written atomically."""
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, protocol: str, rows: list[dict[str, Any]], directory: Path = RESULTS,
+                  **extra: Any) -> Path:
+    """``benchmarks/results/NAME.json`` (or ``directory/NAME.json``) in the guide's format, written atomically."""
+    path = Path(directory) / f"{name}.json"
     write_json_atomically(path, {
         "benchmark": name,
         "command": command(),
@@ -69,10 +71,19 @@ def repo_path(path: Path) -> str:
     return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
 
 
+def run_predictions(run_dir: Path) -> list[dict[str, Any]]:
+    """The pooled test predictions of a finished run (one record per test utterance)."""
+    path = run_dir if run_dir.is_absolute() else REPO / run_dir
+    return [json.loads(line) for line in (path / "predictions.jsonl").read_text().splitlines()]
+
+
 def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, Any]:
     """A results row from finished ``emotrace cv`` runs of one config that differ only in
-    their seed: each fold's figures are averaged over the seeds, then summarised over folds
-    (mean ± std over folds, as for one run); ``ua_by_seed`` gives each seed's own UA."""
+    their seeds (training seed, and the pairing of a built corpus): each fold's figures are
+    averaged over the runs, then summarised over folds (mean ± std over folds, as for one
+    run); ``ua_by_seed`` gives each run's own UA. ``val_ua_mean`` is the validation UA that
+    chose the epochs (the figure settings are compared by); ``ua_ci`` is the 95 % bootstrap
+    interval over test speakers of the pooled UA (``ua_pooled``)."""
     summaries = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
     first = summaries[0]
     summary = summarise_folds(seed_average([s["per_fold"] for s in summaries]), first["labels"])
@@ -82,6 +93,10 @@ def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, 
         row[f"{name}_mean"] = round(summary[f"{name}_mean"], 2)
         row[f"{name}_std"] = round(summary[f"{name}_std"], 2)
     row["ua_by_seed"] = [round(s["ua_mean"], 2) for s in summaries]
+    validation = [validation_summary(s["per_fold"]).get("val_ua_mean") for s in summaries]
+    row["val_ua_mean"] = None if None in validation else round(float(np.mean(validation)), 2)
+    interval = speaker_bootstrap([run_predictions(run_dir) for run_dir in run_dirs])
+    row["ua_pooled"], row["ua_ci"] = round(interval["ua"], 2), [round(interval["low"], 2), round(interval["high"], 2)]
     row["recall_mean"] = {label: round(value, 1) for label, value in summary["recall_mean"].items()}
     row["seconds_per_fold"] = round(float(np.mean([s["seconds_per_fold"] for s in summaries])), 1)
     row["peak_mb"] = round(max(s["peak_mb"] for s in summaries))
@@ -98,11 +113,18 @@ def fold_ua(row: dict[str, Any]) -> dict[str, float]:
 
 def comparison(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     """How far ``row`` lies above ``reference`` in UA, fold by fold on the same folds, with the
-    two-sided Wilcoxon signed-rank p over folds: whether a gap stands out from fold noise."""
+    two-sided Wilcoxon signed-rank p over folds: whether a gap stands out from fold noise; and
+    the gap in pooled UA with its 95 % paired bootstrap interval over test speakers
+    (``pooled_difference``, ``difference_ci``): an interval that excludes 0 is a gap that
+    does not hang on which speakers were tested."""
     ours, theirs = fold_ua(row), fold_ua(reference)
     if sorted(ours) != sorted(theirs):
         raise ValueError(f"{row['system']} and {reference['system']} were run on different folds")
     differences = [ours[fold] - theirs[fold] for fold in sorted(ours)]
     p_value = float(wilcoxon(differences).pvalue) if any(differences) else 1.0
+    bootstrap = speaker_bootstrap([run_predictions(Path(run)) for run in row["runs"]],
+                                  [run_predictions(Path(run)) for run in reference["runs"]])
     return {"against": reference["system"], "ua_difference": round(float(np.mean(differences)), 2),
-            "per_fold": [round(d, 2) for d in differences], "wilcoxon_p": round(p_value, 3)}
+            "per_fold": [round(d, 2) for d in differences], "wilcoxon_p": round(p_value, 3),
+            "pooled_difference": round(bootstrap["difference"], 2),
+            "difference_ci": [round(bootstrap["low"], 2), round(bootstrap["high"], 2)]}

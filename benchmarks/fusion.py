@@ -4,14 +4,25 @@
 methods B and C, against the same kind of model on audio alone; fusion must not fall below.
 ``paired``: each RAVDESS clip paired with a MELD utterance of the same emotion (corpus
 ``ravdess-meld``: 7 classes, calm dropped; audio folds by actor, text by dialogue group):
-audio only, text only, methods B and C, the concatenation baseline and method C without its
-regulariser; then method B tested with the text removed (the drop is reported).
+audio only (method A, and method B's own audio path), text only, method B (as in the paper,
+and with the options for its audio path), late fusion (mean and product of probabilities),
+method C (this project's objective, the authors' objective, without its regulariser, and the
+authors' network and three-stage schedule), the concatenation baseline; method B tested
+again with the text removed. Every system is trained on ``--pairings`` pairings (the text
+drawn for each clip, ``corpus.read_seed``) times ``--seeds`` training seeds, and each fold's
+figures are averaged over all of them.
+``noisy``: the paired systems with a share of the training side's pairs (``--noise``, 20 %
+and 40 %) given the text of another emotion (``data.noisy_text``); test pairs stay clean.
+Audio alone is unaffected and comes from the ``paired`` runs.
 ``meld``: MELD text alone, official split, weighted-F1 and UA.
 
-    EMOTRACE_DATA=../shared/data python benchmarks/fusion.py control|paired|meld [--jobs 2]
+    EMOTRACE_DATA=../shared/data python benchmarks/fusion.py control|paired|noisy|meld [--jobs 2]
 
 Each part writes ``benchmarks/results/<part>.json`` (``ravdess_control``, ``ravdess_meld_paired``,
-``meld_text``) after every system; runs resume under ``runs/benchmarks/<part>/``.
+``ravdess_meld_noisy_text``, ``meld_text``) after every system; runs resume under
+``runs/benchmarks/<part>/`` (``paired`` and ``noisy`` share ``runs/benchmarks/paired/``).
+Comparisons give the fold-by-fold gap with its Wilcoxon p and the pooled gap with a 95 %
+bootstrap interval over test speakers.
 """
 
 from __future__ import annotations
@@ -32,6 +43,36 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, comparison, row_from_runs, seed_average, write_results
 
 AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
+AUDIO_ONLY = "audio only (method A)"
+AUTHORS = "method C as the authors built it"
+# The authors' three-stage schedule: each stage starts from the previous stage's fold models.
+AUTHORS_STAGES = {
+    f"{AUTHORS}, stage 1 (unimodal heads)": "configs/ravdess_meld/contrastive_authors_unimodal.yaml",
+    f"{AUTHORS}, stage 2 (concatenation: their baseline)": "configs/ravdess_meld/contrastive_authors_fused.yaml",
+    f"{AUTHORS}, stage 3 (fresh classifier + regulariser)": "configs/ravdess_meld/contrastive_authors_regularised.yaml",
+}
+PAIRED_SYSTEMS = {
+    AUDIO_ONLY: "configs/ravdess_meld/audio_only.yaml",
+    "text only (BiLSTM on MiniLM)": "configs/ravdess_meld/text_only.yaml",
+    "method B: audio only": "configs/ravdess_meld/query_fusion_audio.yaml",
+    "method B: emotion queries": "configs/ravdess_meld/query_fusion.yaml",
+    "method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)":
+        "configs/ravdess_meld/query_fusion_options.yaml",
+    "late fusion, mean of probabilities": "configs/ravdess_meld/late_fusion_mean.yaml",
+    "late fusion, product of probabilities": "configs/ravdess_meld/late_fusion_product.yaml",
+    "method C: contrastive regulariser": "configs/ravdess_meld/contrastive.yaml",
+    "method C with the authors' objective": "configs/ravdess_meld/contrastive_authors_objective.yaml",
+    "method C without its regulariser": "configs/ravdess_meld/contrastive_no_regulariser.yaml",
+    "concatenation baseline (mean-pooled codes)": "configs/ravdess_meld/concatenation.yaml",
+    **AUTHORS_STAGES,
+}
+# Under noisy text: the systems whose text path the noise reaches (audio alone is unaffected).
+NOISY_SYSTEMS = [system for system in PAIRED_SYSTEMS if system not in (AUDIO_ONLY, "method B: audio only")]
+PAIRED_TEXT = (
+    "RAVDESS clips paired with same-emotion MELD utterances (corpus ravdess-meld): 7 classes (calm "
+    "dropped), 6 folds by RAVDESS actor with MELD dialogues split into 6 disjoint groups (text of a "
+    "test fold never seen in its training); utterance-level."
+)
 
 PARTS = {
     "control": (
@@ -44,19 +85,13 @@ PARTS = {
             "method C: audio + fixed text": "configs/ravdess/contrastive_text.yaml",
         },
     ),
-    "paired": (
-        "ravdess_meld_paired",
-        "RAVDESS clips paired with same-emotion MELD utterances (corpus ravdess-meld, seed 0): "
-        "7 classes (calm dropped), 6 folds by RAVDESS actor with MELD dialogues split into 6 "
-        "disjoint groups (text of a test fold never seen in its training); utterance-level.",
-        {
-            "audio only (method A)": "configs/ravdess_meld/audio_only.yaml",
-            "text only (BiLSTM on MiniLM)": "configs/ravdess_meld/text_only.yaml",
-            "method B: emotion queries": "configs/ravdess_meld/query_fusion.yaml",
-            "method C: contrastive regulariser": "configs/ravdess_meld/contrastive.yaml",
-            "method C without its regulariser": "configs/ravdess_meld/contrastive_no_regulariser.yaml",
-            "concatenation baseline (mean-pooled codes)": "configs/ravdess_meld/concatenation.yaml",
-        },
+    "paired": ("ravdess_meld_paired", PAIRED_TEXT, PAIRED_SYSTEMS),
+    "noisy": (
+        "ravdess_meld_noisy_text",
+        PAIRED_TEXT + (" Noisy-text control: a share of the training side's pairs (training and "
+                       "validation actors, each side apart; seeded, fixed for a run) carry the text of an "
+                       "item of another emotion; test pairs keep their own text. Audio alone is the paired runs'."),
+        {system: PAIRED_SYSTEMS[system] for system in NOISY_SYSTEMS},
     ),
     "meld": (
         "meld_text",
@@ -70,12 +105,27 @@ PARTS = {
 COMPARISONS = {
     "control": [("method B: audio + fixed text", "method B: audio only (reference)"),
                 ("method C: audio + fixed text", "method A: audio only (reference for C)")],
-    "paired": [("method B: emotion queries", "audio only (method A)"),
+    "paired": [("method B: emotion queries", AUDIO_ONLY),
+               ("method B: emotion queries", "method B: audio only"),
                ("method B: emotion queries", "text only (BiLSTM on MiniLM)"),
-               ("method C: contrastive regulariser", "audio only (method A)"),
+               ("method B: audio only", AUDIO_ONLY),
+               ("method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)", AUDIO_ONLY),
+               ("late fusion, mean of probabilities", AUDIO_ONLY),
+               ("late fusion, product of probabilities", AUDIO_ONLY),
+               ("method C: contrastive regulariser", AUDIO_ONLY),
                ("method C: contrastive regulariser", "text only (BiLSTM on MiniLM)"),
                ("method C: contrastive regulariser", "method C without its regulariser"),
-               ("concatenation baseline (mean-pooled codes)", "audio only (method A)")],
+               ("method C with the authors' objective", "method C without its regulariser"),
+               (f"{AUTHORS}, stage 3 (fresh classifier + regulariser)",
+                f"{AUTHORS}, stage 2 (concatenation: their baseline)"),
+               ("concatenation baseline (mean-pooled codes)", AUDIO_ONLY)],
+    "noisy": [("method C: contrastive regulariser", "method C without its regulariser"),
+              ("method C with the authors' objective", "method C without its regulariser"),
+              (f"{AUTHORS}, stage 3 (fresh classifier + regulariser)",
+               f"{AUTHORS}, stage 2 (concatenation: their baseline)"),
+              ("method C: contrastive regulariser", AUDIO_ONLY),
+              ("method B: emotion queries", AUDIO_ONLY),
+              ("late fusion, product of probabilities", AUDIO_ONLY)],
     "meld": [],
 }
 
@@ -86,39 +136,85 @@ def main() -> None:
     parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
     parser.add_argument("--jobs", type=int, default=2, help="folds trained at once")
     parser.add_argument("--seeds", type=int, default=3, help="trainings per system (seeds 0..N-1)")
+    parser.add_argument("--pairings", type=int, default=3, help="paired/noisy: pairings 0..N-1 (corpus.read_seed)")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.2, 0.4], help="noisy: shares of noisy text")
+    parser.add_argument("--systems", nargs="+", default=None, help="subset of system names (default: all)")
     parser.add_argument("--overrides", nargs="*", default=[], help="applied to every system's config")
     args = parser.parse_args()
     store = os.path.expanduser(args.store)
     name, protocol_text, systems = PARTS[args.part]
-    protocol_text += f" Each system trained with {args.seeds} seeds; fold figures averaged over them."
-    runs = REPO / "runs" / "benchmarks" / args.part
+    paired = args.part in ("paired", "noisy")
+    pairings = range(args.pairings) if paired else [None]
+    protocol_text += (f" Each system trained on {args.pairings} pairings x {args.seeds} seeds; fold figures averaged "
+                      "over all of them." if paired else
+                      f" Each system trained with {args.seeds} seeds; fold figures averaged over them.")
+    levels = args.noise if args.part == "noisy" else [None]
     rows: list[dict] = []
-    for system, config_path in systems.items():
-        run_dirs = []
-        for seed in range(args.seeds):
-            config = load_config(REPO / config_path, [f"seed={seed}", f"trainer.jobs={args.jobs}", f"store={store}",
-                                                      *args.overrides])
-            run_dirs.append(runs / f"{config.name}-seed{seed}")
-            run_cv(config, run_dirs[-1], progress=False)
-        rows.append(row_from_runs(system, run_dirs, config=config_path))
-        if config.model["name"] == "query_fusion" and len(config.inputs) > 1:
-            rows.append(without_text(system, run_dirs, rows[-1]))
-        write_results(name, protocol_text, rows)
+    for noise in levels:
+        for system, config_path in systems.items():
+            if args.systems and system not in args.systems:
+                continue
+            extra = [f"data.noisy_text={noise}"] if noise else []
+            run_dirs = train_runs(args.part, config_path, pairings, args.seeds, [f"trainer.jobs={args.jobs}",
+                                  f"store={store}", *extra, *args.overrides], noise)
+            label = f"{system}, {noise:.0%} noisy text" if noise else system
+            rows.append(row_from_runs(label, run_dirs, config=config_path, noisy_text=noise or 0.0))
+            config = load_config(REPO / config_path)
+            if config.model["name"] == "query_fusion" and len(config.inputs) > 1:
+                rows.append(without_text(label, run_dirs, rows[-1]))
+            write_results(name, protocol_text, rows)
     if args.part == "control":
         for system, run in (("method B: audio only (reference)", "ravdess-query-fusion-audio-utterance-level"),
                             ("method A: audio only (reference for C)", "ravdess-roi-attention-utterance-level")):
             references = [AUDIO_RUNS / f"{run}-seed{seed}" for seed in range(args.seeds)]
             if all((reference / "metrics.json").exists() for reference in references):
                 rows.append(row_from_runs(system, references))
-    by_system = {row["system"]: row for row in rows}
-    for system, reference in COMPARISONS[args.part]:
-        if system in by_system and reference in by_system:
-            by_system[system].setdefault("comparisons", []).append(comparison(by_system[system], by_system[reference]))
+    if args.part == "noisy":  # audio alone sees no text: the clean paired runs are its reference
+        references = [REPO / "runs" / "benchmarks" / "paired" / f"paired-audio-only-pairing{p}-seed{s}"
+                      for p in pairings for s in range(args.seeds)]
+        if all((reference / "metrics.json").exists() for reference in references):
+            rows.append(row_from_runs(AUDIO_ONLY, references))
+    add_comparisons(args.part, rows, levels)
     write_results(name, protocol_text, rows)
     for row in rows:
         extra = f"  weighted-F1 {row['weighted_f1_mean']:.1f}" if "weighted_f1_mean" in row else ""
-        print(f"{row['system']:<55} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}  "
+        print(f"{row['system']:<70} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}  "
               f"WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}{extra}")
+
+
+def run_name(config_name: str, pairing: int | None, seed: int, noise: float | None) -> str:
+    noisy = f"-noise{round(100 * noise)}" if noise else ""
+    return f"{config_name}{noisy}-pairing{pairing}-seed{seed}" if pairing is not None else f"{config_name}-seed{seed}"
+
+
+def train_runs(part: str, config_path: str, pairings, seeds: int, overrides: list[str],
+               noise: float | None) -> list[Path]:
+    """Train (or resume) one system on every pairing and seed; a stage of the authors' schedule
+    starts from the same pairing and seed's run of the stage before it."""
+    runs = REPO / "runs" / "benchmarks" / ("paired" if part in ("paired", "noisy") else part)
+    stages = list(AUTHORS_STAGES.values())
+    previous = stages[stages.index(config_path) - 1] if config_path in stages[1:] else None
+    run_dirs = []
+    for pairing in pairings:
+        for seed in range(seeds):
+            chosen = [f"seed={seed}", *overrides] + ([f"corpus.read_seed={pairing}"] if pairing is not None else [])
+            if previous:
+                before = load_config(REPO / previous, chosen)
+                chosen.append(f"init_from={runs / run_name(before.name, pairing, seed, noise)}")
+            config = load_config(REPO / config_path, chosen)
+            run_dirs.append(runs / run_name(config.name, pairing, seed, noise))
+            run_cv(config, run_dirs[-1], progress=False)
+    return run_dirs
+
+
+def add_comparisons(part: str, rows: list[dict], levels: list) -> None:
+    by_system = {row["system"]: row for row in rows}
+    for system, reference in COMPARISONS[part]:
+        for noise in levels:
+            ours = f"{system}, {noise:.0%} noisy text" if noise else system
+            theirs = f"{reference}, {noise:.0%} noisy text" if noise and reference != AUDIO_ONLY else reference
+            if ours in by_system and theirs in by_system:
+                by_system[ours].setdefault("comparisons", []).append(comparison(by_system[ours], by_system[theirs]))
 
 
 def without_text(system: str, run_dirs: list[Path], fused: dict) -> dict:

@@ -24,26 +24,48 @@ def figure(row: dict, name: str) -> str:
 
 
 def accuracy_table(result: dict) -> list[str]:
-    lines = ["| system | protocol | UA | WA | macro-F1 | weighted-F1 | UA by seed | s / fold | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| system | protocol | UA | WA | macro-F1 | weighted-F1 | pooled UA [95% CI, speakers] | val UA "
+              "| UA by run | s / fold | peak MB |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         extra = f" (UA drop {row['ua_drop']:+.1f})" if "ua_drop" in row else ""
         seeds = " / ".join(f"{ua:.1f}" for ua in row.get("ua_by_seed", [])) or "–"
+        pooled = f"{row['ua_pooled']:.1f} [{row['ua_ci'][0]:.1f}, {row['ua_ci'][1]:.1f}]" if "ua_ci" in row else "–"
+        validation = f"{row['val_ua_mean']:.1f}" if row.get("val_ua_mean") is not None else "–"
         lines.append(
             f"| {row['system']}{extra} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
-            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {seeds} | "
+            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
             f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
     return lines
 
 
 def comparison_table(result: dict) -> list[str]:
-    lines = ["| system | against | UA difference | per fold | Wilcoxon p |", "|---|---|---|---|---|"]
+    lines = ["| system | against | UA difference | per fold | Wilcoxon p | pooled difference [95% CI, speakers] |",
+             "|---|---|---|---|---|---|"]
     for row in result["rows"]:
         for c in row.get("comparisons", []):
             per_fold = " / ".join(f"{d:+.1f}" for d in c["per_fold"])
+            pooled = (f"{c['pooled_difference']:+.1f} [{c['difference_ci'][0]:+.1f}, {c['difference_ci'][1]:+.1f}]"
+                      if "difference_ci" in c else "–")
             lines.append(f"| {row['system']} | {c['against']} | {c['ua_difference']:+.1f} | {per_fold} | "
-                         f"{c['wilcoxon_p']} |")
+                         f"{c['wilcoxon_p']} | {pooled} |")
+    return lines if len(lines) > 2 else []
+
+
+def deletion_table(result: dict) -> list[str]:
+    """Method A's deletion test: UA lost when its regions of interest go, against random frames."""
+    lines = [("| system | protocol | deleted | share of frames | UA drop, top attention | UA drop, random places | "
+             "difference | mean-pooled share of decisions |"), "|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        decision = row.get("decision")
+        split = (f"{decision['mean_share']:.0%} (attention path alone agrees on {decision['attention_agreement']:.0%})"
+                 if decision else "–")
+        for entry in row.get("deletion", []):
+            figures = [f"{entry[key]:+.1f} [{entry[f'{key}_ci'][0]:+.1f}, {entry[f'{key}_ci'][1]:+.1f}]"
+                       for key in ("top_drop", "control_drop", "extra_drop")]
+            lines.append(f"| {row['system']} | {row['protocol']} | {entry['selection']} | "
+                         f"{entry['deleted_share']:.0%} | {' | '.join(figures)} | {split} |")
     return lines if len(lines) > 2 else []
 
 
@@ -61,6 +83,8 @@ def speed_table(result: dict) -> list[str]:
              "|---|---|---|---|" + ("---|" if rerun else "")]
     for row in result["rows"]:
         speedup = f" ({row['emotrace_speedup']}x slower than emotrace)" if "emotrace_speedup" in row else ""
+        if "cpu_speed" in row:  # a shared machine: what the process itself needed, and how busy the cores were
+            speedup = f" ({row['cpu_speed']}x per busy core by CPU time; load {row['load'][0]})"
         again = f" {row['rerun_seconds']}, {row['rerun_computed']} |" if rerun else ""
         lines.append(f"| {row['system']}{speedup} | {row['speed']} | {row['seconds']} | {row['peak_mb']} |{again}")
     return lines
@@ -90,11 +114,28 @@ def tables() -> str:
             out.extend(accuracy_table(result))
             if comparisons := comparison_table(result):
                 out.extend(["", *comparisons])
+            if deletions := deletion_table(result):
+                out.extend(["", *deletions])
         else:  # ASR
             out.append("| system | WER % | sentences exact % | RTF |\n|---|---|---|---|")
             out.extend(f"| {r['system']} | {r['wer']} | {r['sentence_accuracy']} | {r['rtf']} |" for r in rows)
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + selection_tables())
+
+
+def selection_tables() -> list[str]:
+    """The validation screens (benchmarks/selection.py): which setting validation picks."""
+    out = []
+    for path in sorted((RESULTS / "selection").glob("*.json")):
+        result = json.loads(path.read_text())
+        out += [f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n",
+                f"{result['protocol']}\n", "| variant | val UA | val UA by seed | epochs | |", "|---|---|---|---|---|"]
+        for row in result["rows"]:
+            seeds = " / ".join(f"{ua:.1f}" for ua in row["val_ua_by_seed"])
+            out.append(f"| {row['system']} | {row['val_ua_mean']:.1f} ± {row['val_ua_std']:.1f} | {seeds} | "
+                       f"{row['epochs_mean']} | {'picked' if row['chosen'] else ''} |")
+        out.append("")
+    return out
 
 
 def main() -> None:

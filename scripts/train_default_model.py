@@ -62,7 +62,8 @@ def package(model_dir: Path, target: Path, name: str, summary: dict) -> None:
         **checkpoint.info,
         "name": name,
         "metrics": {key: round(summary[key], 2) for key in ("ua_mean", "ua_std", "wa_mean", "wa_std",
-                                                            "macro_f1_mean", "macro_f1_std")}
+                                                            "macro_f1_mean", "macro_f1_std", "ece_unscaled_mean",
+                                                            "ece_unscaled_std", "ece_mean", "ece_std")}
         | {"folds": summary["folds"], "folds_protocol": summary["folds_protocol"], "protocol": summary["protocol"]},
         "training_data": "RAVDESS speech, 1440 clips, 24 actors (final model: 22 train, "
                          f"{' and '.join(checkpoint.info['val_speakers'])} validate)",
@@ -86,8 +87,11 @@ def model_card(name: str, checkpoint, summary: dict) -> str:
         "recordings (unlabelled), so it needs `--adapt-speaker` and a few clips per speaker"
     )
     figures = " | ".join(
-        f"{summary[f'{metric}_mean']:.1f} ± {summary[f'{metric}_std']:.1f}" for metric in ("ua", "wa", "macro_f1")
+        f"{summary[f'{metric}_mean']:.1f} ± {summary[f'{metric}_std']:.1f}"
+        for metric in ("ua", "wa", "macro_f1", "ece_unscaled", "ece")
     )
+    fold_temperatures = f"{summary['temperature_mean']:.2f} ± {summary['temperature_std']:.2f}"
+    ece = f"{summary['ece_unscaled_mean']:.1f} → {summary['ece_mean']:.1f}"
     return f"""# {name}
 
 Method A of emotrace (attention-based ROI detection: BiLSTM + additive attention over frozen
@@ -99,14 +103,22 @@ Speaker-independent 6-fold cross-validation on RAVDESS speech (the EmoBox folds:
 actors per fold, 2 validation actors from the training side), protocol **{summary["protocol"]}**
 ({protocol_line}):
 
-| UA | WA | macro-F1 |
-|---|---|---|
+| UA | WA | macro-F1 | ECE before scaling | ECE after |
+|---|---|---|---|---|
 | {figures} |
 
 Mean ± std over folds, percent. Per-class recall: {recalls}.
 The shipped weights are a final model trained with the same recipe on 22 of the 24 actors,
 the other two ({" and ".join(checkpoint.info["val_speakers"])}) choosing the epoch; its figures are
 those of the cross-validation above.
+
+## Calibration
+Probabilities are temperature-scaled: softmax(logits / T) with **T = {checkpoint.temperature:.3f}**,
+fitted on the final model's two validation actors (in each fold, on that fold's validation
+actors: T {fold_temperatures} over folds). Expected calibration error (top label, 15
+equal-width bins) before → after scaling: {ece} % over the folds' test actors.
+`emotrace predict --min-confidence P` labels a clip "uncertain" when its top probability
+is below P.
 
 ## Data and licence
 {DATA_LICENCE}. Encoder: Whisper base (OpenAI, MIT licence) in the faster-whisper

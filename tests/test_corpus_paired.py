@@ -56,6 +56,19 @@ def test_pairing_is_fixed_by_the_seed(corpus: CorpusData, shared_data: Path) -> 
     assert changed > 0.9 * len(again)
 
 
+def test_load_corpus_pairs_by_its_seed_or_by_read_seed(corpus: CorpusData, shared_data: Path) -> None:
+    reseeded = load_corpus("ravdess-meld", shared_data, seed=1)
+    ids = [pair.id for pair in corpus.utterances]
+    assert sum(a != b.id for a, b in zip(ids, reseeded.utterances)) > 0.9 * len(ids)
+    pinned = load_corpus("ravdess-meld", shared_data, seed=1, read_seed=0)
+    assert [pair.id for pair in pinned.utterances] == ids  # same pairing, other validation actors
+    assert [fold.val for fold in pinned.folds] == [fold.val for fold in reseeded.folds]
+    assert [fold.val for fold in pinned.folds] != [fold.val for fold in corpus.folds]
+    repaired = load_corpus("ravdess-meld", shared_data, seed=0, read_seed=2)
+    assert [fold.val for fold in repaired.folds] == [fold.val for fold in corpus.folds]
+    assert sum(a != b.id for a, b in zip(ids, repaired.utterances)) > 0.9 * len(ids)
+
+
 MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
 
 

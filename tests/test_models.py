@@ -37,8 +37,10 @@ CASES = {
     "lstm-text-mean": ("lstm", {**LSTM_SMALL, "modalities": ("text",), "bidirectional": False}),
     "lstm-early-fusion": ("lstm", {**LSTM_SMALL, "modalities": ("audio", "text")}),
     "late-fusion": ("late_fusion", {**LSTM_SMALL, "lstm_layers": 1}),
+    "late-fusion-product": ("late_fusion", {**LSTM_SMALL, "lstm_layers": 1, "combine": "product"}),
     "transformer-audio": ("transformer", {**SMALL, "num_heads": 2, "feedforward_dim": 32, "dropout": 0.0}),
     "roi-audio": ("roi_attention", {**LSTM_SMALL, "attention_dim": 8}),
+    "roi-audio-hybrid": ("roi_attention", {**LSTM_SMALL, "attention_dim": 8, "join_mean_pool": True}),
     "roi-video-paper": (
         "roi_attention",
         {
@@ -61,6 +63,43 @@ CASES = {
             "decoder_layers": 1,
             "feedforward_dim": 32,
             "dropout": 0.0,
+        },
+    ),
+    "query-fusion-options": (
+        "query_fusion",
+        {
+            **SMALL,
+            "num_heads": 2,
+            "encoder_layers": 2,
+            "decoder_layers": 1,
+            "feedforward_dim": 32,
+            "dropout": 0.0,
+            "norm_first": True,
+            "encoder_types": {"audio": "bilstm"},
+            "queries_per_class": 2,
+            "unimodal_loss_weight": 0.5,
+        },
+    ),
+    "query-fusion-pooled": (
+        "query_fusion",
+        {**SMALL, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "feedforward_dim": 32, "dropout": 0.0,
+         "queries_per_class": 3, "readout": "pooled"},
+    ),
+    "contrastive-authors": (
+        "contrastive",
+        {
+            "projection_dim": None,
+            "input_norm": False,
+            "input_dropout": 0.0,
+            "audio_encoder": "cnn_flat",
+            "cnn_frames": 16,
+            "text_encoder": "lstm_dot",
+            "text_code_dim": 8,
+            "code_dropout": 0.0,
+            "loss_weighting": "authors",
+            "negatives": "shuffled",
+            "fresh_classifier": True,
+            "fresh_classifier_dropout": 0.0,
         },
     ),
     "contrastive-bce": (
@@ -100,7 +139,7 @@ def make_model(case: str, **overrides) -> torch.nn.Module:
     hparams = {**hparams, **overrides}
     input_dims = dict(INPUT_DIMS)
     num_layers_in = {"audio": AUDIO_LAYERS}
-    if hparams.get("audio_encoder") == "cnn":
+    if hparams.get("audio_encoder") in ("cnn", "cnn_flat"):
         input_dims["audio"], num_layers_in = SPECTROGRAM_BINS, {}
     return build_model(
         name, num_classes=NUM_CLASSES, input_dims=input_dims, num_layers_in=num_layers_in, **hparams
@@ -153,7 +192,7 @@ def test_output_shapes(case):
         }
     if isinstance(output, ContrastiveOutput):
         assert output.audio_logits.shape == output.text_logits.shape == (5, NUM_CLASSES)
-        assert output.audio_code.shape == (5, model.config.audio_code_dim)
+        assert output.audio_code.shape == (5, model.config.audio_width)
         assert output.text_code.shape == (5, model.config.text_code_dim)
     if isinstance(output, LateFusionOutput):
         assert set(output.modality_logits) == {"audio", "text"}
@@ -289,6 +328,14 @@ def test_late_fusion_averages_probabilities_and_trains_each_modality_alone():
     assert set(loss.parts) == {"ce_audio", "ce_text"}
     audio_alone = F.cross_entropy(output.modality_logits["audio"], labels)
     torch.testing.assert_close(loss.total, audio_alone + loss.parts["ce_text"])
+
+
+def test_product_late_fusion_multiplies_the_modalities_probabilities():
+    model = make_model("late-fusion-product").eval()
+    output = model(**make_inputs(model))
+    product = output.modality_logits["audio"].softmax(-1) * output.modality_logits["text"].softmax(-1)
+    torch.testing.assert_close(output.probabilities, product / product.sum(-1, keepdim=True))
+    assert set(model.loss(output, torch.tensor([0, 1, 2, 3])).parts) == {"ce_audio", "ce_text"}
 
 
 def test_standardised_inputs_equal_the_model_on_z_scored_frames():

@@ -158,3 +158,61 @@ def test_config_rejects_what_the_method_cannot_do():
         ContrastiveConfig(num_classes=4, input_dims=dims, audio_encoder="cnn", num_layers_in={"audio": 3})
     with pytest.raises(ValueError, match="stage"):
         ContrastiveConfig(num_classes=4, input_dims=dims, stage="pretrain")
+
+
+def test_the_authors_weighting_and_negatives():
+    model = make_model(loss_weighting="authors", negatives="shuffled", alpha=0.3)
+    inputs, labels = separable_batch(seed=1)
+    output = model(**inputs)
+    torch.manual_seed(3)
+    loss = model.loss(output, labels)
+    torch.manual_seed(3)  # the same shuffle
+    shuffled = torch.randperm(B)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    positive = model.discriminator(output.audio_code, output.text_code)
+    negative = model.discriminator(output.audio_code, output.text_code[shuffled])
+    expected = bce(positive, torch.ones(B)) + bce(negative, torch.zeros(B))  # every shuffled pair negative
+    torch.testing.assert_close(loss.parts["bce"], expected)
+    torch.testing.assert_close(loss.total, 0.7 * loss.parts["ce"] + 0.3 * expected)
+    additive = make_model(alpha=0.3)  # this project's default: CE + alpha * mean BCE, label-aware targets
+    output = additive(**inputs)
+    torch.manual_seed(3)
+    loss = additive.loss(output, labels)
+    same = (labels == labels[shuffled]).float()
+    assert same.sum() > 0  # pairs the authors call negative and label-aware targets call positive
+    positive = additive.discriminator(output.audio_code, output.text_code)
+    negative = additive.discriminator(output.audio_code, output.text_code[shuffled])
+    expected = (bce(positive, torch.ones(B)) + bce(negative, same)) / 2
+    torch.testing.assert_close(loss.total, loss.parts["ce"] + 0.3 * expected)
+
+
+def test_the_authors_networks_have_their_sizes():
+    model = make_model(audio_encoder="cnn_flat", input_dims={"audio": 128, "text": 10}, text_encoder="lstm_dot",
+                       text_code_dim=200, projection_dim=None, input_norm=False)
+    assert model.config.audio_width == 512
+    cnn = sum(p.numel() for p in model.audio_encoder.parameters())
+    assert cnn == (9 * 1 + 1) * 8 + 3 * (9 * 8 + 1) * 8  # 4 blocks of 8 filters: about 2k parameters
+    assert not model.text_encoder.lstm.bidirectional and model.text_encoder.lstm.hidden_size == 200
+    spectrogram = torch.randn(2, 300, 128)
+    codes = model.audio_encoder(spectrogram, torch.tensor([300, 100]))
+    assert codes.shape == (2, 512)
+    one_window = model.audio_encoder(spectrogram[1:, :128], torch.tensor([100]))
+    torch.testing.assert_close(codes[1:], one_window)  # padding and empty windows change nothing
+
+
+def test_the_fresh_classifier_serves_only_the_regularised_stage():
+    fused = make_model(fresh_classifier=True, stage="fused").eval()
+    inputs, labels = separable_batch(seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(**inputs).logits, fused.classifier(torch.cat(
+            [fused(**inputs).audio_code, fused(**inputs).text_code], dim=-1)))
+    fused.train()
+    fused.loss(fused(**inputs), labels).total.backward()
+    assert fused.fresh_classifier.weight.grad is None  # stage 2 leaves it untrained
+    regularised = make_model(fresh_classifier=True, stage="regularised")
+    regularised.load_state_dict(fused.state_dict())  # what init_from does
+    regularised.eval()
+    with torch.no_grad():
+        output = regularised(**inputs)
+        expected = regularised.fresh_classifier(torch.cat([output.audio_code, output.text_code], dim=-1))
+    torch.testing.assert_close(output.logits, expected)

@@ -131,3 +131,45 @@ def test_masking_rate_follows_the_probability():
     assert hidden.sum(1).max() == 1
     assert hidden.any(1).float().mean().item() == pytest.approx(0.3, abs=0.02)
     assert hidden[:, 0].float().mean().item() == pytest.approx(0.15, abs=0.02)
+
+
+def test_unimodal_losses_decode_each_modality_alone_through_the_same_queries():
+    model = make_model(unimodal_loss_weight=0.5, modality_mask_prob=0.0, encoder_types={"audio": "bilstm"})
+    inputs = make_inputs()
+    inputs["text_lengths"] = torch.tensor([9, 0, 5, 9, 1, 7])  # item 1 has no text
+    model.train()
+    output = model(**inputs)
+    assert set(output.modality_logits) == {"audio", "text"}
+    model.eval()
+    with torch.no_grad():
+        audio_alone = model(audio=inputs["audio"], audio_lengths=inputs["audio_lengths"]).logits
+    torch.testing.assert_close(output.modality_logits["audio"], audio_alone, atol=1e-5, rtol=1e-4)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss = model.loss(output, labels)
+    has_text = inputs["text_lengths"] > 0
+    text_alone = torch.nn.functional.cross_entropy(output.modality_logits["text"][has_text], labels[has_text])
+    torch.testing.assert_close(loss.parts["ce_text_alone"], text_alone)
+    expected = loss.parts["ce"] + 0.5 * (loss.parts["ce_audio_alone"] + loss.parts["ce_text_alone"]) / 2
+    torch.testing.assert_close(loss.total, expected)
+    with torch.no_grad():
+        assert model(**inputs).modality_logits == {}  # evaluation pays for the fused pass only
+
+
+@pytest.mark.parametrize("readout", ["per_class", "pooled"])
+def test_several_queries_per_class_keep_one_attention_map_per_class(readout):
+    model = make_model(queries_per_class=3, readout=readout, norm_first=True).eval()
+    assert model.queries.shape == (4 * 3, 16)
+    with torch.no_grad():
+        output = model(**make_inputs())
+    assert output.logits.shape == (B, 4) and output.cross_attention["audio"].shape == (B, 4, T_AUDIO)
+    total = output.cross_attention["audio"].sum(-1) + output.cross_attention["text"].sum(-1)
+    torch.testing.assert_close(total, torch.ones(B, 4))
+
+
+def test_bad_option_values_are_refused():
+    with pytest.raises(ValueError, match="encoder_types"):
+        make_model(encoder_types={"video": "bilstm"})
+    with pytest.raises(ValueError, match="queries_per_class"):
+        make_model(queries_per_class=0)
+    with pytest.raises(ValueError, match="even projection_dim"):
+        make_model(projection_dim=15, num_heads=1, encoder_types={"audio": "bilstm"})

@@ -25,6 +25,7 @@ from emotrace.api import DEFAULT_MODEL, available_models
 from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.checkpoint import Checkpoint
 from emotrace.cli import app as cli
+from emotrace.cli import serve as serve_command
 from emotrace.cli.serve import DEFAULT_MAX_UPLOAD_MB
 from emotrace.features.transforms import InputSpec
 from emotrace.labels import EMOTION_COLOURS, RAVDESS_8
@@ -304,14 +305,15 @@ def test_the_page_is_served_self_contained_with_an_upload_form_and_recorder(clie
 
 
 def test_serve_runs_uvicorn_on_localhost_with_the_options(monkeypatch):
-    import uvicorn
-
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: served.update(app=app, host=host, port=port))
-    done = CliRunner().invoke(cli, ["serve", "--port", "8123", "--max-upload-mb", "5"])
+    monkeypatch.setattr(
+        serve_command, "run_server",
+        lambda app, host, port, shutdown_grace: served.update(app=app, host=host, port=port),
+    )
+    done = CliRunner().invoke(cli, ["serve", "--port", "8123", "--max-upload-mb", "5", "--workers", "0"])
     assert done.exit_code == 0, done.output
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
-    with TestClient(served["app"]) as client:
+    with TestClient(served["app"], base_url="http://127.0.0.1:8123") as client:
         assert client.get("/health").json()["max_upload_bytes"] == 5_000_000
 
 

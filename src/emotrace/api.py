@@ -75,20 +75,25 @@ def resolve_model(name_or_dir: str | Path) -> Path:
 
 
 def load_model(
-    name_or_dir: str | Path = DEFAULT_MODEL, *, adaptive: str | Path | None = None, asr: bool = False
+    name_or_dir: str | Path = DEFAULT_MODEL,
+    *,
+    adaptive: str | Path | None = None,
+    asr: bool = False,
+    min_confidence: float | None = None,
 ) -> Predictor:
     """A :class:`~emotrace.inference.predictor.Predictor` for a model name or folder.
 
     ``adaptive`` names a speaker-adaptive companion (name or folder); by default a packaged
     model brings its ``<name>-adaptive`` twin when one is packaged. ``asr`` transcribes
-    audio for text models when no transcript is given.
+    audio for text models when no transcript is given. With ``min_confidence`` a
+    prediction whose top probability is below it is labelled ``"uncertain"``.
     """
     path = resolve_model(name_or_dir)
     twin = PRETRAINED / f"{path.name}{ADAPTIVE_SUFFIX}"
     if adaptive is None and path.parent == PRETRAINED and is_checkpoint(twin):
         adaptive = twin
     companion = None if adaptive is None else _load(resolve_model(adaptive))
-    return Predictor(_load(path), companion, asr=asr)
+    return Predictor(_load(path), companion, asr=asr, min_confidence=min_confidence)
 
 
 def predict_files(
@@ -101,6 +106,7 @@ def predict_files(
     speakers: Mapping[str | Path, str] | None = None,
     plot: str | Path | None = None,
     progress: BatchProgress | None = None,
+    min_confidence: float | None = None,
 ) -> BatchPredictions:
     """Predict every file that ``inputs`` name (files, folders searched recursively, globs).
 
@@ -109,8 +115,10 @@ def predict_files(
     ``text`` is the transcript of every file, or ``transcripts`` one per file path. With
     ``adapt_speaker`` each speaker's recordings are normalised together (speaker-adaptive
     protocol); ``speakers`` maps file paths to speakers, else a file's folder names its
-    speaker. ``plot`` is a folder for a PNG per result. Bad files are skipped and listed
-    in the result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
+    speaker. ``plot`` is a folder for a PNG per result. With ``min_confidence`` (a
+    probability) a prediction whose top probability is below it is labelled
+    ``"uncertain"`` and says ``"abstained": true``. Bad files are skipped and listed in the
+    result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
     """
     predictor = model if isinstance(model, Predictor) else load_model(model)
     return predict_batch(
@@ -122,6 +130,7 @@ def predict_files(
         speakers=None if speakers is None else _resolved(speakers),
         plot=None if plot is None else Path(plot),
         progress=progress,
+        min_confidence=min_confidence,
     )
 
 

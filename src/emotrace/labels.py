@@ -33,21 +33,22 @@ EMOTIONS: tuple[str, ...] = (
 #: page (kept here, not with the plots, so the service need not import matplotlib). Mostly the
 #: Okabe-Ito and Paul Tol "muted" palettes, which stay distinguishable with colour-vision
 #: deficiencies, assigned so that the usual associations hold: angry red, sad blue, happy
-#: orange, neutral grey.
+#: orange, neutral grey. The light ones are darkened (same hue) to at least 3.4:1 against white
+#: and the plots' light grey, above the 3:1 that WCAG asks of lines and marks people must see.
 EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
     {
-        "neutral": "#8C8C8C",  # grey
-        "calm": "#44AA99",  # teal
-        "happy": "#E69F00",  # orange
-        "excited": "#DDCC77",  # sand
+        "neutral": "#888888",  # grey
+        "calm": "#3C9687",  # teal
+        "happy": "#B57D00",  # orange
+        "excited": "#9A8727",  # sand
         "sad": "#0072B2",  # blue
         "angry": "#D55E00",  # vermilion
         "frustrated": "#882255",  # wine
         "fearful": "#7E57C2",  # purple
-        "disgusted": "#999933",  # olive
-        "surprised": "#CC79A7",  # pink
+        "disgusted": "#8C8C2F",  # olive
+        "surprised": "#C6699D",  # pink
         "contempt": "#332288",  # indigo
-        "bored": "#88CCEE",  # light blue
+        "bored": "#1D90C9",  # light blue
         "other": "#3B3B3B",  # dark grey
     }
 )

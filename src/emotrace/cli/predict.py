@@ -19,6 +19,7 @@ from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.batch import BatchProgress, expand_inputs, group_by_speaker, predict_batch, read_pairs
+from emotrace.inference.predictions import check_min_confidence
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import OutputFormat, predictions_table, render
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
@@ -55,6 +56,14 @@ def predict(
         Path | None,
         typer.Option(help="Folder for PNGs: one per utterance, a timeline per long recording.", file_okay=False),
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="Label a prediction 'uncertain' when its top probability is below this (0 to 1); "
+            "its probabilities are still given.",
+        ),
+    ] = None,
     engine: EngineOption = Engine.local,
     address: AddressOption = None,
     actors: ActorsOption = None,
@@ -75,10 +84,16 @@ def predict(
     console = Console(stderr=True)
     check_engine_options(engine, address, actors)
     _check_output(engine, output_format, output, plot)
+    if engine == Engine.ray and min_confidence is not None:
+        raise typer.BadParameter("--min-confidence is not available with --engine ray")
     if sum([text is not None, transcripts is not None, asr]) > 1:
         raise typer.BadParameter("give at most one of --text, --transcripts and --asr")
     if speakers is not None and not adapt_speaker:
         raise typer.BadParameter("--speakers needs --adapt-speaker")
+    try:
+        check_min_confidence(min_confidence, "--min-confidence")
+    except ValueError as error:
+        fail(console, EmotraceError(str(error)))
     try:
         predictor = load_model(model, asr=asr)
         _check_protocol(predictor, adapt_speaker, model)
@@ -98,7 +113,7 @@ def predict(
         with Progress(console=console) as bar:
             batch = predict_batch(
                 predictor, paths, text=text, transcripts=texts, adapt_speaker=adapt_speaker, speakers=speaker_of,
-                plot=plot, report=report, progress=_ProgressBar(bar),
+                plot=plot, report=report, progress=_ProgressBar(bar), min_confidence=min_confidence,
             )
     except EmotraceError as error:
         fail(console, error)

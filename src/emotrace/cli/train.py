@@ -100,23 +100,32 @@ def evaluate(
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories.", exists=True, file_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
+    select: Annotated[bool, typer.Option(
+        "--select", help="Name the run with the best validation UA: the way to choose between settings.")] = False,
 ) -> None:
-    """A table of several runs: method, protocol, UA / WA / macro-F1 / weighted-F1 (mean ± std)."""
-    from emotrace.training.report import compare_runs
+    """A table of several runs: method, protocol, UA / WA / macro-F1 / weighted-F1 (mean ± std) and
+    validation UA. Choose settings by validation UA (--select); test figures are for reporting."""
+    from emotrace.training.report import compare_runs, select_by_validation
 
     try:
         rows = compare_runs(run_dirs)
+        chosen = select_by_validation(rows) if select else None
     except ValueError as error:
         _fail(error)
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"rows": rows, "selected": chosen["run"]} if select else rows, indent=2))
         return
-    table = Table("experiment", "method", "protocol", "folds", "UA", "WA", "macro-F1", "weighted-F1")
+    table = Table("experiment", "method", "protocol", "folds", "val UA", "UA", "WA", "macro-F1", "weighted-F1")
     for row in rows:
         figures = [f"{row[f'{n}_mean']:.1f} ± {row[f'{n}_std']:.1f}" for n in ("ua", "wa", "macro_f1", "weighted_f1")]
-        table.add_row(row["experiment"], row["method"], row["protocol"],
-                      f"{row['folds']} ({row['folds_protocol']})", *figures)
+        validation = "–" if row["val_ua_mean"] is None else f"{row['val_ua_mean']:.1f}"
+        name = f"{row['experiment']} [bold](selected)[/]" if row is chosen else row["experiment"]
+        table.add_row(name, row["method"], row["protocol"], f"{row['folds']} ({row['folds_protocol']})",
+                      validation, *figures)
     console.print(table)
+    if chosen:
+        console.print(f"validation picks {chosen['run']} (val UA {chosen['val_ua_mean']:.1f}); "
+                      "its test UA is the one to report")
 
 
 def _show_summary(run_dir: Path) -> None:

@@ -76,15 +76,19 @@ def load_corpus(
     *,
     speaker_dependent: bool = False,
     seed: int = 0,
+    read_seed: int | None = None,
 ) -> CorpusData:
     """Read corpus ``name`` at ``root`` (a folder; a file for ``"manifest"``).
 
     ``label_set`` is a :class:`LabelSet`, a label-set name, ``"all"``, or None for the
     corpus's default. ``seed`` draws the validation speakers (and the speakers of k-fold
-    corpora). ``speaker_dependent=True`` replaces the standard folds by a stratified
-    5-fold over utterances, labelled ``speaker-dependent``. Files that break the corpus's
-    conventions go to ``report``; a missing root, an unknown corpus or label set, or a
-    root with no utterances at all raise :class:`InputError`.
+    corpora). ``read_seed`` (default: ``seed``) draws what a seeded reader draws when it
+    reads, such as the text paired with each clip in ``"ravdess-meld"``; giving it apart
+    from ``seed`` varies that draw independently of the folds. ``speaker_dependent=True``
+    replaces the standard folds by a stratified 5-fold over utterances, labelled
+    ``speaker-dependent``. Files that break the corpus's conventions go to ``report``; a
+    missing root, an unknown corpus or label set, or a root with no utterances at all raise
+    :class:`InputError`.
     """
     reader = CORPORA.get(name)
     if reader is None:
@@ -93,7 +97,10 @@ def load_corpus(
     if not root.exists():
         raise InputError(root, "no such file or folder")
     report = report if report is not None else BatchReport()
-    read = reader.read(root, report)
+    if reader.seeded:
+        read = reader.read(root, report, seed=seed if read_seed is None else read_seed)
+    else:
+        read = reader.read(root, report)
     if not read:
         raise InputError(root, f"no {name} utterances found ({len(report.skipped)} files skipped)")
     labels = _label_set(reader, label_set, read)

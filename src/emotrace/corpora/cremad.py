@@ -2,8 +2,9 @@
 
 ``AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav`` (``1001_DFA_ANG_XX.wav``; level LO,
 MD, HI, or XX unspecified), with the same name in ``VideoFlash/`` (.flv) for the video
-when that part of the release is present. No official split: speaker-independent
-stratified group 5-fold by actor.
+when that part of the release is present. A root with only ``VideoFlash/`` is read too:
+each clip's audio is then its Flash video's own MP3 track. No official split:
+speaker-independent stratified group 5-fold by actor.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ SENTENCES: Mapping[str, str] = {
 
 def read_cremad(root: Path, report: BatchReport) -> list[Utterance]:
     videos = root / "VideoFlash"
+    if (root / "AudioWAV").is_dir() or not videos.is_dir():
+        sources = audio_files(require_folder(root / "AudioWAV", "CREMA-D"))
+    else:  # the video part alone: the audio is in the videos
+        sources = sorted(path for path in videos.glob("*.flv") if not path.name.startswith(".") and path.is_file())
     utterances = []
-    for path in audio_files(require_folder(root / "AudioWAV", "CREMA-D")):
+    for path in sources:
         match = _NAME.fullmatch(path.stem)
         if match is None:
             report.skip(InputError(path, "not a CREMA-D file name (actor_sentence_emotion_level)"))

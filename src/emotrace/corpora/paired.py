@@ -10,7 +10,8 @@ The classes are the seven both corpora share (neutral, happy, sad, angry, fearfu
 disgusted, surprised); RAVDESS *calm* has no MELD counterpart and is dropped, so the full
 corpus gives 1248 pairs: 96 neutral and 192 of each other class, 52 per actor.
 
-Pairing, deterministic for a seed:
+Pairing, deterministic for a seed (``load_corpus``'s ``read_seed``, by default its ``seed``;
+``corpus.read_seed`` in an experiment config varies the pairing apart from the training seed):
 
 * MELD dialogues (all three official splits) are dealt into one group per RAVDESS actor
   by a group k-fold over dialogues stratified by emotion, and an actor's clips are paired
@@ -21,6 +22,11 @@ Pairing, deterministic for a seed:
   group has fewer utterances of a class than the actor has clips (fearful and disgusted
   are scarce in MELD) are some reused, inside that group. The folds' description counts
   the reuses (none with seed 0 on the full corpus).
+
+The noisy-text control (a share of training pairs given text of another emotion) is not drawn
+here: which pairs are training pairs depends on the fold, and test pairs must keep their own
+text. It is the training option ``data.noisy_text`` (:func:`emotrace.training.data.with_noisy_text`),
+applied per fold to the training side only.
 
 Limitation: MELD's main characters speak in nearly every dialogue, so text speakers are
 shared across splits even though dialogues are not.
@@ -139,4 +145,5 @@ READER = Reader(
     read=read_paired,
     folds=paired_folds,
     label_sets=(MELD_7,),
+    seeded=True,
 )

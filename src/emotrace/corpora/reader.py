@@ -16,7 +16,7 @@ from pathlib import Path
 
 from emotrace.corpora.folds import Folds
 from emotrace.corpora.records import Utterance
-from emotrace.errors import BatchReport, InputError
+from emotrace.errors import InputError
 from emotrace.labels import LabelSet
 
 #: Audio file extensions readers accept wherever a corpus ships .wav (users convert to FLAC).
@@ -29,14 +29,17 @@ class Reader:
 
     ``read(root, report)`` lists the utterances; ``folds(root, utterances, seed)`` builds the
     corpus's standard folds over (label-filtered) utterances; ``label_sets`` are the
-    corpus's standard label sets, the default first (empty: every label present).
+    corpus's standard label sets, the default first (empty: every label present). A
+    ``seeded`` reader draws something when it reads (the pairing of a built corpus) and is
+    called as ``read(root, report, seed=seed)``.
     """
 
     name: str
     description: str
-    read: Callable[[Path, BatchReport], list[Utterance]]
+    read: Callable[..., list[Utterance]]
     folds: Callable[[Path, Sequence[Utterance], int], Folds]
     label_sets: tuple[LabelSet, ...] = ()
+    seeded: bool = False
 
 
 def audio_files(folder: Path) -> list[Path]:

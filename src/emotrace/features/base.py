@@ -1,9 +1,10 @@
 """What every feature extractor returns, and the interface the store and pipeline rely on.
 
-An extractor turns a batch of waveforms (16 kHz mono float32) or transcripts into one
-:class:`Features` per input. Its :meth:`Extractor.config` is everything that determines
-the numbers (model id and revision, layers, version of the extractor code): the store
-keys cached entries by it, so changing any of it invalidates exactly those entries.
+An extractor turns a batch of waveforms (16 kHz mono float32), transcripts or video clips
+(:class:`~emotrace.features.video.reader.VideoClip`) into one :class:`Features` per input.
+Its :meth:`Extractor.config` is everything that determines the numbers (model id and
+revision, layers, version of the extractor code): the store keys cached entries by it, so
+changing any of it invalidates exactly those entries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Modality = Literal["audio", "text"]
+Modality = Literal["audio", "text", "video"]
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class Features:
 
     ``data`` is ``(layers, frames, dims)`` float32 (``layers == 1`` for single-layer
     extractors; ``frames == 1`` for utterance-level functionals). ``frame_rate`` is in
-    frames per second of the input audio (``0.0`` for utterance-level features and for
-    text). ``layers`` names the encoder layer of each slice (0 = embeddings). For text,
+    frames per second of the input audio or video (``0.0`` for utterance-level features and
+    for text). ``layers`` names the encoder layer of each slice (0 = embeddings). For text,
     ``tokens`` holds the token strings and ``word_index`` maps each token to the index of
     the word it came from (-1 for special tokens), keeping the word/token alignment.
     """
@@ -58,4 +59,5 @@ class Extractor(ABC):
 
     @abstractmethod
     def extract(self, inputs: Sequence[np.ndarray] | Sequence[str]) -> list[Features]:
-        """Features for each input, in order (waveforms are 16 kHz mono float32)."""
+        """Features for each input, in order (waveforms are 16 kHz mono float32; video
+        extractors take clips)."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emotrace.audio import MAX_SAMPLE_MAGNITUDE
 from emotrace.errors import EmotraceError, InputError
 
 
@@ -35,6 +36,12 @@ def checked_waveforms(inputs: Sequence[np.ndarray] | Sequence[str]) -> list[np.n
             raise InputError(source, f"expected float samples in [-1, 1], got {array.dtype}")
         if not np.isfinite(array).all():
             raise InputError(source, "waveform contains NaN or infinite samples")
+        peak = float(np.abs(array).max())
+        if peak > MAX_SAMPLE_MAGNITUDE:  # finite, but its power spectrum is not
+            raise InputError(
+                source, f"waveform has sample values of {peak:.3g}; audio lies within ±1 "
+                f"(at most ±{MAX_SAMPLE_MAGNITUDE:g} is accepted)"
+            )
         waveforms.append(np.ascontiguousarray(array, dtype=np.float32))
     return waveforms
 

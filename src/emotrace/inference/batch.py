@@ -22,7 +22,7 @@ from typing import Any
 
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.normalization import Moments
-from emotrace.inference.predictions import Result
+from emotrace.inference.predictions import Result, check_min_confidence
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.writers import predictions_document
 
@@ -77,6 +77,7 @@ def predict_batch(
     plot: Path | None = None,
     report: BatchReport | None = None,
     progress: BatchProgress | None = None,
+    min_confidence: float | None = None,
 ) -> BatchPredictions:
     """Predict every file that ``inputs`` (files, folders searched recursively, globs) name.
 
@@ -84,11 +85,13 @@ def predict_batch(
     resolved path). With ``adapt_speaker`` the speaker-adaptive model runs, each speaker
     normalised by all of their recordings; ``speakers`` (resolved path -> speaker) says
     who speaks, else the parent folder's name does. ``plot`` is a folder for a PNG per
-    result, drawn from the audio the prediction decoded. Bad inputs go to ``report``
+    result, drawn from the audio the prediction decoded. ``min_confidence`` (None: the
+    predictor's own) labels predictions less sure than it ``"uncertain"``. Bad inputs go to ``report``
     (a fresh non-strict one when None) and are skipped; a predictor without a model for
     the protocol asked is a ProtocolError before any file is read.
     """
     predictor.checkpoint_for(adaptive=adapt_speaker)
+    check_min_confidence(min_confidence)
     report = BatchReport() if report is None else report
     progress = BatchProgress() if progress is None else progress
     files = expand_inputs(inputs, report)
@@ -121,7 +124,7 @@ def predict_batch(
                 skip(error)
             else:
                 report.done += 1
-                results.append(result)
+                results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
                 if plot is not None and _plot(result, path, plot, predictor.labels, plot_names, waveform) is None:
                     progress.note(f"no plot for {path}: the model gives no frame-level dynamics")
             progress.advance()

@@ -4,10 +4,11 @@ The graph starts where the checkpoint's model starts: at the features of the fro
 encoders (Whisper frames, text token states, ...), which a deployment computes as it
 already does. Its inputs are, for each modality in ``model.config.modalities`` order, the
 features ``(B, L, T, D)`` (``(B, T, D)`` when one layer) and their lengths ``(B,)`` int64;
-its outputs are the utterance ``logits`` and ``probabilities`` and every other tensor the
-model returns (a dict field becomes one output per key), except fields that only repeat
-the inputs. Batch and time axes are dynamic. A JSON file beside the graph says what to
-feed it and what comes out.
+its outputs are the utterance ``logits`` and ``probabilities`` (calibrated: softmax of the
+logits over the checkpoint's ``temperature``) and every other tensor the model returns (a
+dict field becomes one output per key), except fields that only repeat the inputs. Batch
+and time axes are dynamic. A JSON file beside the graph says what to feed it and what
+comes out.
 
 PyTorch's ONNX exporters each fall short here. The dynamo exporter needs onnxscript,
 which emotrace does not depend on, so this uses the TorchScript one, where two things go
@@ -97,7 +98,8 @@ def export_onnx(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     example = _random_inputs(model.config, *_TRACE_SIZES, seed=0)
     input_shapes, output_shapes = _input_shapes(model.config), _output_shapes(model)
-    exportable = _Exportable(copy.deepcopy(model))  # the original stays the check's reference
+    # the original stays the check's reference
+    exportable = _Exportable(copy.deepcopy(model), checkpoint.temperature)
     for module in exportable.modules():
         if type(module) is nn.MultiheadAttention:
             module.__class__ = _TraceableAttention  # same parameters and attributes, new forward
@@ -118,7 +120,7 @@ def export_onnx(
                     opset_version=opset,
                     dynamo=False,
                 )
-        differences = _compare(model, temp) if check else {}
+        differences = _compare(model, temp, checkpoint.temperature) if check else {}
 
     metadata_path = output_path.with_suffix(".json")
     metadata = _metadata(checkpoint, output_path.name, opset, input_shapes, output_shapes)
@@ -170,14 +172,16 @@ class _TraceableAttention(nn.MultiheadAttention):
 
 class _Exportable(nn.Module):
     """The model with positional inputs (features, lengths per modality) and a tuple of
-    named outputs, as an ONNX graph has them."""
+    named outputs, as an ONNX graph has them; its probabilities at the checkpoint's ``temperature``."""
 
-    def __init__(self, model: EmotionModel):
+    def __init__(self, model: EmotionModel, temperature: float):
         super().__init__()
         self.model = model
+        self.temperature = temperature
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
-        return tuple(_named_outputs(self.model(**_as_keywords(self.model.config, tensors))).values())
+        output = self.model(**_as_keywords(self.model.config, tensors))
+        return tuple(_named_outputs(output, self.temperature).values())
 
 
 def _as_keywords(config: ModelConfig, tensors: tuple[Tensor, ...] | list[Tensor]) -> dict[str, Tensor]:
@@ -200,9 +204,10 @@ def _dynamic_axes(shapes: dict[str, Shape]) -> dict[str, dict[int, str]]:
     }
 
 
-def _named_outputs(output: ModelOutput) -> dict[str, Tensor]:
-    """The graph's outputs: logits, probabilities, then the output's other fields in order."""
-    named = {"logits": output.logits, "probabilities": output.probabilities}
+def _named_outputs(output: ModelOutput, temperature: float = 1.0) -> dict[str, Tensor]:
+    """The graph's outputs: logits, probabilities (at ``temperature``), then the output's
+    other fields in order."""
+    named = {"logits": output.logits, "probabilities": output.probabilities_at(temperature)}
     for field in dataclasses.fields(output):
         value = getattr(output, field.name)
         if field.name in named or field.name in _ECHOED_FIELDS:
@@ -253,7 +258,7 @@ def _output_shapes(model: EmotionModel) -> dict[str, Shape]:
 
 
 @torch.no_grad()
-def _compare(model: EmotionModel, path: Path) -> dict[str, float]:
+def _compare(model: EmotionModel, path: Path, temperature: float) -> dict[str, float]:
     """Largest difference of each output between onnxruntime and PyTorch over the check
     inputs; :class:`ExportError` where one exceeds the tolerance."""
     import onnxruntime
@@ -262,7 +267,7 @@ def _compare(model: EmotionModel, path: Path) -> dict[str, float]:
     differences: dict[str, float] = {}
     for seed, (batch, frames) in enumerate(_CHECK_SIZES, start=1):
         inputs = _random_inputs(model.config, batch, frames, seed)
-        expected = _named_outputs(model(**_as_keywords(model.config, inputs)))
+        expected = _named_outputs(model(**_as_keywords(model.config, inputs)), temperature)
         feeds = {name: tensor.numpy() for name, tensor in _as_keywords(model.config, inputs).items()}
         for (name, want), got in zip(expected.items(), session.run(list(expected), feeds)):
             want = want.numpy()
@@ -333,8 +338,9 @@ def _metadata(
         "notes": (
             "Feed each modality's features made as 'inputs' describes, padded along time, "
             "and its *_lengths: the valid frames of each item. 'probabilities' are over "
-            "'labels' in order."
+            "'labels' in order, calibrated: softmax(logits / temperature)."
         ),
         "model": model_config_to_dict(checkpoint.model.config),
         "protocol": checkpoint.protocol,
+        "temperature": checkpoint.temperature,
     }

@@ -1,11 +1,12 @@
 """Figures of what a model heard: one utterance in detail, or a long recording at a glance.
 
 Both take plain arrays, not predictor objects, so anything that has the numbers can draw
-them; :func:`write_plot` draws a prediction with the one that fits it. Figures are built as :class:`matplotlib.figure.Figure` objects without pyplot: no
-window ever opens, no global figure list grows in a long-running service, and nothing has
-to be closed. Each PNG is written to a temporary file and renamed into place, so a reader
-never sees half an image. Every emotion keeps one colour
-(:data:`emotrace.labels.EMOTION_COLOURS`) in every figure, and on the service's page.
+them; :func:`write_plot` draws a prediction with the one that fits it. Figures are built
+as :class:`matplotlib.figure.Figure` objects without pyplot: no window ever opens, no
+global figure list grows in a long-running service, and nothing has to be closed. Each PNG
+is written to a temporary file and renamed into place, so a reader never sees half an
+image. Every emotion keeps one colour (:data:`emotrace.labels.EMOTION_COLOURS`) in every
+figure, and on the service's page.
 """
 
 from __future__ import annotations
@@ -247,8 +248,8 @@ def write_plot(
         frame_rate=result.frame_rate,
         frame_posteriors=result.frame_posteriors,
         labels=labels,
-        predicted=result.label,
-        probability=result.probabilities[result.label],
+        predicted=result.top_label,  # an abstaining prediction's plot shows its best guess
+        probability=result.probabilities[result.top_label],
         segments=[(span.start, span.end) for span in result.segments],
         title=Path(result.source).name,
     )

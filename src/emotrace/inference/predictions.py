@@ -1,16 +1,35 @@
 """What a prediction is: one utterance's :class:`Prediction`, or a long recording's
 :class:`RecordingPrediction` made of them, each with the protocol that produced it, and
-their JSON form (the same for the command line, the Python API and the service)."""
+their JSON form (the same for the command line, the Python API and the service).
+
+A prediction may abstain: asked for a ``min_confidence``, one whose top probability (a
+recording's top share) falls below it is labelled :data:`UNCERTAIN` instead of a class,
+its probabilities still given, and its JSON gains ``"abstained"``. Without a threshold
+there is no ``"abstained"`` key, so the document is what it always was.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from emotrace.spans import Span
+
+#: the label of a prediction that abstains: its top probability is below the threshold asked for
+UNCERTAIN = "uncertain"
+
+
+def check_min_confidence(value: float | None, name: str = "min_confidence") -> float | None:
+    """``value`` itself when it is None (no abstention) or a probability in [0, 1]; a one-line
+    ValueError naming it as ``name`` (e.g. the command line's option) otherwise."""
+    if value is not None and not (isinstance(value, Real) and math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,6 +43,8 @@ class Prediction:
     with its share of the attention as ``mass``. ``frame_posteriors (T, C)`` are the
     frame-level dynamics (ROI models). ``modalities`` says which inputs the model read;
     ``transcript`` is the text it read and ``transcript_source`` ``"given"`` or ``"asr"``.
+    ``label`` is the most probable class, or :data:`UNCERTAIN` when ``abstained`` (None:
+    no abstention threshold was asked for).
     """
 
     source: str
@@ -41,10 +62,21 @@ class Prediction:
     frame_times: np.ndarray | None = None
     attention: np.ndarray | None = None
     frame_posteriors: np.ndarray | None = None
+    abstained: bool | None = None
 
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+    @property
+    def top_label(self) -> str:
+        """The most probable class, whether or not the prediction abstains."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def with_min_confidence(self, min_confidence: float | None) -> Prediction:
+        """This prediction under an abstention threshold (None: none, the top class is the label)."""
+        abstained = _abstains(self.probabilities, min_confidence)
+        return replace(self, label=UNCERTAIN if abstained else self.top_label, abstained=abstained)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: arrays become lists, numbers are rounded to what they can show."""
@@ -62,6 +94,7 @@ class Prediction:
             "end": round(self.end, 3),
             "duration": round(self.duration, 3),
             "label": self.label,
+            **_abstention(self.abstained),
             "probabilities": _rounded(self.probabilities, 5),
             "protocol": self.protocol,
             "modalities": dict(self.modalities),
@@ -76,17 +109,31 @@ class Prediction:
 @dataclass(frozen=True, eq=False)
 class RecordingPrediction:
     """A long recording: one :class:`Prediction` per speech segment (``timeline``) and the
-    class shares of the whole, the segments' probabilities weighted by their duration."""
+    class shares of the whole, the segments' probabilities weighted by their duration.
+    Its ``label`` is the class with the largest share, or :data:`UNCERTAIN` when ``abstained``."""
 
     source: str
     duration: float
     protocol: str
     timeline: tuple[Prediction, ...]
     shares: dict[str, float]
+    abstained: bool | None = None
+
+    @property
+    def top_label(self) -> str:
+        return max(self.shares, key=self.shares.__getitem__)
 
     @property
     def label(self) -> str:
-        return max(self.shares, key=self.shares.__getitem__)
+        return UNCERTAIN if self.abstained else self.top_label
+
+    def with_min_confidence(self, min_confidence: float | None) -> RecordingPrediction:
+        """The recording and each of its segments under an abstention threshold (None: none)."""
+        return replace(
+            self,
+            timeline=tuple(p.with_min_confidence(min_confidence) for p in self.timeline),
+            abstained=_abstains(self.shares, min_confidence),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +141,7 @@ class RecordingPrediction:
             "duration": round(self.duration, 3),
             "protocol": self.protocol,
             "label": self.label,
+            **_abstention(self.abstained),
             "shares": _rounded(self.shares, 5),
             "timeline": [prediction.to_dict() for prediction in self.timeline],
         }
@@ -106,6 +154,18 @@ Result = Prediction | RecordingPrediction
 def utterances(results: Sequence[Result]) -> list[Prediction]:
     """Every prediction: utterances, and each speech segment of the recordings."""
     return [p for r in results for p in (r.timeline if isinstance(r, RecordingPrediction) else (r,))]
+
+
+def _abstains(scores: dict[str, float], min_confidence: float | None) -> bool | None:
+    """Whether the top score is below ``min_confidence``; None when there is no threshold."""
+    if check_min_confidence(min_confidence) is None:
+        return None
+    return bool(max(scores.values()) < min_confidence)
+
+
+def _abstention(abstained: bool | None) -> dict[str, bool]:
+    """The JSON's ``"abstained"`` field, present only when a threshold was asked for."""
+    return {} if abstained is None else {"abstained": abstained}
 
 
 def _rounded(value: Any, digits: int) -> Any:

@@ -15,6 +15,10 @@ speech segments by voice activity, one prediction each, read one segment at a ti
 is decoded once per prediction: :meth:`Predictor.predict_file_with_audio` hands its waveform
 on (to a plot). What a prediction shows beyond its label comes from the model's output
 (:meth:`~emotrace.models.outputs.ModelOutput.explain`), whatever the method.
+
+Probabilities are the checkpoint's calibrated ones (its logits over its ``temperature``).
+With ``min_confidence`` a prediction whose top probability falls below it abstains: its
+label is ``"uncertain"`` (:meth:`~emotrace.inference.predictions.Prediction.with_min_confidence`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from emotrace.features.inputs import checked_waveforms
 from emotrace.features.normalization import MomentAccumulator, Moments
 from emotrace.features.registry import get_extractor, spec_for_layers
 from emotrace.features.transforms import frame_rate, model_frames, select_layers
-from emotrace.inference.predictions import Prediction, RecordingPrediction, Result
+from emotrace.inference.predictions import Prediction, RecordingPrediction, Result, check_min_confidence
 from emotrace.inference.segmentation import segment_audio, speech_segments
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL, ProtocolError, check_protocol
 from emotrace.spans import Span
@@ -53,7 +57,9 @@ class Predictor:
     ``checkpoint`` is utterance-level or speaker-adaptive; ``adaptive``, a speaker-adaptive
     checkpoint with the same labels, lets an utterance-level model also serve speakers whose
     moments are known. ``asr`` transcribes (Whisper, packaged tiny.en) when a model reads
-    text and none is given. Extractors are built on first use and shared by both models.
+    text and none is given. ``min_confidence`` (a probability, None for never) makes
+    predictions less sure than it abstain. Extractors are built on first use and shared by
+    both models.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class Predictor:
         *,
         asr: bool = False,
         max_duration: float = MAX_UTTERANCE_SECONDS,
+        min_confidence: float | None = None,
     ):
         check_protocol(checkpoint.protocol)
         if adaptive is not None:
@@ -79,6 +86,7 @@ class Predictor:
         self.labels: tuple[str, ...] = checkpoint.labels
         self.asr = asr
         self.max_duration = max_duration
+        self.min_confidence = check_min_confidence(min_confidence)
         self._extractors: dict[str, Extractor] = {}
         self._whisper: WhisperASR | None = None
 
@@ -151,13 +159,14 @@ class Predictor:
         weights = np.array([prediction.duration for prediction in timeline])
         probabilities = np.array([[p.probabilities[label] for label in self.labels] for p in timeline])
         shares = weights @ probabilities / weights.sum()
-        return RecordingPrediction(
+        recording = RecordingPrediction(
             source=info.path,
             duration=info.duration,
             protocol=timeline[0].protocol,
             timeline=tuple(timeline),
             shares=dict(zip(self.labels, shares.tolist())),
         )
+        return recording if self.min_confidence is None else recording.with_min_confidence(self.min_confidence)
 
     def predict_file(
         self,
@@ -338,9 +347,9 @@ class Predictor:
         with torch.inference_mode():
             output = model(**inputs)
 
-        probabilities = output.probabilities[0].float().cpu().numpy()
+        probabilities = output.probabilities_at(checkpoint.temperature)[0].float().cpu().numpy()
         explanation = output.explain(0, rates, offset=start)
-        return Prediction(
+        prediction = Prediction(
             source=source,
             start=start,
             duration=len(waveform) / SAMPLE_RATE,
@@ -357,3 +366,4 @@ class Predictor:
             attention=explanation.attention,
             frame_posteriors=explanation.frame_posteriors,
         )
+        return prediction if self.min_confidence is None else prediction.with_min_confidence(self.min_confidence)

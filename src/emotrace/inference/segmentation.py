@@ -57,7 +57,7 @@ def speech_segments(
         raise ValueError(f"max_segment must be at least {MIN_MAX_SEGMENT:g} s, got {max_segment}")
 
     probabilities, duration = _speech_probabilities(path, block_seconds)
-    runs = _speech_runs(probabilities, threshold, round(min_silence / FRAME_SECONDS))
+    runs = speech_runs(probabilities, threshold, round(min_silence / FRAME_SECONDS))
     spans: list[list[float]] = []
     for start, end in runs:
         if (end - start) * FRAME_SECONDS < min_speech:
@@ -81,7 +81,7 @@ def segment_audio(
         yield segment, load_audio(path, segment.start, segment.end)
 
 
-def _load_vad() -> Any:
+def load_vad() -> Any:
     """silero-vad's ONNX model, shipped inside its wheel: nothing is downloaded."""
     threads = torch.get_num_threads()
     try:
@@ -99,7 +99,7 @@ def _speech_probabilities(path: str | Path, block_seconds: float) -> tuple[np.nd
     The model is called frame by frame and keeps its state between calls; samples left
     over at the end of a block wait for the next block. The last frame is zero-padded.
     """
-    vad = _load_vad()
+    vad = load_vad()
     probabilities = [np.zeros(0, np.float32)]
     pending = np.zeros(0, np.float32)
     samples = 0
@@ -107,19 +107,21 @@ def _speech_probabilities(path: str | Path, block_seconds: float) -> tuple[np.nd
         samples += len(block)
         pending = np.concatenate([pending, block])
         whole = len(pending) // FRAME * FRAME
-        probabilities.append(_frame_probabilities(vad, pending[:whole]))
+        probabilities.append(frame_probabilities(vad, pending[:whole]))
         pending = pending[whole:]
     if len(pending):
-        probabilities.append(_frame_probabilities(vad, np.pad(pending, (0, FRAME - len(pending)))))
+        probabilities.append(frame_probabilities(vad, np.pad(pending, (0, FRAME - len(pending)))))
     return np.concatenate(probabilities), samples / SAMPLE_RATE
 
 
-def _frame_probabilities(vad: Any, audio: np.ndarray) -> np.ndarray:
+def frame_probabilities(vad: Any, audio: np.ndarray) -> np.ndarray:
+    """Speech probability of each whole :data:`FRAME` of ``audio`` (16 kHz), carrying the
+    VAD's state from frame to frame."""
     frames = torch.from_numpy(np.ascontiguousarray(audio)).reshape(-1, FRAME)
     return np.array([vad(frame, SAMPLE_RATE).item() for frame in frames], dtype=np.float32)
 
 
-def _speech_runs(
+def speech_runs(
     probabilities: np.ndarray, threshold: float, min_silence_frames: int
 ) -> list[tuple[int, int]]:
     """``[start, end)`` frame runs of speech under silero's hysteresis rule."""

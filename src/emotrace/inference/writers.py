@@ -39,20 +39,25 @@ def render(
     results: Sequence[Result], report: BatchReport, labels: Sequence[str], output_format: OutputFormat
 ) -> str:
     """The predictions as JSON, CSV (one row per utterance and per recording's speech
-    segment), or a plain-text table."""
+    segment; an ``abstained`` column last when an abstention threshold was asked for), or
+    a plain-text table."""
     if output_format == OutputFormat.parquet:
         raise ValueError("Parquet is written from result parts by the Ray engine (emotrace.distributed.results)")
     if output_format == OutputFormat.json:
         return json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False) + "\n"
     if output_format == OutputFormat.csv:
+        predictions = utterances(results)
+        abstention = any(p.abstained is not None for p in predictions)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["source", "start", "end", "protocol", "label", *labels, "regions", "transcript"])
-        for p in utterances(results):
+        writer.writerow(["source", "start", "end", "protocol", "label", *labels, "regions", "transcript",
+                         *(["abstained"] if abstention else [])])
+        for p in predictions:
             regions = ";".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
             writer.writerow([
                 p.source, f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
                 *(f"{p.probabilities[label]:.5f}" for label in labels), regions, p.transcript or "",
+                *([str(bool(p.abstained)).lower()] if abstention else []),
             ])
         return buffer.getvalue()
     buffer = io.StringIO()
@@ -62,7 +67,8 @@ def render(
 
 def predictions_table(results: Sequence[Result]) -> Table:
     """A row per utterance and speech segment: time, label, runner-up, regions of
-    interest (and transcripts, when any); each recording's shares in the caption."""
+    interest (and transcripts, when any); each recording's shares in the caption. An
+    abstaining prediction's label reads ``uncertain (best guess and its probability)``."""
     predictions = utterances(results)
     protocols = ", ".join(sorted({p.protocol for p in predictions}))
     table = Table(title=f"{protocols} protocol")
@@ -75,8 +81,9 @@ def predictions_table(results: Sequence[Result]) -> Table:
     for p in predictions:
         ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
         regions = ", ".join(f"{region.start:.2f}-{region.end:.2f}" for region in p.segments)
+        best = f"{ranked[0]} {p.probabilities[ranked[0]]:.0%}"
         row = [
-            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} {p.probabilities[p.label]:.0%}",
+            escape(p.source), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} ({best})" if p.abstained else best,
             f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}", regions,
         ]
         table.add_row(*row, *([escape(p.transcript or "")] if with_text else []))
@@ -85,6 +92,7 @@ def predictions_table(results: Sequence[Result]) -> Table:
         if isinstance(r, RecordingPrediction):
             top = sorted(r.shares, key=r.shares.__getitem__, reverse=True)[:3]
             shares = ", ".join(f"{label} {r.shares[label]:.0%}" for label in top)
-            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}")
+            verdict = f" ({r.label})" if r.abstained else ""
+            captions.append(f"{escape(r.source)}: {len(r.timeline)} speech segments, {shares}{verdict}")
     table.caption = "\n".join(captions) or None
     return table

@@ -10,11 +10,17 @@ time axes, so after pooling is the earliest point where they can be joined.
 Vaswani et al. 2017), mean over valid frames, linear classifier; one stream.
 
 ``late_fusion``: one ``lstm`` classifier per modality, each trained on its own
-cross-entropy as if it were alone; the prediction averages their class probabilities.
+cross-entropy as if it were alone; the prediction averages their class probabilities
+(``combine="mean"``) or multiplies them (``combine="product"``: the sum of the modalities'
+log-probabilities, renormalised by the softmax; the naive-Bayes combination of modalities
+that are independent given the class, up to the class prior, uniform when classes are
+balanced). A product lets a confident modality overrule an unsure one; a mean cannot go
+below half of either's probability.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,11 +56,14 @@ class LateFusionConfig(LSTMConfig):
     """Late fusion of per-modality LSTM classifiers (each configured as :class:`LSTMConfig`)."""
 
     modalities: tuple[str, ...] = ("audio", "text")
+    combine: Literal["mean", "product"] = "mean"  # of the modalities' class probabilities
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.modalities) < 2:
             raise ValueError(f"late fusion needs two or more modalities, got {self.modalities}")
+        if self.combine not in ("mean", "product"):
+            raise ValueError(f"combine must be 'mean' or 'product', got {self.combine!r}")
 
 
 @dataclass(kw_only=True)
@@ -116,7 +125,7 @@ class LSTMClassifier(EmotionModel):
 
 
 class LateFusion(EmotionModel):
-    """Probability-averaging (late) fusion of independent per-modality LSTM classifiers."""
+    """Late fusion of independent per-modality LSTM classifiers: mean or product of probabilities."""
 
     config: LateFusionConfig
 
@@ -133,8 +142,12 @@ class LateFusion(EmotionModel):
         modality_logits = {
             m: self.heads[m](self.dropout(self.encoders[m](*streams[m]))) for m in self.config.modalities
         }
-        probabilities = torch.stack([logits.softmax(-1) for logits in modality_logits.values()])
-        return LateFusionOutput(logits=probabilities.mean(0).log(), modality_logits=modality_logits)
+        log_probabilities = torch.stack([logits.log_softmax(-1) for logits in modality_logits.values()])
+        if self.config.combine == "product":
+            fused = log_probabilities.sum(0).log_softmax(-1)
+        else:
+            fused = log_probabilities.logsumexp(0) - math.log(len(modality_logits))
+        return LateFusionOutput(logits=fused, modality_logits=modality_logits)
 
     def loss(self, output: LateFusionOutput, labels: Tensor) -> LossOutput:
         """Sum of the per-modality cross-entropies: each classifier learns as if alone."""

@@ -12,7 +12,7 @@ them. Callers get an :class:`Explanation` and never need to know which method ra
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,7 +52,12 @@ class ModelOutput:
 
     @property
     def probabilities(self) -> Tensor:
-        return self.logits.softmax(-1)
+        return self.probabilities_at(1.0)
+
+    def probabilities_at(self, temperature: float) -> Tensor:
+        """Class probabilities ``(B, C)`` from the logits divided by ``temperature``: a
+        calibrated model's (temperature scaling), whose argmax is the same at any ``temperature``."""
+        return (self.logits / temperature).softmax(-1)
 
     def explain(self, item: int, frame_rates: Mapping[str, float], offset: float = 0.0) -> Explanation:
         """What item ``item`` shows: here, only that every modality given was read.
@@ -66,8 +71,8 @@ class ModelOutput:
 
 @dataclass
 class LateFusionOutput(ModelOutput):
-    """``logits`` are the log of the averaged class probabilities; ``modality_logits``
-    holds each modality's own ``(B, C)`` logits."""
+    """``logits`` are the log of the fused class probabilities (their mean, or their
+    normalised product); ``modality_logits`` holds each modality's own ``(B, C)`` logits."""
 
     modality_logits: dict[str, Tensor]
 
@@ -115,12 +120,16 @@ class QueryFusionOutput(ModelOutput):
     sums to 1 over all modalities' positions together. Only modalities that were passed
     appear, as in ``lengths[m] (B,)``, their valid positions per item.
     ``modalities_used[m] (B,)``: whether ``m`` entered each item's memory (False when
-    absent, empty, or hidden by random modality masking).
+    absent, empty, or hidden by random modality masking). ``modality_logits[m] (B, C)``:
+    in training with ``unimodal_loss_weight``, the prediction decoded from ``m`` alone
+    (empty otherwise); ``modalities_present[m] (B,)``: whether the item had a non-empty ``m``.
     """
 
     cross_attention: dict[str, Tensor]
     modalities_used: dict[str, Tensor]
     lengths: dict[str, Tensor]
+    modality_logits: dict[str, Tensor] = field(default_factory=dict)
+    modalities_present: dict[str, Tensor] = field(default_factory=dict)
 
     def explain(self, item: int, frame_rates: Mapping[str, float], offset: float = 0.0) -> Explanation:
         """Which modalities entered the memory, and where the predicted class's query looked

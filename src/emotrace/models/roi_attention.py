@@ -15,9 +15,19 @@ Paper to code, for frames x_1..x_T of one stream (audio or face video)::
     m   = sum_t a_t p_t                                the utterance's emotion mixture
     ROI = frames with high a_t                         emotrace.models.regions.roi_segments()
 
-With attention pooling alone and a linear classifier, the utterance logits are exactly the
-attention-weighted mean of the frame logits, so the frame posteriors are the evidence the
-decision was built from; the classifier is linear for that reason.
+With ``join_mean_pool=False`` (the default, the paper's pooling) the utterance logits are
+exactly the attention-weighted mean of the frame logits, U c + d = sum_t a_t (U h_t + d), so
+the frame posteriors and the regions of interest are the evidence the label was built from;
+the classifier is linear for that reason. Whether the regions carry the decision is measured,
+not assumed: :mod:`emotrace.training.faithfulness` deletes the top-attention frames and
+random frames of the same duration and compares the accuracy lost.
+
+``join_mean_pool=True`` is a hybrid, not the paper's model: the classifier reads
+``[c; mean_t h_t]``, so the logits are U1 c + U2 mean(h) + d and a part of every decision
+(:meth:`ROIAttention.logit_parts` splits it) comes from all frames equally, not from the
+regions of interest. Its frame posteriors apply the classifier to ``[h_t, h_t]``, the vector a
+one-frame utterance made of h_t would get; its mixture and regions are then a reading of the
+attention, no longer the decomposition of the label.
 
 Choices the paper leaves open (defaults in :class:`ROIAttentionConfig`): LSTM width and
 depth (128 per direction, 2 layers, bidirectional), attention width (128), the rule that
@@ -25,16 +35,13 @@ turns weights into ROI segments (``"above_uniform"``: a_t > 1/T_valid; or ``"mas
 fewest frames holding a given share of the attention) and how nearby frames merge into
 spans (gaps up to 0.1 s merged).
 
-Additions for frozen pretrained frames, where the plain model overfits (the project's
-notes: a BiLSTM(128) with attention reached 69.7 UA on Whisper frames of RAVDESS, and
-these additions, with time masking and random crops in training, did better): a
-learnable weighted sum over stacked encoder layers, input LayerNorm and dropout, a
-projection (Linear + LayerNorm + GELU) before the LSTM, dropout after it, and joining the
-attention-pooled vector with the mean-pooled one before the classifier. Then the frame
-posteriors apply the classifier to ``[h_t, h_t]``: the vector a one-frame utterance made of
-h_t would get. The paper's model is ``num_layers_in={}, input_norm=False,
-input_dropout=0, projection_dim=None, output_dropout=0, join_mean_pool=False``.
-Augmentation (time masking, random crops) is training code's business, not the model's.
+Additions for frozen pretrained frames, where the plain model overfits: a learnable weighted
+sum over stacked encoder layers, input LayerNorm and dropout, a projection (Linear +
+LayerNorm + GELU) before the LSTM, and dropout after it. None of them changes how the
+decision is built from the frames. The paper's model on one plain stream is
+``num_layers_in={}, input_norm=False, input_dropout=0, projection_dim=None,
+output_dropout=0``. Augmentation (time masking, random crops) is training code's business,
+not the model's.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class ROIAttentionConfig(ModelConfig):
     lstm_dropout: float = 0.2  # between stacked LSTM layers
     output_dropout: float = 0.3  # on the LSTM outputs, before attention and classifier
     attention_dim: int = 128  # rows of W in v · tanh(W h_t + b)
-    join_mean_pool: bool = True
+    join_mean_pool: bool = False  # True: the hybrid that also classifies the mean-pooled states
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,14 +115,17 @@ class ROIAttention(EmotionModel):
         pooled_dim = 2 * state_dim if config.join_mean_pool else state_dim
         self.classifier = nn.Linear(pooled_dim, config.num_classes)
 
-    def forward(self, **inputs: Tensor | None) -> ROIOutput:
+    def _encode(self, inputs: dict[str, Tensor | None]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(states (B, T, H), mask (B, T), lengths (B,), attention (B, T))``."""
         (modality,) = self.config.modalities
         features, lengths = self.streams(inputs)[modality]
         mask = lengths_to_mask(lengths, features.shape[-2])
-
         states, _ = run_lstm(self.lstm, self.front_end(features), lengths)
         states = self.output_dropout(states)
-        attention = self.attention(states, mask)
+        return states, mask, lengths, self.attention(states, mask)
+
+    def forward(self, **inputs: Tensor | None) -> ROIOutput:
+        states, mask, lengths, attention = self._encode(inputs)
         pooled = torch.einsum("bt,bth->bh", attention, states)
         frame_inputs = states
         if self.config.join_mean_pool:
@@ -130,3 +140,18 @@ class ROIAttention(EmotionModel):
             mixture=torch.einsum("bt,btc->bc", attention, frame_posteriors),
             lengths=lengths,
         )
+
+    def logit_parts(self, **inputs: Tensor | None) -> dict[str, Tensor]:
+        """The utterance logits ``(B, C)`` split by the path they come through:
+        ``"attention"`` (U1 · sum_t a_t h_t + d) and ``"mean"`` (U2 · mean_t h_t; zeros
+        without ``join_mean_pool``). They add up to ``forward``'s logits."""
+        states, mask, _, attention = self._encode(inputs)
+        width = states.shape[-1]
+        weight = self.classifier.weight
+        parts = {"attention": torch.einsum("bt,bth->bh", attention, states) @ weight[:, :width].T
+                 + self.classifier.bias}
+        if self.config.join_mean_pool:
+            parts["mean"] = masked_mean(states, mask) @ weight[:, width:].T
+        else:
+            parts["mean"] = torch.zeros_like(parts["attention"])
+        return parts

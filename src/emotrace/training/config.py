@@ -13,6 +13,7 @@ Example (``configs/ravdess/roi_attention.yaml``)::
     model: {name: roi_attention, lstm_hidden: 128}
     data: {batch_size: 32, time_mask: 0.1, crop_seconds: 2.5}
     optim: {lr: 1.0e-3, max_epochs: 40, patience: 10}
+    calibration: temperature        # or none (the default is temperature scaling)
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from emotrace.protocols import UTTERANCE_LEVEL, check_protocol
 
 #: where feature stores live unless a config or ``EMOTRACE_STORE`` says otherwise
 DEFAULT_STORE = "~/.cache/emotrace/features"
+#: how a fold's model is calibrated: temperature scaling on its validation speakers, or not at all
+TEMPERATURE_SCALING = "temperature"
+NO_CALIBRATION = "none"
+CALIBRATIONS = (TEMPERATURE_SCALING, NO_CALIBRATION)
 
 
 @dataclass
@@ -42,6 +47,9 @@ class CorpusConfig:
     label_set: str | None = None
     speaker_dependent: bool = False  # only on explicit request; every report says so
     subset: int | None = None  # at most this many utterances per speaker (quick trials, tests)
+    # What a built corpus draws when read (the text paired with each clip in ravdess-meld);
+    # None: the experiment's seed, which also draws the validation speakers.
+    read_seed: int | None = None
 
 
 @dataclass
@@ -56,7 +64,15 @@ class DataConfig:
     crop_seconds: float | None = None  # random crops of at most this length
     time_mask: float = 0.0  # share of frames zeroed in random spans (SpecAugment-style)
     time_mask_spans: int = 2
+    # Share of the training side's items (training and validation speakers, each side apart)
+    # whose text is replaced, for the whole run, by the text of an item of another emotion:
+    # the noisy-text control. Test items keep their own text.
+    noisy_text: float = 0.0
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noisy_text < 1.0:
+            raise ValueError(f"noisy_text is a share in [0, 1), got {self.noisy_text}")
 
 
 @dataclass
@@ -106,9 +122,12 @@ class ExperimentConfig:
     # A finished run whose fold models start this run's folds (fold by fold; the final
     # model from its final model): how staged schedules such as method C's chain stages.
     init_from: str | None = None
+    calibration: str = TEMPERATURE_SCALING
 
     def __post_init__(self) -> None:
         check_protocol(self.protocol)
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         if "name" not in self.model:
             raise ValueError("model needs a 'name' naming the method (e.g. roi_attention)")
         if not self.inputs:

@@ -46,7 +46,14 @@ from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
-from emotrace.training.config import ExperimentConfig, config_from_dict, save_config
+from emotrace.training.calibration import calibration_metrics, fit_temperature, scaled_probabilities
+from emotrace.training.config import (
+    NO_CALIBRATION,
+    TEMPERATURE_SCALING,
+    ExperimentConfig,
+    config_from_dict,
+    save_config,
+)
 from emotrace.training.data import (
     FeatureDataset,
     FoldDataModule,
@@ -54,9 +61,10 @@ from emotrace.training.data import (
     inverse_frequency_weights,
     load_inputs,
     training_moments,
+    with_noisy_text,
 )
 from emotrace.training.metrics import classification_metrics
-from emotrace.training.module import EmotionModule, predict_probabilities
+from emotrace.training.module import EmotionModule, predict_logits, predict_probabilities
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -85,6 +93,7 @@ def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
         config.corpus.label_set,
         speaker_dependent=config.corpus.speaker_dependent,
         seed=config.seed,
+        read_seed=config.corpus.read_seed,
     )
     return _subset(corpus, config.corpus.subset) if config.corpus.subset else corpus
 
@@ -144,12 +153,16 @@ def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionM
     return model_from_config(model_config(name, **hparams))
 
 
-def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fill=None) -> FeatureDataset:
+def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fill=None,
+             noisy_text: bool = False) -> FeatureDataset:
+    """Items of ``utterances``; with ``noisy_text``, the config's share of them carry the text
+    of another emotion (the training side of the noisy-text control)."""
     labels = [experiment.corpus.label_set.index(u.label) for u in utterances]
-    return FeatureDataset(
-        [u.id for u in utterances], labels, experiment.inputs, experiment.config.data, augment, experiment.config.seed,
-        mask_fill,
-    )
+    ids, config = [u.id for u in utterances], experiment.config
+    inputs = experiment.inputs
+    if noisy_text and config.data.noisy_text:
+        inputs = with_noisy_text(inputs, ids, labels, config.data.noisy_text, config.seed)
+    return FeatureDataset(ids, labels, inputs, config.data, augment, config.seed, mask_fill)
 
 
 def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -167,8 +180,8 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     if config.model.get("standardise_inputs"):
         moments = training_moments(experiment.inputs, [u.id for u in train_part])
     mask_fill = {modality: mean.numpy() for modality, (mean, _) in moments.items()} if moments else None
-    train = _dataset(experiment, train_part, augment=True, mask_fill=mask_fill)
-    val = _dataset(experiment, val_part)
+    train = _dataset(experiment, train_part, augment=True, mask_fill=mask_fill, noisy_text=True)
+    val = _dataset(experiment, val_part, noisy_text=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(experiment, train.labels)
     state_dir = fold_dir / "lightning"
@@ -219,6 +232,9 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         module.load_state_dict(state)
         best_score = float(selection.best_model_score)
     model = module.model.cpu().eval()
+    # calibrated on the validation speakers, after they chose the epoch; never on the test fold
+    calibration = TEMPERATURE_SCALING if val_part and config.calibration == TEMPERATURE_SCALING else NO_CALIBRATION
+    temperature = fit_temperature(predict_logits(model, val), val.labels) if calibration != NO_CALIBRATION else 1.0
     info = {
         "experiment": config.name,
         "corpus": config.corpus.name,
@@ -230,19 +246,21 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     }
     result: dict[str, Any] = {"fold": fold.name, "protocol": config.protocol, "val_ua": best_score,
                               "epochs": trainer.current_epoch, "train": len(train_part), "val": len(val_part),
-                              "test": len(test_part)}
+                              "test": len(test_part), "calibration": calibration}
     if test_part:
         test = _dataset(experiment, test_part)
-        probabilities = predict_probabilities(model, test)
+        logits = predict_logits(model, test)
+        probabilities = scaled_probabilities(logits, temperature)
         predictions = probabilities.argmax(1)
         result.update(classification_metrics(test.labels, predictions, experiment.labels))
-        info["test"] = {name: result[name] for name in ("ua", "wa", "macro_f1", "weighted_f1")}
+        result.update(calibration_metrics(logits, test.labels, temperature, experiment.labels))
+        info["test"] = {name: result[name] for name in ("ua", "wa", "macro_f1", "weighted_f1", "ece")}
         write_jsonl_atomically(fold_dir / PREDICTIONS_FILE, [
             {"id": u.id, "speaker": u.speaker, "fold": fold.name, "label": u.label,
              "prediction": experiment.labels[p], "probabilities": [round(float(x), 6) for x in row]}
             for u, p, row in zip(test_part, predictions, probabilities)
         ])
-    Checkpoint(model, experiment.labels, config.inputs, config.protocol, info).save(fold_dir / "model")
+    Checkpoint(model, experiment.labels, config.inputs, config.protocol, info, temperature).save(fold_dir / "model")
     result["seconds"] = time.perf_counter() - started
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_json_atomically(metrics_path, result)

@@ -249,6 +249,25 @@ class BucketBatchSampler(ShuffledBatchSampler):
         return batches
 
 
+def with_noisy_text(
+    inputs: Mapping[str, ModalityInputs], ids: Sequence[str], labels: Sequence[int], share: float, seed: int
+) -> dict[str, ModalityInputs]:
+    """``inputs`` where a seeded ``share`` of ``ids`` (rounded) carry the ``text`` of another of
+    ``ids`` whose label differs: mismatched pairs for the noisy-text control. Donors come from
+    ``ids`` only, so text never crosses to another split; the other items are untouched."""
+    if "text" not in inputs:
+        raise ValueError("noisy_text needs a text input")
+    generator = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    frames = dict(inputs["text"].frames)
+    for index in generator.permutation(len(ids))[: round(share * len(ids))]:
+        donors = np.flatnonzero(labels != labels[index])
+        if len(donors):
+            frames[ids[index]] = inputs["text"].frames[ids[int(generator.choice(donors))]]
+    noisy = ModalityInputs(frames, inputs["text"].frame_rate, inputs["text"].stacked)
+    return {**inputs, "text": noisy}
+
+
 def inverse_frequency_weights(labels: Sequence[int], num_classes: int) -> list[float]:
     """``n / (C · n_c)`` per class: 1 for every class when balanced; classes absent get 0."""
     counts = Counter(labels)

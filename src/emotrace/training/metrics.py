@@ -63,3 +63,56 @@ def summarise_folds(per_fold: Mapping[str, Mapping[str, Any]], labels: Sequence[
         if any(label in m["recall"] for m in per_fold.values())
     }
     return summary
+
+
+def speaker_bootstrap(
+    runs: Sequence[Sequence[Mapping[str, Any]]],
+    baseline: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """UA pooled over test speakers, with a percentile bootstrap interval that resamples speakers.
+
+    Fold figures (mean ± std, Wilcoxon over folds) treat each fold as one observation; the
+    unit that varies between test sets is the speaker, so the interval here draws speakers
+    with replacement and recomputes UA over all their utterances. ``runs`` holds one list of
+    prediction records (``speaker``, ``label``, ``prediction``) per run of a system (seeds,
+    pairings); a resample's UA is the mean over runs of each run's UA on the drawn speakers.
+    With ``baseline`` (runs of another system over the same speakers, e.g. the same model on
+    intact inputs), the figure and interval are of the difference ``runs - baseline``, both
+    sides on the same draws: a paired bootstrap. Returns ``{"ua" | "difference", "low",
+    "high", "speakers", "resamples", "level"}`` in percent.
+    """
+    if not runs or any(not records for records in runs):
+        raise ValueError("speaker_bootstrap needs at least one run with predictions")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    everything = [*runs, *(baseline or [])]
+    speakers = sorted({record["speaker"] for record in everything[0]})
+    if any(sorted({record["speaker"] for record in records}) != speakers for records in everything):
+        raise ValueError("every run must hold predictions for the same test speakers")
+    speaker_index = {speaker: i for i, speaker in enumerate(speakers)}
+    class_index = {label: i for i, label in enumerate(sorted({r["label"] for records in everything for r in records}))}
+    weights = np.random.default_rng(seed).multinomial(len(speakers), [1 / len(speakers)] * len(speakers), resamples)
+    weights = np.vstack([np.ones(len(speakers)), weights])  # row 0: every speaker once, the point estimate
+
+    def mean_ua(group: Sequence[Sequence[Mapping[str, Any]]]) -> np.ndarray:
+        values = []
+        for records in group:
+            counts, hits = np.zeros((len(speakers), len(class_index))), np.zeros((len(speakers), len(class_index)))
+            for record in records:
+                row, column = speaker_index[record["speaker"]], class_index[record["label"]]
+                counts[row, column] += 1
+                hits[row, column] += record["prediction"] == record["label"]
+            totals, correct = weights @ counts, weights @ hits
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recall = np.where(totals > 0, correct / totals, np.nan)
+            values.append(100 * np.nanmean(recall, axis=1))
+        return np.mean(values, axis=0)
+
+    values = mean_ua(runs) - (mean_ua(baseline) if baseline else 0.0)
+    low, high = np.percentile(values[1:], [50 * (1 - level), 50 * (1 + level)])
+    return {"difference" if baseline else "ua": float(values[0]), "low": float(low), "high": float(high),
+            "speakers": len(speakers), "resamples": resamples, "level": level}

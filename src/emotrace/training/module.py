@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from emotrace.models.base import EmotionModel
+from emotrace.models.outputs import ModelOutput
 from emotrace.training.config import OptimConfig
 from emotrace.training.data import FeatureDataset, collate
 from emotrace.training.metrics import classification_metrics
@@ -74,16 +75,25 @@ class EmotionModule(L.LightningModule):
 
 
 @torch.inference_mode()
-def predict_probabilities(model: EmotionModel, dataset: FeatureDataset, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities ``(N, C)`` of every item, in dataset order (eval mode, no
+def predict_logits(model: EmotionModel, dataset: FeatureDataset, batch_size: int = 64) -> np.ndarray:
+    """Class logits ``(N, C)`` of every item, in dataset order (eval mode, no
     augmentation; items batched shortest first so padding stays small)."""
     model.eval()
     stacked = {name: inputs.stacked for name, inputs in dataset.inputs.items()}
     order = sorted(range(len(dataset)), key=dataset.length)
-    probabilities = np.zeros((len(dataset), model.config.num_classes), np.float32)
+    logits = np.zeros((len(dataset), model.config.num_classes), np.float32)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = collate([dataset[i] for i in indices], stacked)
         batch.pop("labels")
-        probabilities[indices] = model(**batch).probabilities.float().cpu().numpy()
-    return probabilities
+        logits[indices] = model(**batch).logits.float().cpu().numpy()
+    return logits
+
+
+def predict_probabilities(
+    model: EmotionModel, dataset: FeatureDataset, batch_size: int = 64, temperature: float = 1.0
+) -> np.ndarray:
+    """Class probabilities ``(N, C)`` of every item, in dataset order, at ``temperature``
+    (a checkpoint's calibration; 1: the model's own)."""
+    logits = torch.from_numpy(predict_logits(model, dataset, batch_size))
+    return ModelOutput(logits).probabilities_at(temperature).numpy()

@@ -25,6 +25,7 @@ from emotrace.atomic import (
     write_jsonl_atomically,
     write_text_atomically,
 )
+from emotrace.training.calibration import calibration_markdown, summarise_calibration
 from emotrace.training.config import ExperimentConfig, load_config
 from emotrace.training.metrics import HEADLINE, classification_metrics, summarise_folds
 
@@ -61,6 +62,7 @@ def training_options(config: ExperimentConfig) -> dict[str, Any]:
         "label smoothing": model.get("label_smoothing", 0.0),
         "input standardisation (training moments)": model.get("standardise_inputs", False),
         "weight averaging (EMA decay)": config.optim.ema_decay,
+        "noisy text (share of training-side items)": config.data.noisy_text,
     }
 
 
@@ -86,10 +88,12 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         "labels": list(labels),
         "options": training_options(config),
         **summarise_folds(per_fold, labels),
+        **validation_summary(per_fold),
         "pooled": pooled,
         "per_fold": per_fold,
         "seconds_per_fold": float(np.mean([m["seconds"] for m in per_fold.values()])),
         "peak_mb": float(max(m["peak_mb"] for m in per_fold.values())),
+        **summarise_calibration(per_fold, predictions, labels),
     }
     write_json_atomically(run_dir / "metrics.json", summary)
     write_jsonl_atomically(run_dir / "predictions.jsonl", predictions)
@@ -97,6 +101,16 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
                    f"{config.name} ({config.protocol}, pooled over {len(per_fold)} folds)")
     write_text_atomically(run_dir / REPORT_FILE, markdown_report(summary))
     return summary
+
+
+def validation_summary(per_fold: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over folds of the validation UA that chose each fold's epoch: the figure
+    by which settings are compared (test folds are read once, to report); empty when a fold
+    had no validation speakers."""
+    values = [fold.get("val_ua") for fold in per_fold.values()]
+    if not values or any(value is None for value in values):
+        return {}
+    return {"val_ua_mean": float(np.mean(values)), "val_ua_std": float(np.std(values))}
 
 
 def _labels(run_dir: Path, per_fold: dict[str, dict[str, Any]]) -> tuple[str, ...]:
@@ -155,12 +169,14 @@ def markdown_report(summary: dict[str, Any]) -> str:
     lines += ["", "Per-class recall (mean over folds): " + ", ".join(
         f"{label} {value:.1f}" for label, value in summary["recall_mean"].items()), ""]
     lines += ["Options: " + "; ".join(f"{key}: {value}" for key, value in summary["options"].items()), ""]
+    lines += calibration_markdown(summary)
     lines += [f"![confusion matrix]({CONFUSION_FILE})", ""]
     return "\n".join(lines)
 
 
 def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per run: experiment, method, protocol, headline figures (mean and std)."""
+    """One row per run: experiment, method, protocol, headline figures (mean and std), and
+    the validation UA (``val_ua_mean``, None when a fold had no validation speakers)."""
     rows = []
     for run_dir in run_dirs:
         path = Path(run_dir) / "metrics.json"
@@ -170,6 +186,25 @@ def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         row = {key: summary[key] for key in ("experiment", "method", "corpus", "protocol", "folds_protocol", "folds")}
         for name in HEADLINE:
             row[f"{name}_mean"], row[f"{name}_std"] = summary[f"{name}_mean"], summary[f"{name}_std"]
+        row["val_ua_mean"] = validation_summary(summary["per_fold"]).get("val_ua_mean")
         row["run"] = str(run_dir)
         rows.append(row)
     return rows
+
+
+def select_by_validation(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of :func:`compare_runs` with the highest validation UA: how a setting is chosen.
+
+    The runs must share corpus, protocol and folds, or their validation sets differ and the
+    comparison means nothing; runs without validation speakers cannot be chosen between.
+    """
+    if not rows:
+        raise ValueError("no runs to choose between")
+    keys = ("corpus", "protocol", "folds_protocol", "folds")
+    differing = [key for key in keys if len({str(row[key]) for row in rows}) > 1]
+    if differing:
+        raise ValueError(f"runs differ in {', '.join(differing)}: validation cannot choose between them")
+    missing = [row["run"] for row in rows if row["val_ua_mean"] is None]
+    if missing:
+        raise ValueError(f"no validation UA in {', '.join(missing)} (folds without validation speakers)")
+    return max(rows, key=lambda row: row["val_ua_mean"])

@@ -1,0 +1,109 @@
+"""Checks around a model that keep it from answering nonsense: is there speech to read at
+all, and is what came out a probability distribution.
+
+An emotion model labels whatever it is given: a beep, a door slam or a hum comes out as
+"sad 31 %". :func:`speech_presence` asks silero-vad first, so a prediction can say
+:data:`NO_SPEECH` instead. :func:`check_probabilities` stops NaN or infinite outputs (from
+audio no check upstream caught) before they reach a JSON writer, which would otherwise
+write invalid JSON or fail with a 500.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from emotrace.audio import SAMPLE_RATE
+from emotrace.errors import InputError
+from emotrace.inference.segmentation import FRAME, FRAME_SECONDS, frame_probabilities, load_vad, speech_runs
+
+#: the label a prediction takes when there is no speech to read an emotion from
+NO_SPEECH = "no speech"
+#: seconds; less speech than this is a click or a cough, too little to read an emotion from
+MIN_SPEECH_SECONDS = 0.25
+_MIN_SILENCE = 0.3  # seconds; pauses shorter than this stay inside a run of speech, as in segmentation
+_vad_lock = threading.Lock()  # the VAD is recurrent: one waveform at a time through it
+
+
+@dataclass(frozen=True)
+class SpeechPresence:
+    """How much of a waveform silero-vad heard as speech."""
+
+    speech_seconds: float
+    duration: float
+    min_speech: float = MIN_SPEECH_SECONDS
+
+    @property
+    def present(self) -> bool:
+        return self.speech_seconds >= self.min_speech
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"present": self.present, "seconds": round(self.speech_seconds, 3)}
+
+    def describe(self) -> str:
+        """One line for a person, e.g. in a no-speech notice or error."""
+        return (
+            f"no speech found ({self.speech_seconds:.2f} s of speech in {self.duration:.2f} s; "
+            f"at least {self.min_speech:g} s needed)"
+        )
+
+
+def no_speech_prediction(source: str, presence: SpeechPresence) -> dict[str, Any]:
+    """The JSON of a prediction that found no speech: :data:`NO_SPEECH` as its label, no
+    probabilities, and how much speech there was. (The service returns it now; it is the
+    shape a :class:`~emotrace.inference.predictor.Prediction` without speech should take.)"""
+    return {
+        "source": source,
+        "start": 0.0,
+        "end": round(presence.duration, 3),
+        "duration": round(presence.duration, 3),
+        "label": NO_SPEECH,
+        "probabilities": None,
+        "speech": presence.to_dict(),
+        "notice": presence.describe(),
+    }
+
+
+def speech_presence(
+    waveform: np.ndarray, *, threshold: float = 0.5, min_speech: float = MIN_SPEECH_SECONDS
+) -> SpeechPresence:
+    """Seconds of speech in ``waveform`` (16 kHz mono float32), counting only runs of at
+    least ``min_speech`` seconds, under silero's hysteresis (as :mod:`segmentation` does)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    audio = np.asarray(waveform, dtype=np.float32)
+    padded = np.pad(audio, (0, -len(audio) % FRAME))
+    with _vad_lock:
+        vad = _shared_vad()
+        vad.reset_states()
+        probabilities = frame_probabilities(vad, padded)
+    runs = speech_runs(probabilities, threshold, round(_MIN_SILENCE / FRAME_SECONDS))
+    frames = sum(end - start for start, end in runs if (end - start) * FRAME_SECONDS >= min_speech)
+    duration = len(audio) / SAMPLE_RATE
+    return SpeechPresence(min(frames * FRAME_SECONDS, duration), duration, min_speech)
+
+
+@cache
+def _shared_vad() -> Any:
+    """Loaded once per process (a fifth of a second each time otherwise)."""
+    return load_vad()
+
+
+def check_probabilities(source: str, labels: Sequence[str], probabilities: np.ndarray) -> np.ndarray:
+    """``probabilities`` when they are finite and sum to 1; else an InputError naming
+    ``source``: the input drove the model out of range, and nothing it says can be trusted."""
+    values = np.asarray(probabilities, dtype=np.float64)
+    if values.shape != (len(labels),) or not np.isfinite(values).all():
+        raise InputError(
+            source,
+            "the model's output is not a finite probability for every class (NaN or infinite), "
+            "so the input drove it out of range; no prediction is given",
+        )
+    if abs(values.sum() - 1.0) > 1e-3 or (values < 0).any():
+        raise InputError(source, f"the model's output is not a probability distribution (sums to {values.sum():.4g})")
+    return probabilities
