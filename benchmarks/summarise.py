@@ -90,6 +90,20 @@ def speed_table(result: dict) -> list[str]:
     return lines
 
 
+def load_table(result: dict) -> list[str]:
+    """The service under load: one row per number of clients."""
+    lines = [
+        "| clients | requests | status codes | throughput /s | accepted p50/p95/p99 ms | /health p99 ms | peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        codes = ", ".join(f"{count} x {code}" for code, count in sorted(row["status"].items()))
+        accepted = f"{row['accepted_p50_ms']} / {row['accepted_p95_ms']} / {row['accepted_p99_ms']}"
+        lines.append(f"| {row['clients']} | {row['requests']} | {codes} | {row['throughput']} | {accepted} | "
+                     f"{row['health_p99_ms']} | {row['peak_mb']} |")
+    return lines
+
+
 def scaling_table(result: dict) -> list[str]:
     lines = ["| system | audio hours per hour | seconds | items |", "|---|---|---|---|"]
     lines += [f"| {row['system']} | {row['speed']} | {row['seconds']} | {row['items']} |" for row in result["rows"]]
@@ -126,6 +140,8 @@ def tables() -> str:
             out.extend(cross_corpus_table(result))
         elif rows and "extraction_seconds" in rows[0]:
             out.extend(real_length_table(result))
+        elif rows and "clients" in rows[0]:
+            out.extend(load_table(result))
         elif rows and "actors" in rows[0]:
             out.extend(scaling_table(result))
         elif rows and "speed" in rows[0]:
