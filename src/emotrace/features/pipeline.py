@@ -36,6 +36,7 @@ from emotrace.corpora.records import Utterance
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
+from emotrace.features.isolation import extract_isolated, skipped_input
 from emotrace.features.keys import audio_key, text_key
 from emotrace.features.store import META_FILE, Entry, FeatureStore, read_store_meta
 from emotrace.features.transcripts import TranscriptStore
@@ -353,7 +354,7 @@ class ExtractionRun:
             self.bar.advance(task, len(keyed) - len(todo))
             for batch in _batches(todo, self.batch_size):
                 clips = [VideoClip(u.video, u.video_start, u.video_end) for u, _ in batch]  # type: ignore[arg-type]
-                features = self._extract_each(job, clips, [utterance for utterance, _ in batch])
+                features = self._video_features(job, clips, [utterance for utterance, _ in batch])
                 job.store.put_many([
                     Entry(utterance.id, key, result, {"seconds": result.data.shape[1] / result.frame_rate})
                     for (utterance, key), result in zip(batch, features)
@@ -391,6 +392,18 @@ class ExtractionRun:
             else:
                 self.skip(error, utterance, [job.count])
 
+    def _video_features(self, job: _Job, clips: list[Any], sources: list[Utterance]) -> list[Features | None]:
+        """Features of a batch of clips (a failing clip isolated and reported), None where skipped."""
+        results: list[Features | None] = []
+        for outcome, source in zip(extract_isolated(job.extractor, clips), sources):
+            if isinstance(outcome, InputError):
+                self.skip(outcome, source, [job.count])
+                results.append(None)
+            else:
+                job.count.computed += 1
+                results.append(outcome)
+        return results
+
 
 def store_audio_features(
     extractor: Extractor, store: FeatureStore, batch: Sequence[tuple[str, str, np.ndarray]]
@@ -422,26 +435,6 @@ def store_text_features(
 def store_transcripts(asr: WhisperASR, store: TranscriptStore, batch: Sequence[tuple[str, str, np.ndarray]]) -> None:
     """Transcribe ``(utterance id, audio key, waveform)`` inputs and append them to ``store``."""
     store.put_many([(utt_id, key, asr.transcribe(waveform)) for utt_id, key, waveform in batch])
-
-
-def skipped_input(error: InputError, utterance: Utterance) -> InputError:
-    """How a failed utterance is reported: by its id, and its file unless the error names the
-    utterance (an extractor's own error knows only its position in the batch)."""
-    media = utterance.video if error.source == utterance.video else utterance.audio
-    named = error.source == utterance.id or not media  # e.g. a missing transcript
-    return InputError(utterance.id if named else f"{utterance.id} ({media})", error.problem)
-
-
-def extract_isolated(extractor: Extractor, inputs: Sequence[Any]) -> list[Features | InputError]:
-    """Features of a batch; if it raises an InputError, one input at a time to isolate it."""
-    if not inputs:
-        return []
-    try:
-        return list(extractor.extract(list(inputs)))
-    except InputError as error:
-        if len(inputs) == 1:
-            return [error]
-        return [outcome for single in inputs for outcome in extract_isolated(extractor, [single])]
 
 
 def audio_key_or_error(utterance: Utterance) -> str | InputError:

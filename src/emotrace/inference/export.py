@@ -270,7 +270,7 @@ def _compare(model: EmotionModel, path: Path, temperature: float) -> dict[str, f
         expected = _named_outputs(model(**_as_keywords(model.config, inputs)), temperature)
         feeds = {name: tensor.numpy() for name, tensor in _as_keywords(model.config, inputs).items()}
         for (name, want), got in zip(expected.items(), session.run(list(expected), feeds)):
-            want = want.numpy()
+            want, got = want.numpy().astype(np.float64), np.asarray(got, np.float64)  # flags compare as 0/1
             if got.shape != want.shape:
                 raise ExportError(
                     f"{path}: output {name} has shape {got.shape} in ONNX, {want.shape} in PyTorch "
