@@ -262,17 +262,18 @@ class QueryFusion(EmotionModel):
             modalities_present={m: present[:, given.index(m)] for m in given},
         )
 
-    def loss(self, output: QueryFusionOutput, labels: Tensor) -> LossOutput:
+    def loss(self, output: QueryFusionOutput, labels: Tensor, class_mask: Tensor | None = None) -> LossOutput:
         """Cross-entropy of the fused logits, plus ``unimodal_loss_weight`` times the mean over
         modalities of each modality's decoded-alone cross-entropy (training passes only)."""
-        ce = self.classification_loss(output.logits, labels)
+        ce = self.classification_loss(output.logits, labels, class_mask)
         if not output.modality_logits:
             return LossOutput(total=ce, parts={"ce": ce})
         parts = {"ce": ce}
         for modality, logits in output.modality_logits.items():
             has = output.modalities_present[modality]
             if has.any():
-                parts[f"ce_{modality}_alone"] = self.classification_loss(logits[has], labels[has])
+                mask = None if class_mask is None else class_mask[has]
+                parts[f"ce_{modality}_alone"] = self.classification_loss(logits[has], labels[has], mask)
         alone = [part for name, part in parts.items() if name != "ce"]
         total = ce + self.config.unimodal_loss_weight * torch.stack(alone).mean() if alone else ce
         return LossOutput(total=total, parts=parts)
