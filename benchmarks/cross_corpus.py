@@ -77,13 +77,19 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
     extra: dict[str, Any] = {"held_out_corpora": list(CORPORA), "targets": TARGETS}
-    rows: list[dict[str, Any]] = []
+    found: dict[str, dict[str, Any]] = {}  # rows by system letter, saved in the order a, b, c
 
     def save() -> None:
+        rows[:] = [found[letter] for letter in "abc" if letter in found]
         write_results("cross_corpus", PROTOCOL_TEXT.format(seeds=args.seeds), rows, **extra)
 
+    rows: list[dict[str, Any]] = []
     if "a" in args.systems:
-        rows.append(probe_row())
+        found["a"] = probe_row()
+        save()
+    if "c" in args.systems:  # before b: its inputs are b's base inputs, read once
+        run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base")
+        found["c"] = trained_row("method A, trained on RAVDESS only (today's recipe)", run_dirs, RAVDESS_ONLY, [])
         save()
     if "b" in args.systems:
         variants = dict(VARIANTS)
@@ -99,12 +105,8 @@ def main() -> None:
                             "chosen": chosen}
         save()
         run_dirs = _runs(LOCO, variants[chosen], list(range(args.seeds)), args.runs, chosen)
-        rows.append(trained_row(f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO,
-                                variants[chosen]))
-        save()
-    if "c" in args.systems:
-        run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base")
-        rows.append(trained_row("method A, trained on RAVDESS only (today's recipe)", run_dirs, RAVDESS_ONLY, []))
+        found["b"] = trained_row(f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO,
+                                 variants[chosen])
         save()
     for row in rows:
         corpora = "  ".join(f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in
