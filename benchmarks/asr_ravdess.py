@@ -33,8 +33,14 @@ from common import machine
 
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 EMOTIONS = {
-    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
-    "05": "angry", "06": "fearful", "07": "disgusted", "08": "surprised",
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgusted",
+    "08": "surprised",
 }
 RESULTS = Path(__file__).parent / "results" / "asr_ravdess.json"
 

@@ -23,8 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def machine() -> str:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown CPU",
     )
     return f"{platform.system()} {platform.machine()}, {model}, {available_cores()} cores available"
@@ -34,19 +37,23 @@ def command() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
 
-def write_results(name: str, protocol: str, rows: list[dict[str, Any]], directory: Path = RESULTS,
-                  **extra: Any) -> Path:
+def write_results(
+    name: str, protocol: str, rows: list[dict[str, Any]], directory: Path = RESULTS, **extra: Any
+) -> Path:
     """``benchmarks/results/NAME.json`` (or ``directory/NAME.json``) in the guide's format, written atomically."""
     path = Path(directory) / f"{name}.json"
-    write_json_atomically(path, {
-        "benchmark": name,
-        "command": command(),
-        "protocol": protocol,
-        "machine": machine(),
-        "date": datetime.date.today().isoformat(),
-        **extra,
-        "rows": rows,
-    })
+    write_json_atomically(
+        path,
+        {
+            "benchmark": name,
+            "command": command(),
+            "protocol": protocol,
+            "machine": machine(),
+            "date": datetime.date.today().isoformat(),
+            **extra,
+            "rows": rows,
+        },
+    )
     return path
 
 
@@ -58,8 +65,10 @@ def seed_average(per_fold_by_seed: list[dict[str, dict[str, Any]]]) -> dict[str,
     return {
         fold: {
             **{name: float(np.mean([seed[fold][name] for seed in per_fold_by_seed])) for name in HEADLINE},
-            "recall": {label: float(np.mean([seed[fold]["recall"][label] for seed in per_fold_by_seed]))
-                       for label in metrics["recall"]},
+            "recall": {
+                label: float(np.mean([seed[fold]["recall"][label] for seed in per_fold_by_seed]))
+                for label in metrics["recall"]
+            },
         }
         for fold, metrics in per_fold_by_seed[0].items()
     }
@@ -87,8 +96,14 @@ def row_from_runs(system: str, run_dirs: list[Path], **extra: Any) -> dict[str, 
     summaries = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
     first = summaries[0]
     summary = summarise_folds(seed_average([s["per_fold"] for s in summaries]), first["labels"])
-    row = {"system": system, "method": first["method"], "protocol": first["protocol"],
-           "folds": summary["folds"], "folds_protocol": first["folds_protocol"], "seeds": len(summaries)}
+    row = {
+        "system": system,
+        "method": first["method"],
+        "protocol": first["protocol"],
+        "folds": summary["folds"],
+        "folds_protocol": first["folds_protocol"],
+        "seeds": len(summaries),
+    }
     for name in HEADLINE:
         row[f"{name}_mean"] = round(summary[f"{name}_mean"], 2)
         row[f"{name}_std"] = round(summary[f"{name}_std"], 2)
@@ -122,9 +137,14 @@ def comparison(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]
         raise ValueError(f"{row['system']} and {reference['system']} were run on different folds")
     differences = [ours[fold] - theirs[fold] for fold in sorted(ours)]
     p_value = float(wilcoxon(differences).pvalue) if any(differences) else 1.0
-    bootstrap = speaker_bootstrap([run_predictions(Path(run)) for run in row["runs"]],
-                                  [run_predictions(Path(run)) for run in reference["runs"]])
-    return {"against": reference["system"], "ua_difference": round(float(np.mean(differences)), 2),
-            "per_fold": [round(d, 2) for d in differences], "wilcoxon_p": round(p_value, 3),
-            "pooled_difference": round(bootstrap["difference"], 2),
-            "difference_ci": [round(bootstrap["low"], 2), round(bootstrap["high"], 2)]}
+    bootstrap = speaker_bootstrap(
+        [run_predictions(Path(run)) for run in row["runs"]], [run_predictions(Path(run)) for run in reference["runs"]]
+    )
+    return {
+        "against": reference["system"],
+        "ua_difference": round(float(np.mean(differences)), 2),
+        "per_fold": [round(d, 2) for d in differences],
+        "wilcoxon_p": round(p_value, 3),
+        "pooled_difference": round(bootstrap["difference"], 2),
+        "difference_ci": [round(bootstrap["low"], 2), round(bootstrap["high"], 2)],
+    }

@@ -100,17 +100,23 @@ def main() -> None:
             variants[both] = [override for name in helping for override in VARIANTS[name]]
             screens[both] = _val_ua(_runs(LOCO, variants[both], [0], args.runs, both))
         chosen = _choose(screens)
-        extra["screens"] = {"config": LOCO, "seed": 0, "selection": "mean over folds of the validation speakers' UA",
-                            "val_ua": {name: round(value, 2) for name, value in screens.items()},
-                            "chosen": chosen}
+        extra["screens"] = {
+            "config": LOCO,
+            "seed": 0,
+            "selection": "mean over folds of the validation speakers' UA",
+            "val_ua": {name: round(value, 2) for name, value in screens.items()},
+            "chosen": chosen,
+        }
         save()
         run_dirs = _runs(LOCO, variants[chosen], list(range(args.seeds)), args.runs, chosen)
-        found["b"] = trained_row(f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO,
-                                 variants[chosen])
+        found["b"] = trained_row(
+            f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO, variants[chosen]
+        )
         save()
     for row in rows:
-        corpora = "  ".join(f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in
-                            row["per_corpus"].items())
+        corpora = "  ".join(
+            f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in row["per_corpus"].items()
+        )
         print(f"{row['system']:<62} acc {row['wa_mean']:5.1f}  UA {row['ua_mean']:5.1f}  ({corpora})")
 
 
@@ -129,9 +135,13 @@ def probe_row() -> dict[str, Any]:
         metrics = result["per_fold"][name]
         predicted = Counter(row["prediction"] for row in result["predictions"] if row["fold"] == name)
         top, count = predicted.most_common(1)[0]
-        per_corpus[name] = {"wa": round(metrics["wa"], 2), "ua": round(metrics["ua"], 2),
-                            "largest_share": f"{top} {100 * count / sum(predicted.values()):.0f}%",
-                            "C": result["chosen"][name]["C"], "val_ua": round(result["chosen"][name]["val_ua"], 2)}
+        per_corpus[name] = {
+            "wa": round(metrics["wa"], 2),
+            "ua": round(metrics["ua"], 2),
+            "largest_share": f"{top} {100 * count / sum(predicted.values()):.0f}%",
+            "C": result["chosen"][name]["C"],
+            "val_ua": round(result["chosen"][name]["val_ua"], 2),
+        }
     row = _row("linear probe, mean+std pooled Whisper-base layers 2-5 (4 classes)", "probe", per_corpus)
     row["seconds_per_fold"] = round((time.perf_counter() - started) / len(CORPORA), 1)
     return row
@@ -172,15 +182,21 @@ def trained_row(system: str, run_dirs: list[Path], config: str, overrides: list[
 
 def _row(system: str, method: str, per_corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean, std and minimum over the held-out corpora, and whether the targets are met."""
-    row: dict[str, Any] = {"system": system, "method": method, "protocol": "utterance-level",
-                           "folds": len(per_corpus), "folds_protocol": CROSS_CORPUS}
+    row: dict[str, Any] = {
+        "system": system,
+        "method": method,
+        "protocol": "utterance-level",
+        "folds": len(per_corpus),
+        "folds_protocol": CROSS_CORPUS,
+    }
     for name in ("ua", "wa"):
         values = [figures[name] for figures in per_corpus.values()]
         row[f"{name}_mean"], row[f"{name}_std"] = round(float(np.mean(values)), 2), round(float(np.std(values)), 2)
         row[f"{name}_min"] = round(float(min(values)), 2)
     row["per_corpus"] = per_corpus
-    row["targets_met"] = {name: row[f"{name}_mean"] >= TARGETS["mean"] and row[f"{name}_min"] >= TARGETS["min"]
-                          for name in ("wa", "ua")}
+    row["targets_met"] = {
+        name: row[f"{name}_mean"] >= TARGETS["mean"] and row[f"{name}_min"] >= TARGETS["min"] for name in ("wa", "ua")
+    }
     return row
 
 
@@ -194,8 +210,15 @@ def _runs(config_path: str, overrides: list[str], seeds: list[int], runs: Path, 
 
 
 def _val_ua(run_dirs: list[Path]) -> float:
-    return float(np.mean([fold["val_ua"] for run_dir in run_dirs
-                          for fold in json.loads((run_dir / "metrics.json").read_text())["per_fold"].values()]))
+    return float(
+        np.mean(
+            [
+                fold["val_ua"]
+                for run_dir in run_dirs
+                for fold in json.loads((run_dir / "metrics.json").read_text())["per_fold"].values()
+            ]
+        )
+    )
 
 
 def _choose(screens: dict[str, float]) -> str:

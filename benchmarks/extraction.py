@@ -44,15 +44,36 @@ def child(spec: str, root: str, threads: int) -> None:
 
     with tempfile.TemporaryDirectory() as store:
         started = time.perf_counter()
-        app(["extract", "ravdess", root, "--features", spec, "--store", store, "--threads", str(threads),
-             "--batch-size", "16"], standalone_mode=False)
+        app(
+            [
+                "extract",
+                "ravdess",
+                root,
+                "--features",
+                spec,
+                "--store",
+                store,
+                "--threads",
+                str(threads),
+                "--batch-size",
+                "16",
+            ],
+            standalone_mode=False,
+        )
         wall = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rerun = extract_corpus(load_corpus("ravdess", root).utterances, [spec], store, progress=False,
-                               threads=threads)
-    print(json.dumps({"wall": wall, "peak_mb": peak, "rerun_seconds": rerun.seconds,
-                      "rerun_computed": sum(count.computed for count in rerun.stores),
-                      "rerun_cached": sum(count.cached for count in rerun.stores)}))
+        rerun = extract_corpus(load_corpus("ravdess", root).utterances, [spec], store, progress=False, threads=threads)
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "peak_mb": peak,
+                "rerun_seconds": rerun.seconds,
+                "rerun_computed": sum(count.computed for count in rerun.stores),
+                "rerun_cached": sum(count.cached for count in rerun.stores),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -69,22 +90,43 @@ def main() -> None:
     audio = sum(sf.info(str(clip)).duration for clip in clips)
     rows = []
     for spec in args.extractors:
-        done = subprocess.run([sys.executable, __file__, "--child", spec, str(root), "--threads", str(args.threads)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", spec, str(root), "--threads", str(args.threads)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode:
             sys.exit(f"{spec} failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append({"system": spec, "description": EXTRACTORS[spec], "clips": len(clips),
-                     "audio_seconds": round(audio, 1), "seconds": round(result["wall"], 1),
-                     "speed": round(audio / result["wall"], 1), "rtf": round(result["wall"] / audio, 4),
-                     "peak_mb": round(result["peak_mb"]), "rerun_seconds": round(result["rerun_seconds"], 1),
-                     "rerun_computed": result["rerun_computed"], "rerun_cached": result["rerun_cached"]})
-        print(f"{spec:<32} {rows[-1]['speed']:7.1f}x real time, peak {rows[-1]['peak_mb']} MB, "
-              f"rerun {rows[-1]['rerun_seconds']} s computing {rows[-1]['rerun_computed']}")
+        rows.append(
+            {
+                "system": spec,
+                "description": EXTRACTORS[spec],
+                "clips": len(clips),
+                "audio_seconds": round(audio, 1),
+                "seconds": round(result["wall"], 1),
+                "speed": round(audio / result["wall"], 1),
+                "rtf": round(result["wall"] / audio, 4),
+                "peak_mb": round(result["peak_mb"]),
+                "rerun_seconds": round(result["rerun_seconds"], 1),
+                "rerun_computed": result["rerun_computed"],
+                "rerun_cached": result["rerun_cached"],
+            }
+        )
+        print(
+            f"{spec:<32} {rows[-1]['speed']:7.1f}x real time, peak {rows[-1]['peak_mb']} MB, "
+            f"rerun {rows[-1]['rerun_seconds']} s computing {rows[-1]['rerun_computed']}"
+        )
         asr = RESULTS / "asr_ravdess.json"
         extra = {"asr": json.loads(asr.read_text())["rows"]} if asr.exists() else {}
-        write_results("extraction", f"RAVDESS speech, {len(clips)} clips ({audio / 60:.0f} min), `emotrace extract` "
-                      f"into a fresh store, {args.threads} torch threads, one process per extractor", rows, **extra)
+        write_results(
+            "extraction",
+            f"RAVDESS speech, {len(clips)} clips ({audio / 60:.0f} min), `emotrace extract` "
+            f"into a fresh store, {args.threads} torch threads, one process per extractor",
+            rows,
+            **extra,
+        )
 
 
 if __name__ == "__main__":

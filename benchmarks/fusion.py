@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emotrace.training.ablation import evaluate_without
 from emotrace.training.config import load_config
-from emotrace.training.cv import evaluate_without, run_cv
+from emotrace.training.cv import run_cv
 from emotrace.training.metrics import summarise_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,8 +57,9 @@ PAIRED_SYSTEMS = {
     "text only (BiLSTM on MiniLM)": "configs/ravdess_meld/text_only.yaml",
     "method B: audio only": "configs/ravdess_meld/query_fusion_audio.yaml",
     "method B: emotion queries": "configs/ravdess_meld/query_fusion.yaml",
-    "method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)":
-        "configs/ravdess_meld/query_fusion_options.yaml",
+    "method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)": (
+        "configs/ravdess_meld/query_fusion_options.yaml"
+    ),
     "late fusion, mean of probabilities": "configs/ravdess_meld/late_fusion_mean.yaml",
     "late fusion, product of probabilities": "configs/ravdess_meld/late_fusion_product.yaml",
     "method C: contrastive regulariser": "configs/ravdess_meld/contrastive.yaml",
@@ -88,9 +90,12 @@ PARTS = {
     "paired": ("ravdess_meld_paired", PAIRED_TEXT, PAIRED_SYSTEMS),
     "noisy": (
         "ravdess_meld_noisy_text",
-        PAIRED_TEXT + (" Noisy-text control: a share of the training side's pairs (training and "
-                       "validation actors, each side apart; seeded, fixed for a run) carry the text of an "
-                       "item of another emotion; test pairs keep their own text. Audio alone is the paired runs'."),
+        PAIRED_TEXT
+        + (
+            " Noisy-text control: a share of the training side's pairs (training and "
+            "validation actors, each side apart; seeded, fixed for a run) carry the text of an "
+            "item of another emotion; test pairs keep their own text. Audio alone is the paired runs'."
+        ),
         {system: PAIRED_SYSTEMS[system] for system in NOISY_SYSTEMS},
     ),
     "meld": (
@@ -103,29 +108,33 @@ PARTS = {
 
 # The targets as (system, reference) pairs: each row gets its UA gap to the reference, fold by fold.
 COMPARISONS = {
-    "control": [("method B: audio + fixed text", "method B: audio only (reference)"),
-                ("method C: audio + fixed text", "method A: audio only (reference for C)")],
-    "paired": [("method B: emotion queries", AUDIO_ONLY),
-               ("method B: emotion queries", "method B: audio only"),
-               ("method B: emotion queries", "text only (BiLSTM on MiniLM)"),
-               ("method B: audio only", AUDIO_ONLY),
-               ("method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)", AUDIO_ONLY),
-               ("late fusion, mean of probabilities", AUDIO_ONLY),
-               ("late fusion, product of probabilities", AUDIO_ONLY),
-               ("method C: contrastive regulariser", AUDIO_ONLY),
-               ("method C: contrastive regulariser", "text only (BiLSTM on MiniLM)"),
-               ("method C: contrastive regulariser", "method C without its regulariser"),
-               ("method C with the authors' objective", "method C without its regulariser"),
-               (f"{AUTHORS}, stage 3 (fresh classifier + regulariser)",
-                f"{AUTHORS}, stage 2 (concatenation: their baseline)"),
-               ("concatenation baseline (mean-pooled codes)", AUDIO_ONLY)],
-    "noisy": [("method C: contrastive regulariser", "method C without its regulariser"),
-              ("method C with the authors' objective", "method C without its regulariser"),
-              (f"{AUTHORS}, stage 3 (fresh classifier + regulariser)",
-               f"{AUTHORS}, stage 2 (concatenation: their baseline)"),
-              ("method C: contrastive regulariser", AUDIO_ONLY),
-              ("method B: emotion queries", AUDIO_ONLY),
-              ("late fusion, product of probabilities", AUDIO_ONLY)],
+    "control": [
+        ("method B: audio + fixed text", "method B: audio only (reference)"),
+        ("method C: audio + fixed text", "method A: audio only (reference for C)"),
+    ],
+    "paired": [
+        ("method B: emotion queries", AUDIO_ONLY),
+        ("method B: emotion queries", "method B: audio only"),
+        ("method B: emotion queries", "text only (BiLSTM on MiniLM)"),
+        ("method B: audio only", AUDIO_ONLY),
+        ("method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)", AUDIO_ONLY),
+        ("late fusion, mean of probabilities", AUDIO_ONLY),
+        ("late fusion, product of probabilities", AUDIO_ONLY),
+        ("method C: contrastive regulariser", AUDIO_ONLY),
+        ("method C: contrastive regulariser", "text only (BiLSTM on MiniLM)"),
+        ("method C: contrastive regulariser", "method C without its regulariser"),
+        ("method C with the authors' objective", "method C without its regulariser"),
+        (f"{AUTHORS}, stage 3 (fresh classifier + regulariser)", f"{AUTHORS}, stage 2 (concatenation: their baseline)"),
+        ("concatenation baseline (mean-pooled codes)", AUDIO_ONLY),
+    ],
+    "noisy": [
+        ("method C: contrastive regulariser", "method C without its regulariser"),
+        ("method C with the authors' objective", "method C without its regulariser"),
+        (f"{AUTHORS}, stage 3 (fresh classifier + regulariser)", f"{AUTHORS}, stage 2 (concatenation: their baseline)"),
+        ("method C: contrastive regulariser", AUDIO_ONLY),
+        ("method B: emotion queries", AUDIO_ONLY),
+        ("late fusion, product of probabilities", AUDIO_ONLY),
+    ],
     "meld": [],
 }
 
@@ -145,9 +154,12 @@ def main() -> None:
     name, protocol_text, systems = PARTS[args.part]
     paired = args.part in ("paired", "noisy")
     pairings = range(args.pairings) if paired else [None]
-    protocol_text += (f" Each system trained on {args.pairings} pairings x {args.seeds} seeds; fold figures averaged "
-                      "over all of them." if paired else
-                      f" Each system trained with {args.seeds} seeds; fold figures averaged over them.")
+    protocol_text += (
+        f" Each system trained on {args.pairings} pairings x {args.seeds} seeds; fold figures averaged "
+        "over all of them."
+        if paired
+        else f" Each system trained with {args.seeds} seeds; fold figures averaged over them."
+    )
     levels = args.noise if args.part == "noisy" else [None]
     rows: list[dict] = []
     for noise in levels:
@@ -155,8 +167,14 @@ def main() -> None:
             if args.systems and system not in args.systems:
                 continue
             extra = [f"data.noisy_text={noise}"] if noise else []
-            run_dirs = train_runs(args.part, config_path, pairings, args.seeds, [f"trainer.jobs={args.jobs}",
-                                  f"store={store}", *extra, *args.overrides], noise)
+            run_dirs = train_runs(
+                args.part,
+                config_path,
+                pairings,
+                args.seeds,
+                [f"trainer.jobs={args.jobs}", f"store={store}", *extra, *args.overrides],
+                noise,
+            )
             label = f"{system}, {noise:.0%} noisy text" if noise else system
             rows.append(row_from_runs(label, run_dirs, config=config_path, noisy_text=noise or 0.0))
             config = load_config(REPO / config_path)
@@ -164,22 +182,29 @@ def main() -> None:
                 rows.append(without_text(label, run_dirs, rows[-1]))
             write_results(name, protocol_text, rows)
     if args.part == "control":
-        for system, run in (("method B: audio only (reference)", "ravdess-query-fusion-audio-utterance-level"),
-                            ("method A: audio only (reference for C)", "ravdess-roi-attention-utterance-level")):
+        for system, run in (
+            ("method B: audio only (reference)", "ravdess-query-fusion-audio-utterance-level"),
+            ("method A: audio only (reference for C)", "ravdess-roi-attention-utterance-level"),
+        ):
             references = [AUDIO_RUNS / f"{run}-seed{seed}" for seed in range(args.seeds)]
             if all((reference / "metrics.json").exists() for reference in references):
                 rows.append(row_from_runs(system, references))
     if args.part == "noisy":  # audio alone sees no text: the clean paired runs are its reference
-        references = [REPO / "runs" / "benchmarks" / "paired" / f"paired-audio-only-pairing{p}-seed{s}"
-                      for p in pairings for s in range(args.seeds)]
+        references = [
+            REPO / "runs" / "benchmarks" / "paired" / f"paired-audio-only-pairing{p}-seed{s}"
+            for p in pairings
+            for s in range(args.seeds)
+        ]
         if all((reference / "metrics.json").exists() for reference in references):
             rows.append(row_from_runs(AUDIO_ONLY, references))
     add_comparisons(args.part, rows, levels)
     write_results(name, protocol_text, rows)
     for row in rows:
         extra = f"  weighted-F1 {row['weighted_f1_mean']:.1f}" if "weighted_f1_mean" in row else ""
-        print(f"{row['system']:<70} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}  "
-              f"WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}{extra}")
+        print(
+            f"{row['system']:<70} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}  "
+            f"WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}{extra}"
+        )
 
 
 def run_name(config_name: str, pairing: int | None, seed: int, noise: float | None) -> str:
@@ -187,8 +212,9 @@ def run_name(config_name: str, pairing: int | None, seed: int, noise: float | No
     return f"{config_name}{noisy}-pairing{pairing}-seed{seed}" if pairing is not None else f"{config_name}-seed{seed}"
 
 
-def train_runs(part: str, config_path: str, pairings, seeds: int, overrides: list[str],
-               noise: float | None) -> list[Path]:
+def train_runs(
+    part: str, config_path: str, pairings, seeds: int, overrides: list[str], noise: float | None
+) -> list[Path]:
     """Train (or resume) one system on every pairing and seed; a stage of the authors' schedule
     starts from the same pairing and seed's run of the stage before it."""
     runs = REPO / "runs" / "benchmarks" / ("paired" if part in ("paired", "noisy") else part)
@@ -222,10 +248,15 @@ def without_text(system: str, run_dirs: list[Path], fused: dict) -> dict:
     results = [evaluate_without(run_dir, ["text"]) for run_dir in run_dirs]
     fused_ua = float(np.mean([json.loads((run_dir / "metrics.json").read_text())["ua_mean"] for run_dir in run_dirs]))
     summary = summarise_folds(seed_average([result["per_fold"] for result in results]), list(fused["recall_mean"]))
-    return {"system": f"{system}, text removed at test time", "method": "query_fusion",
-            "protocol": fused["protocol"], "folds": summary["folds"], "seeds": len(run_dirs),
-            **{f"{n}_{s}": round(summary[f"{n}_{s}"], 2) for n in ("ua", "wa") for s in ("mean", "std")},
-            "ua_drop": round(fused_ua - summary["ua_mean"], 2)}
+    return {
+        "system": f"{system}, text removed at test time",
+        "method": "query_fusion",
+        "protocol": fused["protocol"],
+        "folds": summary["folds"],
+        "seeds": len(run_dirs),
+        **{f"{n}_{s}": round(summary[f"{n}_{s}"], 2) for n in ("ua", "wa") for s in ("mean", "std")},
+        "ua_drop": round(fused_ua - summary["ua_mean"], 2),
+    }
 
 
 if __name__ == "__main__":

@@ -103,14 +103,22 @@ def make_hour(clips: list[Path], path: Path, seed: int = 0) -> None:
 
 
 def measure(kind: str, target: Path, threads: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", kind, str(target), "--threads", str(threads)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(target), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"{kind} on {target} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"speed": round(result["audio"] / result["wall"], 1), "rtf": round(result["wall"] / result["audio"], 4),
-            "seconds": round(result["wall"], 1), "audio_seconds": round(result["audio"], 1),
-            "peak_mb": round(result["peak_mb"]), "items": result["predicted"]}
+    return {
+        "speed": round(result["audio"] / result["wall"], 1),
+        "rtf": round(result["wall"] / result["audio"], 4),
+        "seconds": round(result["wall"], 1),
+        "audio_seconds": round(result["audio"], 1),
+        "peak_mb": round(result["peak_mb"]),
+        "items": result["predicted"],
+    }
 
 
 def main() -> None:
@@ -133,10 +141,19 @@ def main() -> None:
             ours = measure("emotrace", target, args.threads)
             theirs = measure("wav2vec2", target, args.threads)
             rows.append({"system": f"emotrace predict (default model), {name}", **ours})
-            rows.append({"system": f"wav2vec2-base pipeline (random weights, timing only), {name}", **theirs,
-                         "emotrace_speedup": round(ours["speed"] / theirs["speed"], 2)})
-            write_results("predict_speed", "end-to-end wall time and peak memory (RSS) of one process "
-                          f"per measurement, {args.threads} torch threads", rows)
+            rows.append(
+                {
+                    "system": f"wav2vec2-base pipeline (random weights, timing only), {name}",
+                    **theirs,
+                    "emotrace_speedup": round(ours["speed"] / theirs["speed"], 2),
+                }
+            )
+            write_results(
+                "predict_speed",
+                "end-to-end wall time and peak memory (RSS) of one process "
+                f"per measurement, {args.threads} torch threads",
+                rows,
+            )
     for row in rows:
         print(f"{row['system']:<80} {row['speed']:7.1f}x real time, peak {row['peak_mb']} MB")
 

@@ -56,8 +56,12 @@ TRAINED = {
 }
 FRAME_LAYERS = [2, 3, 4, 5]  # the layers methods A and B read
 # The paper's claim and the hybrid's, each row against its reference under the same protocol.
-COMPARISONS = [(PAPER, "LSTM baseline, mean pooling"), (PAPER, "LSTM baseline, last state"),
-               (HYBRID, "LSTM baseline, mean pooling"), (HYBRID, PAPER)]
+COMPARISONS = [
+    (PAPER, "LSTM baseline, mean pooling"),
+    (PAPER, "LSTM baseline, last state"),
+    (HYBRID, "LSTM baseline, mean pooling"),
+    (HYBRID, PAPER),
+]
 DELETION_SHARES = (0.2, None)  # the top 20 % of frames; the frames the ROI rule shows
 PROTOCOL_TEXT = (
     "RAVDESS speech, 8 classes, 1440 clips, the 6 EmoBox folds (4 test actors each; 2 validation "
@@ -91,9 +95,15 @@ def main() -> None:
                 continue
             run_dirs = []
             for seed in range(args.seeds):
-                config = load_config(REPO / config_path, [f"protocol={protocol}", f"seed={seed}",
-                                                          f"trainer.jobs={args.jobs}",
-                                                          f"store={os.environ['EMOTRACE_STORE']}"])
+                config = load_config(
+                    REPO / config_path,
+                    [
+                        f"protocol={protocol}",
+                        f"seed={seed}",
+                        f"trainer.jobs={args.jobs}",
+                        f"store={os.environ['EMOTRACE_STORE']}",
+                    ],
+                )
                 run_dirs.append(args.runs / f"{config.name}-{protocol}-seed{seed}")
                 run_cv(config, run_dirs[-1], progress=False)
             rows.append(row_from_runs(system, run_dirs, config=config_path))
@@ -102,8 +112,10 @@ def main() -> None:
             write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows)
     for system, reference in COMPARISONS:
         for protocol in args.protocols:
-            pair = [next((r for r in rows if r["system"] == name and r["protocol"] == protocol), None)
-                    for name in (system, reference)]
+            pair = [
+                next((r for r in rows if r["system"] == name and r["protocol"] == protocol), None)
+                for name in (system, reference)
+            ]
             if None not in pair:
                 pair[0].setdefault("comparisons", []).append(comparison(*pair))
     write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows)
@@ -112,8 +124,10 @@ def main() -> None:
             rows.append(row)
             write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows)
     for row in rows:
-        print(f"{row['protocol']:>17}  {row['system']:<48} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}"
-              f"  WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}")
+        print(
+            f"{row['protocol']:>17}  {row['system']:<48} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}"
+            f"  WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}"
+        )
 
 
 def deletion_figures(run_dirs: list[Path], draws: int) -> dict:
@@ -126,18 +140,26 @@ def deletion_figures(run_dirs: list[Path], draws: int) -> dict:
     for name in tests[0]["tests"]:
         top = [test["tests"][name]["top"] for test in tests]
         control = [draw for test in tests for draw in test["tests"][name]["control"]]
-        entry = {"selection": "ROI rule (a_t > 1/T)" if name == "roi" else f"top {float(name):.0%} of frames",
-                 "deleted_share": round(sum(t["tests"][name]["deleted_share"] for t in tests) / len(tests), 3)}
-        for key, (ours, theirs) in {"top_drop": (intact, top), "control_drop": (intact, control),
-                                    "extra_drop": (control, top)}.items():
+        entry = {
+            "selection": "ROI rule (a_t > 1/T)" if name == "roi" else f"top {float(name):.0%} of frames",
+            "deleted_share": round(sum(t["tests"][name]["deleted_share"] for t in tests) / len(tests), 3),
+        }
+        for key, (ours, theirs) in {
+            "top_drop": (intact, top),
+            "control_drop": (intact, control),
+            "extra_drop": (control, top),
+        }.items():
             result = speaker_bootstrap(ours, theirs)
-            entry[key], entry[f"{key}_ci"] = round(result["difference"], 2), [round(result["low"], 2),
-                                                                                round(result["high"], 2)]
+            entry[key], entry[f"{key}_ci"] = (
+                round(result["difference"], 2),
+                [round(result["low"], 2), round(result["high"], 2)],
+            )
         figures.append(entry)
     result = {"deletion": figures}
     if "decision" in tests[0]:
-        result["decision"] = {key: round(sum(t["decision"][key] for t in tests) / len(tests), 3)
-                              for key in tests[0]["decision"]}
+        result["decision"] = {
+            key: round(sum(t["decision"][key] for t in tests) / len(tests), 3) for key in tests[0]["decision"]
+        }
     return result
 
 
@@ -159,8 +181,13 @@ def classic_rows(protocol: str, store_root: str, systems: list[str] | None) -> l
         with FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version) as store:
             result = run_classic(kind, store, corpus, protocol, layers=layers)
         summary = result["summary"]
-        row = {"system": system, "method": kind, "protocol": protocol, "folds": summary["folds"],
-               "folds_protocol": corpus.folds.protocol}
+        row = {
+            "system": system,
+            "method": kind,
+            "protocol": protocol,
+            "folds": summary["folds"],
+            "folds_protocol": corpus.folds.protocol,
+        }
         for name in ("ua", "wa", "macro_f1", "weighted_f1"):
             row[f"{name}_mean"] = round(summary[f"{name}_mean"], 2)
             row[f"{name}_std"] = round(summary[f"{name}_std"], 2)

@@ -56,8 +56,15 @@ def row(system: str, timing: tuple[float, float], audio: float, items: int, **ex
     seconds, load = timing
     speed = audio / seconds
     print(f"{system}: {seconds:.1f} s, {speed:.1f} audio hours per hour (load {load:.1f})", flush=True)
-    return {"system": system, "speed": round(speed, 1), "seconds": round(seconds, 1),
-            "audio_seconds": round(audio, 1), "items": items, "load_average": round(load, 1), **extra}
+    return {
+        "system": system,
+        "speed": round(speed, 1),
+        "seconds": round(seconds, 1),
+        "audio_seconds": round(audio, 1),
+        "items": items,
+        "load_average": round(load, 1),
+        **extra,
+    }
 
 
 def extraction_rows(paths: list[Path], features: str, folder: Path) -> list[dict[str, object]]:
@@ -66,11 +73,14 @@ def extraction_rows(paths: list[Path], features: str, folder: Path) -> list[dict
     timing = timed(lambda: extract_corpus(utterances, [features], folder / "local", progress=False))
     rows = [row(f"extract {features}, single process", timing, audio, len(paths), engine="local", actors=None)]
     for actors in ACTORS:
-        timing = timed(lambda actors=actors: extract_corpus_on_ray(
-            utterances, [features], folder / f"ray{actors}", actors=actors, progress=False
-        ))
-        rows.append(row(f"extract {features}, Ray, {actors} actor(s)", timing, audio, len(paths), engine="ray",
-                        actors=actors))
+        timing = timed(
+            lambda actors=actors: extract_corpus_on_ray(
+                utterances, [features], folder / f"ray{actors}", actors=actors, progress=False
+            )
+        )
+        rows.append(
+            row(f"extract {features}, Ray, {actors} actor(s)", timing, audio, len(paths), engine="ray", actors=actors)
+        )
     return rows
 
 
@@ -84,11 +94,14 @@ def prediction_rows(paths: list[Path], model: str, folder: Path) -> list[dict[st
 
     rows = [row(f"predict {model}, single process", timed(local), audio, len(paths), engine="local", actors=None)]
     for actors in ACTORS:
-        timing = timed(lambda actors=actors: predict_files_on_ray(
-            model, {None: paths}, folder / f"ray{actors}.json", report=BatchReport(), actors=actors, progress=False
-        ))
-        rows.append(row(f"predict {model}, Ray, {actors} actor(s)", timing, audio, len(paths), engine="ray",
-                        actors=actors))
+        timing = timed(
+            lambda actors=actors: predict_files_on_ray(
+                model, {None: paths}, folder / f"ray{actors}.json", report=BatchReport(), actors=actors, progress=False
+            )
+        )
+        rows.append(
+            row(f"predict {model}, Ray, {actors} actor(s)", timing, audio, len(paths), engine="ray", actors=actors)
+        )
     return rows
 
 

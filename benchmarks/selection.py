@@ -35,51 +35,92 @@ RAVDESS_A_PAPER = "configs/ravdess/roi_attention_paper.yaml"
 PAIRED = ["corpus.read_seed=0"]  # one pairing for every variant of a paired screen
 # screen -> (what it decides, {variant: (config, overrides)})
 SCREENS: dict[str, tuple[str, dict[str, tuple[str, list[str]]]]] = {
-    "ema": ("moving average of the weights for method A (adopted earlier on test UA)", {
-        "hybrid, EMA 0.99": (RAVDESS_A, []),
-        "hybrid, no EMA": (RAVDESS_A, ["optim.ema_decay=null"]),
-        "paper's pooling, EMA 0.99": (RAVDESS_A_PAPER, []),
-        "paper's pooling, no EMA": (RAVDESS_A_PAPER, ["optim.ema_decay=null"]),
-    }),
-    "a-pooling": ("method A: the paper's attention pooling or the hybrid with mean pooling", {
-        "paper's pooling": (RAVDESS_A_PAPER, []),
-        "hybrid": (RAVDESS_A, []),
-    }),
-    "b-lr": ("method B's learning rate on the control (adopted earlier on test UA)", {
-        "lr 5e-4": ("configs/ravdess/query_fusion_text.yaml", ["optim.lr=5e-4"]),
-        "lr 1e-3": ("configs/ravdess/query_fusion_text.yaml", []),
-    }),
-    "epochs": ("the schedule of the paired configs (30 epochs, patience 8, adopted earlier on test UA)", {
-        "15 epochs, patience 5": ("configs/ravdess_meld/query_fusion.yaml",
-                                  [*PAIRED, "optim.max_epochs=15", "optim.patience=5"]),
-        "30 epochs, patience 8": ("configs/ravdess_meld/query_fusion.yaml", PAIRED),
-        "60 epochs, patience 12": ("configs/ravdess_meld/query_fusion.yaml",
-                                   [*PAIRED, "optim.max_epochs=60", "optim.patience=12"]),
-    }),
-    "b-audio": ("method B's audio path on RAVDESS audio: encoder and layer norm placement", {
-        "transformer, post-norm (paper)": ("configs/ravdess/query_fusion_audio.yaml", []),
-        "transformer, pre-norm": ("configs/ravdess/query_fusion_audio.yaml", ["model.norm_first=true"]),
-        "BiLSTM encoder": ("configs/ravdess/query_fusion_audio.yaml", ["model.encoder_types={audio: bilstm}"]),
-        "BiLSTM encoder, pre-norm decoder": ("configs/ravdess/query_fusion_audio.yaml",
-                                             ["model.encoder_types={audio: bilstm}", "model.norm_first=true"]),
-        "3 queries per class, pooled head": ("configs/ravdess/query_fusion_audio.yaml",
-                                             ["model.queries_per_class=3", "model.readout=pooled"]),
-    }),
-    "b-options": ("method B on the paired corpus: the options for its audio path", {
-        "paper": ("configs/ravdess_meld/query_fusion.yaml", PAIRED),
-        "BiLSTM audio": ("configs/ravdess_meld/query_fusion.yaml", [*PAIRED, "model.encoder_types={audio: bilstm}"]),
-        "unimodal losses 0.5": ("configs/ravdess_meld/query_fusion.yaml", [*PAIRED, "model.unimodal_loss_weight=0.5"]),
-        "all options": ("configs/ravdess_meld/query_fusion_options.yaml", PAIRED),
-    }),
-    "c-alpha": ("alpha of method C's regulariser with the authors' objective", {
-        f"alpha {alpha}": ("configs/ravdess_meld/contrastive_authors_objective.yaml", [*PAIRED, f"model.alpha={alpha}"])
-        for alpha in (0.1, 0.3, 0.5, 0.7, 0.9)
-    }),
-    "c-objective": ("method C's objective: this project's or the authors'", {
-        "additive, label-aware negatives": ("configs/ravdess_meld/contrastive.yaml", PAIRED),
-        "authors' weighting and negatives": ("configs/ravdess_meld/contrastive_authors_objective.yaml", PAIRED),
-        "no regulariser": ("configs/ravdess_meld/contrastive_no_regulariser.yaml", PAIRED),
-    }),
+    "ema": (
+        "moving average of the weights for method A (adopted earlier on test UA)",
+        {
+            "hybrid, EMA 0.99": (RAVDESS_A, []),
+            "hybrid, no EMA": (RAVDESS_A, ["optim.ema_decay=null"]),
+            "paper's pooling, EMA 0.99": (RAVDESS_A_PAPER, []),
+            "paper's pooling, no EMA": (RAVDESS_A_PAPER, ["optim.ema_decay=null"]),
+        },
+    ),
+    "a-pooling": (
+        "method A: the paper's attention pooling or the hybrid with mean pooling",
+        {
+            "paper's pooling": (RAVDESS_A_PAPER, []),
+            "hybrid": (RAVDESS_A, []),
+        },
+    ),
+    "b-lr": (
+        "method B's learning rate on the control (adopted earlier on test UA)",
+        {
+            "lr 5e-4": ("configs/ravdess/query_fusion_text.yaml", ["optim.lr=5e-4"]),
+            "lr 1e-3": ("configs/ravdess/query_fusion_text.yaml", []),
+        },
+    ),
+    "epochs": (
+        "the schedule of the paired configs (30 epochs, patience 8, adopted earlier on test UA)",
+        {
+            "15 epochs, patience 5": (
+                "configs/ravdess_meld/query_fusion.yaml",
+                [*PAIRED, "optim.max_epochs=15", "optim.patience=5"],
+            ),
+            "30 epochs, patience 8": ("configs/ravdess_meld/query_fusion.yaml", PAIRED),
+            "60 epochs, patience 12": (
+                "configs/ravdess_meld/query_fusion.yaml",
+                [*PAIRED, "optim.max_epochs=60", "optim.patience=12"],
+            ),
+        },
+    ),
+    "b-audio": (
+        "method B's audio path on RAVDESS audio: encoder and layer norm placement",
+        {
+            "transformer, post-norm (paper)": ("configs/ravdess/query_fusion_audio.yaml", []),
+            "transformer, pre-norm": ("configs/ravdess/query_fusion_audio.yaml", ["model.norm_first=true"]),
+            "BiLSTM encoder": ("configs/ravdess/query_fusion_audio.yaml", ["model.encoder_types={audio: bilstm}"]),
+            "BiLSTM encoder, pre-norm decoder": (
+                "configs/ravdess/query_fusion_audio.yaml",
+                ["model.encoder_types={audio: bilstm}", "model.norm_first=true"],
+            ),
+            "3 queries per class, pooled head": (
+                "configs/ravdess/query_fusion_audio.yaml",
+                ["model.queries_per_class=3", "model.readout=pooled"],
+            ),
+        },
+    ),
+    "b-options": (
+        "method B on the paired corpus: the options for its audio path",
+        {
+            "paper": ("configs/ravdess_meld/query_fusion.yaml", PAIRED),
+            "BiLSTM audio": (
+                "configs/ravdess_meld/query_fusion.yaml",
+                [*PAIRED, "model.encoder_types={audio: bilstm}"],
+            ),
+            "unimodal losses 0.5": (
+                "configs/ravdess_meld/query_fusion.yaml",
+                [*PAIRED, "model.unimodal_loss_weight=0.5"],
+            ),
+            "all options": ("configs/ravdess_meld/query_fusion_options.yaml", PAIRED),
+        },
+    ),
+    "c-alpha": (
+        "alpha of method C's regulariser with the authors' objective",
+        {
+            f"alpha {alpha}": (
+                "configs/ravdess_meld/contrastive_authors_objective.yaml",
+                [*PAIRED, f"model.alpha={alpha}"],
+            )
+            for alpha in (0.1, 0.3, 0.5, 0.7, 0.9)
+        },
+    ),
+    "c-objective": (
+        "method C's objective: this project's or the authors'",
+        {
+            "additive, label-aware negatives": ("configs/ravdess_meld/contrastive.yaml", PAIRED),
+            "authors' weighting and negatives": ("configs/ravdess_meld/contrastive_authors_objective.yaml", PAIRED),
+            "no regulariser": ("configs/ravdess_meld/contrastive_no_regulariser.yaml", PAIRED),
+        },
+    ),
 }
 
 
@@ -99,9 +140,13 @@ def validation_figures(run_dirs: list[Path]) -> dict:
     if any(sorted(folds) != names for folds in per_seed):
         raise ValueError(f"the seeds' runs hold different folds: {[sorted(f) for f in per_seed]}")
     by_fold = np.array([[folds[name][0] for name in names] for folds in per_seed]).mean(0)
-    return {"val_ua_mean": round(float(by_fold.mean()), 2), "val_ua_std": round(float(by_fold.std()), 2),
-            "val_ua_by_seed": [round(float(np.mean([f[n][0] for n in names])), 2) for f in per_seed],
-            "epochs_mean": round(float(np.mean([f[n][1] for f in per_seed for n in names])), 1), "folds": names}
+    return {
+        "val_ua_mean": round(float(by_fold.mean()), 2),
+        "val_ua_std": round(float(by_fold.std()), 2),
+        "val_ua_by_seed": [round(float(np.mean([f[n][0] for n in names])), 2) for f in per_seed],
+        "epochs_mean": round(float(np.mean([f[n][1] for f in per_seed for n in names])), 1),
+        "folds": names,
+    }
 
 
 def main() -> None:
@@ -127,17 +172,27 @@ def main() -> None:
             continue
         run_dirs = []
         for seed in range(args.seeds):
-            config = load_config(REPO / config_path, [*overrides, *folds, f"seed={seed}", f"trainer.jobs={args.jobs}",
-                                                      f"store={store}"])
+            config = load_config(
+                REPO / config_path, [*overrides, *folds, f"seed={seed}", f"trainer.jobs={args.jobs}", f"store={store}"]
+            )
             run_dirs.append(REPO / "runs" / "selection" / config.name / f"{slug(overrides)}-seed{seed}")
             run_cv(config, run_dirs[-1], progress=False)
-        rows.append({"system": variant, "config": config_path, "overrides": overrides, "seeds": args.seeds,
-                     **validation_figures(run_dirs)})
+        rows.append(
+            {
+                "system": variant,
+                "config": config_path,
+                "overrides": overrides,
+                "seeds": args.seeds,
+                **validation_figures(run_dirs),
+            }
+        )
         write_selection(args.screen, decides, rows)
     for row in rows:
         mark = "  <- validation picks" if row.get("chosen") else ""
-        print(f"{row['system']:<45} val UA {row['val_ua_mean']:5.1f} ± {row['val_ua_std']:4.1f}"
-              f"  ({row['epochs_mean']} epochs){mark}")
+        print(
+            f"{row['system']:<45} val UA {row['val_ua_mean']:5.1f} ± {row['val_ua_std']:4.1f}"
+            f"  ({row['epochs_mean']} epochs){mark}"
+        )
 
 
 def slug(overrides: list[str]) -> str:
@@ -150,8 +205,10 @@ def write_selection(screen: str, decides: str, rows: list[dict]) -> None:
     best = max(rows, key=lambda row: row["val_ua_mean"])
     for row in rows:
         row["chosen"] = row is best
-    protocol = (f"Selection on validation speakers only ({decides}): validation UA of the epoch each fold "
-                "chose, mean and std over folds (each fold averaged over seeds); test folds not read.")
+    protocol = (
+        f"Selection on validation speakers only ({decides}): validation UA of the epoch each fold "
+        "chose, mean and std over folds (each fold averaged over seeds); test folds not read."
+    )
     RESULTS.joinpath("selection").mkdir(exist_ok=True)
     write_results(f"selection/{screen}", protocol, rows, chosen=best["system"])
 

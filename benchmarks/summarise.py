@@ -24,9 +24,13 @@ def figure(row: dict, name: str) -> str:
 
 
 def accuracy_table(result: dict) -> list[str]:
-    lines = [("| system | protocol | UA | WA | macro-F1 | weighted-F1 | pooled UA [95% CI, speakers] | val UA "
-              "| UA by run | s / fold | peak MB |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| system | protocol | UA | WA | macro-F1 | weighted-F1 | pooled UA [95% CI, speakers] | val UA "
+            "| UA by run | s / fold | peak MB |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
         extra = f" (UA drop {row['ua_drop']:+.1f})" if "ua_drop" in row else ""
         seeds = " / ".join(f"{ua:.1f}" for ua in row.get("ua_by_seed", [])) or "–"
@@ -41,46 +45,69 @@ def accuracy_table(result: dict) -> list[str]:
 
 
 def comparison_table(result: dict) -> list[str]:
-    lines = ["| system | against | UA difference | per fold | Wilcoxon p | pooled difference [95% CI, speakers] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| system | against | UA difference | per fold | Wilcoxon p | pooled difference [95% CI, speakers] |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
         for c in row.get("comparisons", []):
             per_fold = " / ".join(f"{d:+.1f}" for d in c["per_fold"])
-            pooled = (f"{c['pooled_difference']:+.1f} [{c['difference_ci'][0]:+.1f}, {c['difference_ci'][1]:+.1f}]"
-                      if "difference_ci" in c else "–")
-            lines.append(f"| {row['system']} | {c['against']} | {c['ua_difference']:+.1f} | {per_fold} | "
-                         f"{c['wilcoxon_p']} | {pooled} |")
+            pooled = (
+                f"{c['pooled_difference']:+.1f} [{c['difference_ci'][0]:+.1f}, {c['difference_ci'][1]:+.1f}]"
+                if "difference_ci" in c
+                else "–"
+            )
+            lines.append(
+                f"| {row['system']} | {c['against']} | {c['ua_difference']:+.1f} | {per_fold} | "
+                f"{c['wilcoxon_p']} | {pooled} |"
+            )
     return lines if len(lines) > 2 else []
 
 
 def deletion_table(result: dict) -> list[str]:
     """Method A's deletion test: UA lost when its regions of interest go, against random frames."""
-    lines = [("| system | protocol | deleted | share of frames | UA drop, top attention | UA drop, random places | "
-             "difference | mean-pooled share of decisions |"), "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| system | protocol | deleted | share of frames | UA drop, top attention | UA drop, random places | "
+            "difference | mean-pooled share of decisions |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
         decision = row.get("decision")
-        split = (f"{decision['mean_share']:.0%} (attention path alone agrees on {decision['attention_agreement']:.0%})"
-                 if decision else "–")
+        split = (
+            f"{decision['mean_share']:.0%} (attention path alone agrees on {decision['attention_agreement']:.0%})"
+            if decision
+            else "–"
+        )
         for entry in row.get("deletion", []):
-            figures = [f"{entry[key]:+.1f} [{entry[f'{key}_ci'][0]:+.1f}, {entry[f'{key}_ci'][1]:+.1f}]"
-                       for key in ("top_drop", "control_drop", "extra_drop")]
-            lines.append(f"| {row['system']} | {row['protocol']} | {entry['selection']} | "
-                         f"{entry['deleted_share']:.0%} | {' | '.join(figures)} | {split} |")
+            figures = [
+                f"{entry[key]:+.1f} [{entry[f'{key}_ci'][0]:+.1f}, {entry[f'{key}_ci'][1]:+.1f}]"
+                for key in ("top_drop", "control_drop", "extra_drop")
+            ]
+            lines.append(
+                f"| {row['system']} | {row['protocol']} | {entry['selection']} | "
+                f"{entry['deleted_share']:.0%} | {' | '.join(figures)} | {split} |"
+            )
     return lines if len(lines) > 2 else []
 
 
 def real_length_table(result: dict) -> list[str]:
     lines = ["| system | UA | WA | extraction s | x real time |", "|---|---|---|---|---|"]
     for row in result["rows"]:
-        lines.append(f"| {row['system']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
-                     f"{row['extraction_seconds']} | {row['speed']} |")
+        lines.append(
+            f"| {row['system']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
+            f"{row['extraction_seconds']} | {row['speed']} |"
+        )
     return lines
 
 
 def speed_table(result: dict) -> list[str]:
     rerun = "rerun_seconds" in result["rows"][0]
-    lines = ["| system | x real time | seconds | peak MB |" + (" rerun: s, computed |" if rerun else ""),
-             "|---|---|---|---|" + ("---|" if rerun else "")]
+    lines = [
+        "| system | x real time | seconds | peak MB |" + (" rerun: s, computed |" if rerun else ""),
+        "|---|---|---|---|" + ("---|" if rerun else ""),
+    ]
     for row in result["rows"]:
         speedup = f" ({row['emotrace_speedup']}x slower than emotrace)" if "emotrace_speedup" in row else ""
         if "cpu_speed" in row:  # a shared machine: what the process itself needed, and how busy the cores were
@@ -99,8 +126,10 @@ def load_table(result: dict) -> list[str]:
     for row in result["rows"]:
         codes = ", ".join(f"{count} x {code}" for code, count in sorted(row["status"].items()))
         accepted = f"{row['accepted_p50_ms']} / {row['accepted_p95_ms']} / {row['accepted_p99_ms']}"
-        lines.append(f"| {row['clients']} | {row['requests']} | {codes} | {row['throughput']} | {accepted} | "
-                     f"{row['health_p99_ms']} | {row['peak_mb']} |")
+        lines.append(
+            f"| {row['clients']} | {row['requests']} | {codes} | {row['throughput']} | {accepted} | "
+            f"{row['health_p99_ms']} | {row['peak_mb']} |"
+        )
     return lines
 
 
@@ -114,18 +143,31 @@ def scaling_table(result: dict) -> list[str]:
 def cross_corpus_table(result: dict) -> list[str]:
     """One row per system: accuracy / UA on each held-out corpus, their mean and minimum."""
     corpora = result["held_out_corpora"]
-    lines = ["| system | " + " | ".join(f"{name} acc / UA" for name in corpora)
-             + " | mean acc / UA | min acc / UA | seeds |", "|---" * (len(corpora) + 4) + "|"]
+    lines = [
+        "| system | "
+        + " | ".join(f"{name} acc / UA" for name in corpora)
+        + " | mean acc / UA | min acc / UA | seeds |",
+        "|---" * (len(corpora) + 4) + "|",
+    ]
     for row in result["rows"]:
-        cells = [f"{row['per_corpus'][name]['wa']:.1f} / {row['per_corpus'][name]['ua']:.1f}"
-                 if name in row["per_corpus"] else "–" for name in corpora]
-        lines.append(f"| {row['system']} | {' | '.join(cells)} | {row['wa_mean']:.1f} / {row['ua_mean']:.1f} | "
-                     f"{row['wa_min']:.1f} / {row['ua_min']:.1f} | {row.get('seeds', '–')} |")
+        cells = [
+            f"{row['per_corpus'][name]['wa']:.1f} / {row['per_corpus'][name]['ua']:.1f}"
+            if name in row["per_corpus"]
+            else "–"
+            for name in corpora
+        ]
+        lines.append(
+            f"| {row['system']} | {' | '.join(cells)} | {row['wa_mean']:.1f} / {row['ua_mean']:.1f} | "
+            f"{row['wa_min']:.1f} / {row['ua_min']:.1f} | {row.get('seeds', '–')} |"
+        )
     if "screens" in result:
         screens = result["screens"]
         tried = ", ".join(f"{name} {value:.1f}" for name, value in screens["val_ua"].items())
-        lines += ["", f"Options screened on validation speakers (seed {screens['seed']}, {screens['selection']}): "
-                  f"{tried}; kept: {screens['chosen']}."]
+        lines += [
+            "",
+            f"Options screened on validation speakers (seed {screens['seed']}, {screens['selection']}): "
+            f"{tried}; kept: {screens['chosen']}.",
+        ]
     return lines
 
 
@@ -164,12 +206,18 @@ def selection_tables() -> list[str]:
     out = []
     for path in sorted((RESULTS / "selection").glob("*.json")):
         result = json.loads(path.read_text())
-        out += [f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n",
-                f"{result['protocol']}\n", "| variant | val UA | val UA by seed | epochs | |", "|---|---|---|---|---|"]
+        out += [
+            f"**{result['benchmark']}**: `{result['command']}` ({result['date']}, {result['machine']})\n",
+            f"{result['protocol']}\n",
+            "| variant | val UA | val UA by seed | epochs | |",
+            "|---|---|---|---|---|",
+        ]
         for row in result["rows"]:
             seeds = " / ".join(f"{ua:.1f}" for ua in row["val_ua_by_seed"])
-            out.append(f"| {row['system']} | {row['val_ua_mean']:.1f} ± {row['val_ua_std']:.1f} | {seeds} | "
-                       f"{row['epochs_mean']} | {'picked' if row['chosen'] else ''} |")
+            out.append(
+                f"| {row['system']} | {row['val_ua_mean']:.1f} ± {row['val_ua_std']:.1f} | {seeds} | "
+                f"{row['epochs_mean']} | {'picked' if row['chosen'] else ''} |"
+            )
         out.append("")
     return out
 

@@ -70,8 +70,9 @@ SYSTEMS = {
 }
 
 
-def configs(corpus: str, root: Path, overrides: list[str], folds: list[str] | None, store: str | None
-            ) -> dict[str, ExperimentConfig]:
+def configs(
+    corpus: str, root: Path, overrides: list[str], folds: list[str] | None, store: str | None
+) -> dict[str, ExperimentConfig]:
     """Each system's config with the root, folds, store and the overrides that apply to it."""
     result = {}
     for system, path in SYSTEMS[corpus].items():
@@ -108,8 +109,9 @@ def common_corpus(systems: dict[str, ExperimentConfig], progress: bool) -> Corpu
     return CorpusData(corpus.name, corpus.label_set, usable, corpus.folds, corpus.dropped)
 
 
-def run_system(config: ExperimentConfig, corpus: CorpusData, run_dir: Path, progress: bool
-               ) -> dict[str, AttentionCurve]:
+def run_system(
+    config: ExperimentConfig, corpus: CorpusData, run_dir: Path, progress: bool
+) -> dict[str, AttentionCurve]:
     """Train (or resume) every selected fold; for method A, each test clip's attention curve."""
     start_run(config, run_dir)
     experiment = prepare(config, progress, corpus=corpus, extract=False)
@@ -128,8 +130,9 @@ def run_system(config: ExperimentConfig, corpus: CorpusData, run_dir: Path, prog
     return curves
 
 
-def agreement(corpus: CorpusData, audio: dict[str, AttentionCurve], video: dict[str, AttentionCurve],
-              plots: Path, protocol: str) -> dict[str, Any]:
+def agreement(
+    corpus: CorpusData, audio: dict[str, AttentionCurve], video: dict[str, AttentionCurve], plots: Path, protocol: str
+) -> dict[str, Any]:
     """Per-clip agreement of the two streams' attention, its summary, the chance level, and one
     plot per emotion (its first clip)."""
     labels = {u.id: u.label for u in corpus.utterances}
@@ -159,8 +162,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     name = f"video_{args.corpus}"
     runs = args.runs or REPO / "runs" / "benchmarks" / name
-    systems = configs(args.corpus, args.root.resolve(), args.overrides, args.folds.split(",") if args.folds else None,
-                      args.store)
+    systems = configs(
+        args.corpus, args.root.resolve(), args.overrides, args.folds.split(",") if args.folds else None, args.store
+    )
     corpus = common_corpus(systems, not args.quiet)
     rows, curves = [], {}
     for system, config in systems.items():
@@ -173,10 +177,12 @@ def main(argv: list[str] | None = None) -> Path:
     agreed = agreement(corpus, curves[AUDIO], curves[VIDEO], runs / "plots", first.protocol)
     write_json_atomically(runs / "roi_agreement.json", agreed)
     summary = {key: value for key, value in agreed.items() if key != "clips"}
-    protocol = (f"{args.corpus}, {len(corpus.label_set.classes)} classes, {corpus.folds.protocol} folds "
-                f"({corpus.folds.description}), {first.protocol}; the {len(corpus.utterances)} clips with audio "
-                "and face video, the same for every system; ROI agreement between the audio and the video "
-                "method-A models of each fold on its test clips")
+    protocol = (
+        f"{args.corpus}, {len(corpus.label_set.classes)} classes, {corpus.folds.protocol} folds "
+        f"({corpus.folds.description}), {first.protocol}; the {len(corpus.utterances)} clips with audio "
+        "and face video, the same for every system; ROI agreement between the audio and the video "
+        "method-A models of each fold on its test clips"
+    )
     output = args.output or RESULTS / f"{name}.json"
     path = write_results(output.stem, protocol, rows, directory=output.parent, roi_agreement=summary)
     print(json.dumps(summary["all"], indent=1))

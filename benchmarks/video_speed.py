@@ -76,12 +76,16 @@ def main(argv: list[str] | None = None) -> Path:
     for rate in rates:
         for workers in (int(count) for count in args.workers.split(",")):
             rows.append(measure(batch, workers, rate))
-        print(f"{rows[-1]['system']}: {rows[-1]['speed']}x real time (CPU: {rows[-1]['cpu_speed']}x per core busy), "
-              f"load {rows[-1]['load']}")
-    protocol = (f"{len(clips)} clips x {args.repeat} ({rows[0]['video_seconds']:g} s of video), face features "
-                f"at {' and '.join(f'{r:g}' for r in rates)} Hz (decode, BlazeFace, face mesh, geometry); wall time of "
-                "one process with models loaded beforehand, and its CPU time: on a shared machine (load = 1-minute "
-                "load average on its 2 cores) wall time says as much about the others as about this code")
+        print(
+            f"{rows[-1]['system']}: {rows[-1]['speed']}x real time (CPU: {rows[-1]['cpu_speed']}x per core busy), "
+            f"load {rows[-1]['load']}"
+        )
+    protocol = (
+        f"{len(clips)} clips x {args.repeat} ({rows[0]['video_seconds']:g} s of video), face features "
+        f"at {' and '.join(f'{r:g}' for r in rates)} Hz (decode, BlazeFace, face mesh, geometry); wall time of "
+        "one process with models loaded beforehand, and its CPU time: on a shared machine (load = 1-minute "
+        "load average on its 2 cores) wall time says as much about the others as about this code"
+    )
     return write_results(args.output.stem, protocol, rows, directory=args.output.parent)
 
 

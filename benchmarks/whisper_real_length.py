@@ -81,20 +81,34 @@ def main() -> None:
             with FeatureStore.open(stores, extractor.name, extractor.config(), extractor.version) as store:
                 for probe, layers in PROBE_LAYERS.items():
                     summary = run_classic("probe", store, corpus, UTTERANCE_LEVEL, layers=layers)["summary"]
-                    rows.append({
-                        "system": f"Whisper-base {system}, linear probe on {probe}",
-                        "protocol": UTTERANCE_LEVEL, "folds": summary["folds"],
-                        **{f"{name}_{stat}": round(summary[f"{name}_{stat}"], 2)
-                           for name in ("ua", "wa") for stat in ("mean", "std")},
-                        "extraction_seconds": round(seconds, 1), "speed": round(audio_seconds / seconds, 1),
-                    })
-                    print(f"{rows[-1]['system']:<90} UA {rows[-1]['ua_mean']:5.1f}  "
-                          f"extraction {seconds:6.0f} s ({rows[-1]['speed']}x real time)")
-            write_results("whisper_real_length", (
-                "RAVDESS speech, 8 classes, 1440 clips, the 6 EmoBox folds, utterance-level; Whisper-base "
-                "layers 2-5 extracted on the real length vs padded to 30 s; linear probe (mean+std pooling, "
-                "logistic regression, C tuned on validation actors); extraction wall time with model "
-                f"loading, {args.threads} torch threads"), rows)
+                    rows.append(
+                        {
+                            "system": f"Whisper-base {system}, linear probe on {probe}",
+                            "protocol": UTTERANCE_LEVEL,
+                            "folds": summary["folds"],
+                            **{
+                                f"{name}_{stat}": round(summary[f"{name}_{stat}"], 2)
+                                for name in ("ua", "wa")
+                                for stat in ("mean", "std")
+                            },
+                            "extraction_seconds": round(seconds, 1),
+                            "speed": round(audio_seconds / seconds, 1),
+                        }
+                    )
+                    print(
+                        f"{rows[-1]['system']:<90} UA {rows[-1]['ua_mean']:5.1f}  "
+                        f"extraction {seconds:6.0f} s ({rows[-1]['speed']}x real time)"
+                    )
+            write_results(
+                "whisper_real_length",
+                (
+                    "RAVDESS speech, 8 classes, 1440 clips, the 6 EmoBox folds, utterance-level; Whisper-base "
+                    "layers 2-5 extracted on the real length vs padded to 30 s; linear probe (mean+std pooling, "
+                    "logistic regression, C tuned on validation actors); extraction wall time with model "
+                    f"loading, {args.threads} torch threads"
+                ),
+                rows,
+            )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PRETRAINED)
     args = parser.parse_args()
     for protocol, name in ((UTTERANCE_LEVEL, DEFAULT_MODEL), (SPEAKER_ADAPTIVE, DEFAULT_MODEL + ADAPTIVE_SUFFIX)):
-        config = load_config(CONFIG, [f"protocol={protocol}", f"trainer.jobs={args.jobs}",
-                                      f"store={os.path.expanduser(args.store)}"])
+        config = load_config(
+            CONFIG, [f"protocol={protocol}", f"trainer.jobs={args.jobs}", f"store={os.path.expanduser(args.store)}"]
+        )
         run_dir = args.runs / f"{config.name}-{protocol}-seed{config.seed}"  # the benchmark's seed-0 run
         run_cv(config, run_dir, progress=False)
         summary = write_report(run_dir)
         model_dir = train_final(config, run_dir, progress=False)
         package(model_dir, args.out / name, name, summary)
-        print(f"{name}: UA {summary['ua_mean']:.1f} ± {summary['ua_std']:.1f}, "
-              f"WA {summary['wa_mean']:.1f} ± {summary['wa_std']:.1f} -> {args.out / name}")
+        print(
+            f"{name}: UA {summary['ua_mean']:.1f} ± {summary['ua_std']:.1f}, "
+            f"WA {summary['wa_mean']:.1f} ± {summary['wa_std']:.1f} -> {args.out / name}"
+        )
 
 
 def package(model_dir: Path, target: Path, name: str, summary: dict) -> None:
@@ -61,12 +64,24 @@ def package(model_dir: Path, target: Path, name: str, summary: dict) -> None:
     checkpoint.info = {
         **checkpoint.info,
         "name": name,
-        "metrics": {key: round(summary[key], 2) for key in ("ua_mean", "ua_std", "wa_mean", "wa_std",
-                                                            "macro_f1_mean", "macro_f1_std", "ece_unscaled_mean",
-                                                            "ece_unscaled_std", "ece_mean", "ece_std")}
+        "metrics": {
+            key: round(summary[key], 2)
+            for key in (
+                "ua_mean",
+                "ua_std",
+                "wa_mean",
+                "wa_std",
+                "macro_f1_mean",
+                "macro_f1_std",
+                "ece_unscaled_mean",
+                "ece_unscaled_std",
+                "ece_mean",
+                "ece_std",
+            )
+        }
         | {"folds": summary["folds"], "folds_protocol": summary["folds_protocol"], "protocol": summary["protocol"]},
         "training_data": "RAVDESS speech, 1440 clips, 24 actors (final model: 22 train, "
-                         f"{' and '.join(checkpoint.info['val_speakers'])} validate)",
+        f"{' and '.join(checkpoint.info['val_speakers'])} validate)",
         "data_licence": DATA_LICENCE,
         "encoder": "Whisper base encoder (faster-whisper-base weights, MIT), frozen",
         "trained": datetime.date.today().isoformat(),

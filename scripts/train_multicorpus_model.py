@@ -36,16 +36,26 @@ CONFIG = REPO / "configs" / "multicorpus" / "roi_attention.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "cross_corpus.json"
 NAME = "multicorpus-whisper-base"
 CORPORA = {
-    "ravdess": ("RAVDESS speech", "English (North American)", "24 actors, 1440 clips",
-                "CC BY-NC-SA 4.0 (Livingstone & Russo, 2018, PLoS ONE 13(5): e0196391)"),
-    "ased": ("ASED v1", "Amharic", "65 speakers, 2474 clips",
-             "no licence stated in its public release (Ethio2021/ASED_V1; Retta et al., 2023, ACM TALLIP 22(1)): "
-             "research use only, rights otherwise unclear"),
+    "ravdess": (
+        "RAVDESS speech",
+        "English (North American)",
+        "24 actors, 1440 clips",
+        "CC BY-NC-SA 4.0 (Livingstone & Russo, 2018, PLoS ONE 13(5): e0196391)",
+    ),
+    "ased": (
+        "ASED v1",
+        "Amharic",
+        "65 speakers, 2474 clips",
+        "no licence stated in its public release (Ethio2021/ASED_V1; Retta et al., 2023, ACM TALLIP 22(1)): "
+        "research use only, rights otherwise unclear",
+    ),
     "nemo": ("nEMO", "Polish", "9 actors, 4481 clips", "CC BY-NC-SA 4.0 (Christop, 2024, LREC-COLING)"),
 }
-DATA_LICENCE = ("trained on RAVDESS (CC BY-NC-SA 4.0), nEMO (CC BY-NC-SA 4.0) and ASED (no licence stated): "
-                "the weights are for non-commercial research use only, and ASED's missing licence leaves even "
-                "that to the user's judgement")
+DATA_LICENCE = (
+    "trained on RAVDESS (CC BY-NC-SA 4.0), nEMO (CC BY-NC-SA 4.0) and ASED (no licence stated): "
+    "the weights are for non-commercial research use only, and ASED's missing licence leaves even "
+    "that to the user's judgement"
+)
 
 
 def main() -> None:
@@ -66,8 +76,9 @@ def main() -> None:
     print(f"{NAME}: leave-one-corpus-out accuracy {multi['wa_mean']:.1f}, UA {multi['ua_mean']:.1f} -> {args.out}")
 
 
-def package(model_dir: Path, target: Path, summary: dict[str, Any], results: dict[str, Any],
-            overrides: list[str]) -> None:
+def package(
+    model_dir: Path, target: Path, summary: dict[str, Any], results: dict[str, Any], overrides: list[str]
+) -> None:
     """Copy the final model into the package with its figures and card."""
     checkpoint = load_checkpoint(model_dir)
     multi = next(row for row in results["rows"] if row.get("config", "").endswith("roi_attention_loco.yaml"))
@@ -76,11 +87,16 @@ def package(model_dir: Path, target: Path, summary: dict[str, Any], results: dic
         **checkpoint.info,
         "name": NAME,
         "metrics": {
-            "cross_corpus": {"protocol": "leave-one-corpus-out, 4 classes (EmoBox cross-corpus)",
-                             "wa_mean": multi["wa_mean"], "ua_mean": multi["ua_mean"],
-                             "per_corpus": {c: {"wa": f["wa"], "ua": f["ua"]} for c, f in multi["per_corpus"].items()}},
-            "within_corpus": {corpus: {"ua": round(m["ua"], 2), "wa": round(m["wa"], 2), "classes": m["classes"]}
-                              for corpus, m in per_corpus.items()},
+            "cross_corpus": {
+                "protocol": "leave-one-corpus-out, 4 classes (EmoBox cross-corpus)",
+                "wa_mean": multi["wa_mean"],
+                "ua_mean": multi["ua_mean"],
+                "per_corpus": {c: {"wa": f["wa"], "ua": f["ua"]} for c, f in multi["per_corpus"].items()},
+            },
+            "within_corpus": {
+                corpus: {"ua": round(m["ua"], 2), "wa": round(m["wa"], 2), "classes": m["classes"]}
+                for corpus, m in per_corpus.items()
+            },
         },
         "training_data": "; ".join(f"{title} ({language}, {size})" for title, language, size, _ in CORPORA.values()),
         "data_licence": DATA_LICENCE,
@@ -100,14 +116,19 @@ def model_card(checkpoint, summary: dict[str, Any], results: dict[str, Any], mul
     held_out = results["held_out_corpora"]
     loco_rows = []
     for row in results["rows"]:
-        cells = [f"{row['per_corpus'][c]['wa']:.1f} / {row['per_corpus'][c]['ua']:.1f}" if c in row["per_corpus"]
-                 else "–" for c in held_out]
+        cells = [
+            f"{row['per_corpus'][c]['wa']:.1f} / {row['per_corpus'][c]['ua']:.1f}" if c in row["per_corpus"] else "–"
+            for c in held_out
+        ]
         loco_rows.append(f"| {row['system']} | {' | '.join(cells)} | {row['wa_mean']:.1f} / {row['ua_mean']:.1f} |")
     within = summary["pooled"]["per_corpus"]
-    within_rows = [f"| {CORPORA[c][0]} | {len(m['classes'])} | {m['ua']:.1f} | {m['wa']:.1f} | {m['macro_f1']:.1f} |"
-                   for c, m in within.items()]
-    sets = "\n".join(f"- {CORPORA[c][0]} ({CORPORA[c][1]}, {CORPORA[c][2]}): {', '.join(classes)}"
-                     for c, classes in corpora.items())
+    within_rows = [
+        f"| {CORPORA[c][0]} | {len(m['classes'])} | {m['ua']:.1f} | {m['wa']:.1f} | {m['macro_f1']:.1f} |"
+        for c, m in within.items()
+    ]
+    sets = "\n".join(
+        f"- {CORPORA[c][0]} ({CORPORA[c][1]}, {CORPORA[c][2]}): {', '.join(classes)}" for c, classes in corpora.items()
+    )
     licences = "\n".join(f"- {CORPORA[c][0]}: {CORPORA[c][3]}" for c in corpora)
     options = ", ".join(checkpoint.info["options"]) or "none beyond the recipe"
     return f"""# {NAME}
@@ -122,7 +143,7 @@ frame posteriors give the emotion dynamics, as for every method A model.
 A model is used on voices, languages and microphones it never saw. Leave-one-corpus-out: a model
 of this recipe trained on two of the corpora, tested on every clip of the third, four classes
 (EmoBox's cross-corpus protocol: neutral, happy, sad, angry; predictions restricted to them).
-Accuracy / UA in percent ({multi['seeds']} seeds each; `python benchmarks/cross_corpus.py`, {results['date']}):
+Accuracy / UA in percent ({multi["seeds"]} seeds each; `python benchmarks/cross_corpus.py`, {results["date"]}):
 
 | system | {" | ".join(f"{c} held out" for c in held_out)} | mean |
 |---|{"---|" * len(held_out)}---|

@@ -32,9 +32,7 @@ def fixture_clips() -> list[Path]:
 
 
 def _sine(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:
-    return (amplitude * np.sin(2 * np.pi * freq * np.arange(round(seconds * sr)) / sr)).astype(
-        np.float32
-    )
+    return (amplitude * np.sin(2 * np.pi * freq * np.arange(round(seconds * sr)) / sr)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

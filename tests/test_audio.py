@@ -74,9 +74,7 @@ def two_hour_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(
-    tmp_path_factory: pytest.TempPathFactory, sine, two_hour_wav: Path
-) -> list[tuple[Utterance, list[str]]]:
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory, sine, two_hour_wav: Path) -> list[tuple[Utterance, list[str]]]:
     """Every kind of bad input, as utterances, with the words its error message must hold."""
     folder = tmp_path_factory.mktemp("bad")
     tone = sine(440, 2.0, 16000)
@@ -152,12 +150,9 @@ def good_inputs(
         return Utterance(id=label, audio=str(path), label=None, speaker="s", **segment)
 
     lossless = [
-        folder / name
-        for name in ("eight_channels.wav", "8khz.wav", "192khz.wav", "stereo_44k.flac", "pcm.mkv")
+        folder / name for name in ("eight_channels.wav", "8khz.wav", "192khz.wav", "stereo_44k.flac", "pcm.mkv")
     ]
-    lossy = [
-        folder / name for name in ("vorbis.ogg", "lame.mp3", "aac.m4a", "opus.mkv", "opus.webm")
-    ]
+    lossy = [folder / name for name in ("vorbis.ogg", "lame.mp3", "aac.m4a", "opus.mkv", "opus.webm")]
     clip = fixture_clips[0]
     return [
         *[(utterance(path), 1.0, 0.0) for path in lossless],
@@ -171,9 +166,7 @@ def good_inputs(
     ]
 
 
-def assert_names_file_and_problem(
-    error: InputError | str, utterance: Utterance, words: list[str]
-) -> None:
+def assert_names_file_and_problem(error: InputError | str, utterance: Utterance, words: list[str]) -> None:
     message = str(error)
     assert "\n" not in message
     assert utterance.audio in message
@@ -210,9 +203,7 @@ def load_each(utterances: list[Utterance], report: BatchReport) -> dict[str, np.
     return loaded
 
 
-def test_a_batch_skips_and_reports_every_bad_input_and_loads_every_good_one(
-    bad_inputs, good_inputs
-) -> None:
+def test_a_batch_skips_and_reports_every_bad_input_and_loads_every_good_one(bad_inputs, good_inputs) -> None:
     """Errors and successes interleaved: no bad file stops the batch or leaks into the next one."""
     good = {utterance.id: (seconds, slack) for utterance, seconds, slack in good_inputs}
     bad = [utterance for utterance, _ in bad_inputs]
@@ -271,9 +262,7 @@ def test_downmix_is_the_mean_over_channels(tmp_path: Path, sine) -> None:
 
 
 @pytest.mark.parametrize("rate", [8000, 44100, 192000])
-def test_resampling_keeps_pitch_and_level_and_removes_what_16k_cannot_hold(
-    tmp_path: Path, sine, rate: int
-) -> None:
+def test_resampling_keeps_pitch_and_level_and_removes_what_16k_cannot_hold(tmp_path: Path, sine, rate: int) -> None:
     above_nyquist = sine(12000, 1.0, rate, amplitude=0.2) if rate > 24000 else 0
     sf.write(tmp_path / "tone.wav", sine(440, 1.0, rate) + above_nyquist, rate, subtype="FLOAT")
     audio = load_audio(tmp_path / "tone.wav")
@@ -306,9 +295,7 @@ def test_container_segments_seek_to_the_right_place(tmp_path: Path) -> None:
     np.testing.assert_allclose(segment[50:-50], whole[16050:31950], atol=1e-3)
 
 
-def test_container_segments_are_read_by_seeking_not_by_decoding_what_precedes_them(
-    tmp_path: Path, sine
-) -> None:
+def test_container_segments_are_read_by_seeking_not_by_decoding_what_precedes_them(tmp_path: Path, sine) -> None:
     minutes, frame_size = 20, 1000  # 1000 samples at 8 kHz hold a whole number of 440 Hz cycles
     with av.open(str(tmp_path / "long.mkv"), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
@@ -385,9 +372,7 @@ def test_probe_reads_headers_of_every_kind(tmp_path: Path, sine, write_tone) -> 
     assert info.duration == pytest.approx(1.0, abs=LOSSY_SLACK)
 
 
-def test_a_webm_recorded_live_without_duration_in_its_header_is_timed_by_its_packets(
-    tmp_path: Path, sine
-) -> None:
+def test_a_webm_recorded_live_without_duration_in_its_header_is_timed_by_its_packets(tmp_path: Path, sine) -> None:
     """A browser's MediaRecorder cannot seek back to write a duration: common uploads."""
 
     class Pipe:  # a write-only, unseekable sink, like a browser's recorder
@@ -401,9 +386,7 @@ def test_a_webm_recorded_live_without_duration_in_its_header_is_timed_by_its_pac
     pipe = Pipe()
     with av.open(pipe, "w", format="webm") as container:
         stream = container.add_stream("libopus", rate=48000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            sine(440, 1.5, 48000)[None], format="fltp", layout="mono"
-        )
+        frame = av.AudioFrame.from_ndarray(sine(440, 1.5, 48000)[None], format="fltp", layout="mono")
         frame.rate = 48000
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
@@ -411,14 +394,10 @@ def test_a_webm_recorded_live_without_duration_in_its_header_is_timed_by_its_pac
     with av.open(str(tmp_path / "live.webm")) as container:
         assert container.duration is None
     assert probe(tmp_path / "live.webm").duration == pytest.approx(1.5, abs=LOSSY_SLACK)
-    assert len(load_audio(tmp_path / "live.webm")) == pytest.approx(
-        1.5 * SAMPLE_RATE, abs=LOSSY_SLACK * SAMPLE_RATE
-    )
+    assert len(load_audio(tmp_path / "live.webm")) == pytest.approx(1.5 * SAMPLE_RATE, abs=LOSSY_SLACK * SAMPLE_RATE)
 
 
-def test_a_wav_streamed_to_a_pipe_with_unset_sizes_is_not_called_truncated(
-    tmp_path: Path, write_tone
-) -> None:
+def test_a_wav_streamed_to_a_pipe_with_unset_sizes_is_not_called_truncated(tmp_path: Path, write_tone) -> None:
     path = write_tone("piped.wav")
     data = bytearray(path.read_bytes())
     data[4:8] = (0xFFFFFFFF).to_bytes(4, "little")  # what a writer that cannot seek back leaves
@@ -436,10 +415,7 @@ def test_shipped_ravdess_clips_load_unchanged(fixture_clips: list[Path]) -> None
 
 def test_real_ravdess_clips_load_whole_and_streamed(shared_data: Path) -> None:
     paths = sorted((shared_data / "ravdess").glob("Actor_0[12]/*.flac"))[::20]
-    utterances = [
-        Utterance(id=path.stem, audio=str(path), label=None, speaker=path.parent.name)
-        for path in paths
-    ]
+    utterances = [Utterance(id=path.stem, audio=str(path), label=None, speaker=path.parent.name) for path in paths]
     report = BatchReport(strict=True)
     loaded = load_each(utterances, report)
     assert report.done == len(paths) == 6

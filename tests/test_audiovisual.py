@@ -59,8 +59,9 @@ def tiny(modalities: tuple[str, ...], seed: int, name: str = "roi_attention") ->
         if name == "roi_attention"
         else {"projection_dim": 16, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "feedforward_dim": 32}
     )
-    return build_model(name, num_classes=len(LABELS), input_dims={m: dims[m] for m in modalities},
-                       modalities=modalities, **sizes)
+    return build_model(
+        name, num_classes=len(LABELS), input_dims={m: dims[m] for m in modalities}, modalities=modalities, **sizes
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,9 @@ def models(tmp_path_factory) -> Path:
     Checkpoint(tiny(("audio",), 4), LABELS, {"audio": AUDIO}, SPEAKER_ADAPTIVE).save(root / "audio-adaptive")
     Checkpoint(tiny(("video",), 1), LABELS, {"video": FACE}, UTTERANCE_LEVEL).save(root / "video")
     Checkpoint(tiny(("video",), 2), LABELS, {"video": FACE}, SPEAKER_ADAPTIVE).save(root / "video-adaptive")
-    Checkpoint(tiny(("audio", "video"), 3, "query_fusion"), LABELS, {"audio": AUDIO, "video": FACE},
-               UTTERANCE_LEVEL).save(root / "fusion")
+    Checkpoint(
+        tiny(("audio", "video"), 3, "query_fusion"), LABELS, {"audio": AUDIO, "video": FACE}, UTTERANCE_LEVEL
+    ).save(root / "fusion")
     return root
 
 
@@ -116,8 +118,21 @@ def video_probabilities(checkpoint: Checkpoint, clip: VideoClip, moments=None) -
 def test_a_video_gets_the_audio_video_and_fused_results_and_their_comparison(models, cremad, tmp_path):
     clip = cremad[0]
     plots = tmp_path / "plots"
-    done = runner.invoke(app, ["predict", str(clip), "-m", str(models / "audio"), "--video-model",
-                               str(models / "video"), "--format", "json", "--plot", str(plots)])
+    done = runner.invoke(
+        app,
+        [
+            "predict",
+            str(clip),
+            "-m",
+            str(models / "audio"),
+            "--video-model",
+            str(models / "video"),
+            "--format",
+            "json",
+            "--plot",
+            str(plots),
+        ],
+    )
     assert done.exit_code == 0, done.output
     (result,) = json.loads(done.stdout)["predictions"]
     assert result["modalities"] == {"audio": True, "video": True} and result["notes"] == []
@@ -131,8 +146,9 @@ def test_a_video_gets_the_audio_video_and_fused_results_and_their_comparison(mod
     assert len(result["video"]["dynamics"]["times"]) == pytest.approx(result["duration"] * 15, abs=2)
 
     # late fusion: the renormalised product of the two posteriors, labelled as such
-    product = np.array([result["audio"]["probabilities"][label] * result["video"]["probabilities"][label]
-                        for label in LABELS])
+    product = np.array(
+        [result["audio"]["probabilities"][label] * result["video"]["probabilities"][label] for label in LABELS]
+    )
     assert result["fused"]["method"] == "late" and "product" in result["fused"]["description"]
     assert [result["probabilities"][label] for label in LABELS] == pytest.approx(product / product.sum(), abs=1e-4)
     assert result["fused"]["probabilities"] == result["probabilities"]
@@ -140,8 +156,10 @@ def test_a_video_gets_the_audio_video_and_fused_results_and_their_comparison(mod
 
     # the comparison is roi_compare's, on the two models' attention
     comparison = result["roi_comparison"]
-    curves = [AttentionCurve(np.array(result[s]["dynamics"]["attention"]), result[s]["dynamics"]["frame_rate"])
-              for s in ("audio", "video")]
+    curves = [
+        AttentionCurve(np.array(result[s]["dynamics"]["attention"]), result[s]["dynamics"]["frame_rate"])
+        for s in ("audio", "video")
+    ]
     agreement = compare_clip(*curves)
     assert comparison["roi_iou"] == pytest.approx(agreement.roi_iou, abs=1e-3)
     assert comparison["pearson"] == pytest.approx(agreement.pearson, abs=1e-3)
@@ -190,8 +208,21 @@ def test_a_video_without_a_face_is_predicted_from_its_audio_and_says_so(models, 
 
 def test_a_video_without_audio_is_predicted_from_its_face_and_says_so(models, clips, tmp_path):
     plots = tmp_path / "plots"
-    done = runner.invoke(app, ["predict", str(clips["silent"]), "-m", str(models / "audio"), "--video-model",
-                               str(models / "video"), "--format", "json", "--plot", str(plots)])
+    done = runner.invoke(
+        app,
+        [
+            "predict",
+            str(clips["silent"]),
+            "-m",
+            str(models / "audio"),
+            "--video-model",
+            str(models / "video"),
+            "--format",
+            "json",
+            "--plot",
+            str(plots),
+        ],
+    )
     assert done.exit_code == 0, done.output
     (result,) = json.loads(done.stdout)["predictions"]
     assert result["modalities"] == {"audio": False, "video": True} and result["notes"] == ["no audio track"]
@@ -238,8 +269,18 @@ def test_csv_and_table_name_each_stream_the_fusion_and_the_notes(models, clips):
     batch = predict_files([clips["talking"], clips["faceless"]], models / "audio", video_model=models / "video")
     rows = render(batch.results, batch.report, LABELS, OutputFormat.csv).splitlines()
     header = rows[0].split(",")
-    assert header[-10:] == ["modalities", "fusion", "audio_label", "video_label", "audio_regions", "video_regions",
-                            "roi_iou", "pearson", "lag", "notes"]
+    assert header[-10:] == [
+        "modalities",
+        "fusion",
+        "audio_label",
+        "video_label",
+        "audio_regions",
+        "video_regions",
+        "roi_iou",
+        "pearson",
+        "lag",
+        "notes",
+    ]
     talking, faceless = (dict(zip(header, row.split(","))) for row in rows[1:])
     assert (talking["modalities"], talking["fusion"], talking["notes"]) == ("audio+video", "late", "")
     assert talking["video_label"] in LABELS and float(talking["pearson"]) <= 1
@@ -271,16 +312,18 @@ def test_long_videos_are_predicted_by_segment_with_each_segments_video(models, c
 
 def test_a_speaker_adaptive_face_model_normalises_by_the_speakers_faces(models, clips):
     predictor = Predictor(load_checkpoint(models / "video-adaptive"))
-    moments = predictor.speaker_moments_for([clips["talking"], clips["partly"], clips["faceless"]],
-                                            report=BatchReport())
+    moments = predictor.speaker_moments_for(
+        [clips["talking"], clips["partly"], clips["faceless"]], report=BatchReport()
+    )
     assert set(moments) == {"video"} and moments["video"].recordings == 2  # the clip without a face adds nothing
     extractor = get_extractor(FACE.features)
     frames = sum(extractor.extract([VideoClip(str(clips[name]))])[0].data.shape[1] for name in ("talking", "partly"))
     assert moments["video"].frames == frames
     prediction = predictor.predict(clips["talking"], speaker_moments=moments)
     assert prediction.protocol == SPEAKER_ADAPTIVE
-    expected = video_probabilities(predictor.checkpoints[SPEAKER_ADAPTIVE], VideoClip(str(clips["talking"])),
-                                   moments["video"])
+    expected = video_probabilities(
+        predictor.checkpoints[SPEAKER_ADAPTIVE], VideoClip(str(clips["talking"])), moments["video"]
+    )
     assert [prediction.probabilities[label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
 
 
@@ -307,8 +350,9 @@ def test_models_that_cannot_go_together_are_refused_in_one_line(models, tmp_path
         load_audiovisual(models / "audio", models / "audio")
     with pytest.raises(ValueError, match="two or three"):
         AudioVisualPredictor(load_model(models / "audio"))
-    done = runner.invoke(app, ["predict", str(fixture_clips[0]), "-m", str(ravdess), "--video-model",
-                               str(models / "video")])
+    done = runner.invoke(
+        app, ["predict", str(fixture_clips[0]), "-m", str(ravdess), "--video-model", str(models / "video")]
+    )
     assert done.exit_code == 1 and "Traceback" not in done.output and "differ" in done.stderr
 
 

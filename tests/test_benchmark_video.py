@@ -32,8 +32,13 @@ def build_cremad_videos(root: Path, actors: int = 6) -> Path:
         for number, emotion in enumerate(EMOTIONS):
             start = (10 + 12 * number, 20 + (actor % 3) * 5)
             images, _ = scene(12, size=(240, 180), faces=((110, start, (start[0] + 20, start[1])),))
-            write_video(root / "VideoFlash" / f"{actor}_DFA_{emotion}_XX.flv", images, rate=15,
-                        audio=tone(0.8, 22050, freq=150.0 + 60 * number), sample_rate=22050)
+            write_video(
+                root / "VideoFlash" / f"{actor}_DFA_{emotion}_XX.flv",
+                images,
+                rate=15,
+                audio=tone(0.8, 22050, freq=150.0 + 60 * number),
+                sample_rate=22050,
+            )
     return root
 
 
@@ -41,10 +46,27 @@ def test_video_benchmark_runs_end_to_end_and_resumes(tmp_path: Path, torch_singl
     root = build_cremad_videos(tmp_path / "CREMA-D")
     output = tmp_path / "results" / "video_cremad.json"
     arguments = [
-        "cremad", str(root), "--folds", "fold1", "--store", str(tmp_path / "store"), "--runs", str(tmp_path / "runs"),
-        "--output", str(output), "--quiet",
-        "--set", "inputs.audio.features=logmel", "--set", "inputs.audio.layers=null",
-        "--set", "inputs.audio.frame_pooling=4", "--set", "optim.max_epochs=2", "--set", "data.batch_size=8",
+        "cremad",
+        str(root),
+        "--folds",
+        "fold1",
+        "--store",
+        str(tmp_path / "store"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--output",
+        str(output),
+        "--quiet",
+        "--set",
+        "inputs.audio.features=logmel",
+        "--set",
+        "inputs.audio.layers=null",
+        "--set",
+        "inputs.audio.frame_pooling=4",
+        "--set",
+        "optim.max_epochs=2",
+        "--set",
+        "data.batch_size=8",
     ]
     video = benchmark("video")
     assert video.main(arguments) == output
@@ -73,8 +95,9 @@ def test_video_benchmark_runs_end_to_end_and_resumes(tmp_path: Path, torch_singl
 def test_video_speed_benchmark_writes_its_results(tmp_path: Path) -> None:
     clip = write_video(tmp_path / "clip.mp4", scene(30)[0], rate=30, audio=tone(1.0, 22050), sample_rate=22050)
     speed = benchmark("video_speed")
-    path = speed.main([str(clip), "--repeat", "2", "--workers", "1", "--rates", "30", "--output",
-                       str(tmp_path / "speed.json")])
+    path = speed.main(
+        [str(clip), "--repeat", "2", "--workers", "1", "--rates", "30", "--output", str(tmp_path / "speed.json")]
+    )
     results = json.loads(path.read_text())
     assert results["benchmark"] == "speed" and "cores available" in results["machine"]
     (row,) = results["rows"]

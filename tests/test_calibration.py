@@ -101,12 +101,14 @@ def test_a_validation_set_the_model_gets_all_right_leaves_the_temperature_at_one
 
 
 def test_ece_on_a_hand_computed_example():
-    probabilities = np.array([
-        [0.95, 0.05],  # bin 15 (14/15, 1]: right
-        [0.97, 0.03],  # bin 15: wrong
-        [0.30, 0.70],  # bin 11 (10/15, 11/15]: right
-        [0.62, 0.38],  # bin 10 (9/15, 10/15]: right
-    ])
+    probabilities = np.array(
+        [
+            [0.95, 0.05],  # bin 15 (14/15, 1]: right
+            [0.97, 0.03],  # bin 15: wrong
+            [0.30, 0.70],  # bin 11 (10/15, 11/15]: right
+            [0.62, 0.38],  # bin 10 (9/15, 10/15]: right
+        ]
+    )
     labels = [0, 1, 1, 0]
     # bin 15: accuracy 1/2, confidence 0.96 -> 0.46 x 2 items; bin 11: |1 - 0.7| x 1; bin 10: |1 - 0.62| x 1
     expected = 100 * (2 * 0.46 + 0.30 + 0.38) / 4
@@ -152,9 +154,13 @@ def test_onnx_probabilities_are_the_calibrated_ones(models, tmp_path):
     assert json.loads(report.metadata_path.read_text())["temperature"] == 0.25
     session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
     features = np.random.default_rng(0).standard_normal((2, 30, 16)).astype(np.float32)
-    logits, probabilities = session.run(["logits", "probabilities"], {
-        "audio": features, "audio_lengths": np.array([30, 21], np.int64),
-    })
+    logits, probabilities = session.run(
+        ["logits", "probabilities"],
+        {
+            "audio": features,
+            "audio_lengths": np.array([30, 21], np.int64),
+        },
+    )
     np.testing.assert_allclose(probabilities, softmax(logits / 0.25), atol=1e-5)
 
 
@@ -205,21 +211,41 @@ def test_a_recording_abstains_on_its_shares_and_each_segment_on_its_own():
 
 def test_abstention_on_the_command_line_in_json_csv_and_table(models, fixture_clips, tmp_path):
     clips = [str(clip) for clip in fixture_clips]
-    result = runner.invoke(app, ["predict", *clips, "-m", str(models / "plain"), "--min-confidence", "1",
-                                 "--format", "json"])
+    result = runner.invoke(
+        app, ["predict", *clips, "-m", str(models / "plain"), "--min-confidence", "1", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     for prediction in json.loads(result.stdout)["predictions"]:
         assert prediction["label"] == UNCERTAIN and prediction["abstained"] is True
         assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    rows = list(csv.DictReader(io.StringIO(runner.invoke(
-        app, ["predict", *clips, "-m", str(models / "plain"), "--min-confidence", "1", "--format", "csv"]
-    ).stdout)))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                runner.invoke(
+                    app, ["predict", *clips, "-m", str(models / "plain"), "--min-confidence", "1", "--format", "csv"]
+                ).stdout
+            )
+        )
+    )
     assert [(row["label"], row["abstained"]) for row in rows] == [(UNCERTAIN, "true")] * len(clips)
     plain_csv = runner.invoke(app, ["predict", *clips, "-m", str(models / "plain"), "--format", "csv"]).stdout
     assert "abstained" not in plain_csv.splitlines()[0]
     table = tmp_path / "table.txt"  # wide enough that no cell wraps
-    result = runner.invoke(app, ["predict", *clips, "-m", str(models / "plain"), "--min-confidence", "0.999",
-                                 "--plot", str(tmp_path / "plots"), "--output", str(table)])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            *clips,
+            "-m",
+            str(models / "plain"),
+            "--min-confidence",
+            "0.999",
+            "--plot",
+            str(tmp_path / "plots"),
+            "--output",
+            str(table),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert table.read_text().count(f"{UNCERTAIN} (") == len(clips)
     assert len(list((tmp_path / "plots").glob("*.png"))) == len(clips)  # plots show the best guess
@@ -234,6 +260,7 @@ def test_abstention_on_the_command_line_in_json_csv_and_table(models, fixture_cl
 
 def test_abstention_through_the_service(models, fixture_clips):
     with TestClient(create_app(models / "plain")) as client:
+
         def upload(query: str = ""):
             with open(fixture_clips[0], "rb") as audio:
                 return client.post(f"/predict{query}", files={"file": (fixture_clips[0].name, audio)})
@@ -253,8 +280,13 @@ def test_abstention_through_the_service(models, fixture_clips):
 
 
 def test_cv_on_tones_records_temperature_ece_and_predicted_shares(tone_corpus, tmp_path):  # noqa: F811
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        optim={"max_epochs": 2, "patience": 5, "lr": 3e-3}, folds=["fold1", "fold2"])
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"name": "manifest", "root": str(tone_corpus)},
+        tmp_path / "store",
+        optim={"max_epochs": 2, "patience": 5, "lr": 3e-3},
+        folds=["fold1", "fold2"],
+    )
     run_dir = tmp_path / "run"
     results = cv_module.run_cv(load_config(path), run_dir, progress=False)
     for name, fold in results.items():
@@ -277,14 +309,24 @@ def test_cv_on_tones_records_temperature_ece_and_predicted_shares(tone_corpus, t
         assert summary[f"{figure}_std"] == pytest.approx(np.std(values))
     assert sum(summary["pooled_predicted_share"].values()) == pytest.approx(100.0)
     flagged = {(flag["fold"], flag["label"]) for flag in summary["dominant_predictions"]}
-    assert flagged == {(name, label) for name, fold in results.items()
-                       for label, share in fold["predicted_share"].items() if share > 50}
+    assert flagged == {
+        (name, label)
+        for name, fold in results.items()
+        for label, share in fold["predicted_share"].items()
+        if share > 50
+    }
     report = (run_dir / "report.md").read_text()
     assert "## Calibration" in report and "ECE" in report and "Predicted-class shares" in report
     assert all(f"fold {name} predicts {label}" in report for name, label in flagged)
 
-    off = write_config(tmp_path / "off.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                       optim={"max_epochs": 1}, folds=["fold1"], calibration="none")
+    off = write_config(
+        tmp_path / "off.yaml",
+        {"name": "manifest", "root": str(tone_corpus)},
+        tmp_path / "store",
+        optim={"max_epochs": 1},
+        folds=["fold1"],
+        calibration="none",
+    )
     fold = cv_module.run_cv(load_config(off), tmp_path / "off", progress=False)["fold1"]
     assert fold["calibration"] == "none" and fold["temperature"] == 1.0 and fold["ece"] == fold["ece_unscaled"]
     assert load_checkpoint(tmp_path / "off" / "folds" / "fold1" / "model").temperature == 1.0

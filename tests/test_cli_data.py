@@ -15,9 +15,7 @@ runner = CliRunner()
 
 def test_describe_json_counts_classes_speakers_and_folds(tmp_path: Path) -> None:
     root = build_ravdess(tmp_path / "ravdess")
-    result = runner.invoke(
-        app, ["describe", "ravdess", str(root), "--label-set", "ravdess7", "--json"]
-    )
+    result = runner.invoke(app, ["describe", "ravdess", str(root), "--label-set", "ravdess7", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (
@@ -69,12 +67,8 @@ def test_describe_tables_show_dropped_labels(tmp_path: Path) -> None:
 def test_describe_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["describe", "ravdess", str(tmp_path / "nowhere")])
     assert result.exit_code == 1
-    assert f"error: {tmp_path / 'nowhere'}: no such file or folder" in " ".join(
-        result.output.split()
-    )
-    result = runner.invoke(
-        app, ["describe", "ravdess", str(build_ravdess(tmp_path / "r")), "--label-set", "x"]
-    )
+    assert f"error: {tmp_path / 'nowhere'}: no such file or folder" in " ".join(result.output.split())
+    result = runner.invoke(app, ["describe", "ravdess", str(build_ravdess(tmp_path / "r")), "--label-set", "x"])
     assert result.exit_code == 1 and "label set 'x': unknown" in result.output
 
 
@@ -104,9 +98,7 @@ def test_manifest_command_reports_bad_audio_and_stops_when_strict(tmp_path: Path
     # the AV-only take's audio is a placeholder mp4 here, so it is skipped as well
     assert "5 done, 2 skipped" in result.output and str(broken) in "".join(result.output.split())
     assert len(out.read_text().splitlines()) == 5
-    strict = runner.invoke(
-        app, ["manifest", "ravdess", str(root), "-o", str(tmp_path / "s.jsonl"), "--strict"]
-    )
+    strict = runner.invoke(app, ["manifest", "ravdess", str(root), "-o", str(tmp_path / "s.jsonl"), "--strict"])
     assert strict.exit_code == 1 and "error:" in strict.output
     assert not (tmp_path / "s.jsonl").exists()
 

@@ -21,9 +21,7 @@ from emotrace.corpora.ravdess import EMOBOX_TEST_ACTORS, fold_actors, read_ravde
 from emotrace.errors import BatchReport, InputError
 from emotrace.labels import IEMOCAP_6
 
-DATA = Path(
-    os.environ.get("EMOTRACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+DATA = Path(os.environ.get("EMOTRACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def real(corpus: str) -> Path:
@@ -170,8 +168,7 @@ def build_iemocap(root: Path) -> Path:
     for (session, dialog), sentences in dialogs.items():
         base = root / f"Session{session}"
         labels = IEMOCAP_HEADER + "".join(
-            evaluation_block(start, end, utterance, code)
-            for _, _, utterance, code, start, end in sentences
+            evaluation_block(start, end, utterance, code) for _, _, utterance, code, start, end in sentences
         )
         (base / "dialog" / "EmoEvaluation").mkdir(parents=True, exist_ok=True)
         (base / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text(labels)
@@ -211,9 +208,7 @@ def test_iemocap_reads_label_transcription_and_wav_files(tmp_path: Path) -> None
     assert report.skipped == [] and report.done == 6
 
     first = by_id["Ses01F_impro01_F000"]
-    assert first.audio == str(
-        root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
-    )
+    assert first.audio == str(root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav")
     assert (first.start, first.end) == (None, None)  # the sentence wav is the whole utterance
     assert first.video == str(root / "Session1/dialog/avi/DivX/Ses01F_impro01.avi")
     assert (first.video_start, first.video_end) == (6.2901, 8.2357)
@@ -253,9 +248,7 @@ def test_iemocap_label_sets_and_leave_one_session_out(tmp_path: Path) -> None:
 def test_iemocap_reports_unknown_codes_and_missing_audio(tmp_path: Path) -> None:
     root = build_iemocap(tmp_path / "iemocap")
     label_file = root / "Session2/dialog/EmoEvaluation/Ses02F_impro02.txt"
-    label_file.write_text(
-        label_file.read_text() + evaluation_block(7.0, 8.0, "Ses02F_impro02_F009", "zzz")
-    )
+    label_file.write_text(label_file.read_text() + evaluation_block(7.0, 8.0, "Ses02F_impro02_F009", "zzz"))
     (root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F001.wav").unlink()
     report = BatchReport()
     ids = {u.id for u in load_corpus("iemocap", root, report=report).utterances}
@@ -337,7 +330,7 @@ MELD_ROWS = {
         '2,\u201cNo!\u201d,Rachel,anger,negative,0,1,8,1,"00:01:02,500","00:01:03,000"\n',
     ],
     "test": [
-        '1,Why do all you\u2019re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,3,19,'
+        "1,Why do all you\u2019re coffee mugs have numbers on the bottom?,Mark,surprise,positive,0,0,3,19,"
         '"00:14:38,127","00:14:40,378"\n',
         '2,Oh. That\u2019s so Monica can keep track.,Rachel,disgust,negative,0,1,3,19,"00:14:40,629","00:14:47,385"\n',
         '3,Ugh.,Ross,fear,negative,1,0,3,20,"00:01:00,000","00:01:01,000"\n',
@@ -358,9 +351,7 @@ def build_meld(root: Path, clips: bool = False) -> Path:
         for dialogue, utterance in ((0, 0), (0, 1)):
             tone(root / "dev_splits_complete" / f"dia{dialogue}_utt{utterance}.wav")
         for dialogue, utterance in ((0, 0), (0, 1), (1, 0)):
-            placeholder(
-                root / "test" / "output_repeated_splits_test" / f"dia{dialogue}_utt{utterance}.mp4"
-            )
+            placeholder(root / "test" / "output_repeated_splits_test" / f"dia{dialogue}_utt{utterance}.mp4")
     return root
 
 
@@ -389,24 +380,18 @@ def test_meld_uses_clips_when_present_and_reports_missing_ones(tmp_path: Path) -
     (root / "train_splits" / "dia0_utt1.mp4").unlink()
     report = BatchReport()
     by_id = {u.id: u for u in load_corpus("meld", root, report=report).utterances}
-    assert [str(e) for e in report.skipped] == [
-        f"{root / 'train_splits' / 'dia0_utt1.mp4'}: missing clip"
-    ]
+    assert [str(e) for e in report.skipped] == [f"{root / 'train_splits' / 'dia0_utt1.mp4'}: missing clip"]
     train = by_id["train_dia0_utt0"]
     assert train.audio == train.video == str(root / "train_splits" / "dia0_utt0.mp4")
     dev = by_id["dev_dia0_utt1"]
     assert dev.audio == str(root / "dev_splits_complete" / "dia0_utt1.wav") and dev.video is None
-    assert by_id["test_dia1_utt0"].audio == str(
-        root / "test" / "output_repeated_splits_test" / "dia1_utt0.mp4"
-    )
+    assert by_id["test_dia1_utt0"].audio == str(root / "test" / "output_repeated_splits_test" / "dia1_utt0.mp4")
 
 
 def test_meld_reports_bad_rows_and_needs_its_csvs(tmp_path: Path) -> None:
     root = build_meld(tmp_path / "meld")
     with (root / "train_sent_emo.csv").open("a") as csv_file:
-        csv_file.write(
-            '4,Hm.,Joey,confusion,neutral,2,0,1,1,"0","0"\n5,Hm.,Joey,joy,neutral,x,0,1,1,"0","0"\n'
-        )
+        csv_file.write('4,Hm.,Joey,confusion,neutral,2,0,1,1,"0","0"\n5,Hm.,Joey,joy,neutral,x,0,1,1,"0","0"\n')
     report = BatchReport()
     assert len(load_corpus("meld", root, report=report).utterances) == 8
     assert [str(e).split("train_sent_emo.csv")[1] for e in report.skipped] == [
@@ -523,9 +508,7 @@ def test_tess_reads_folders_words_and_emotions(tmp_path: Path) -> None:
 
 
 def test_load_corpus_errors_name_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(
-        InputError, match=re.escape(f"{tmp_path / 'absent'}: no such file or folder")
-    ):
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'absent'}: no such file or folder")):
         load_corpus("ravdess", tmp_path / "absent")
     with pytest.raises(InputError, match="corpus 'voxceleb': unknown; known: ravdess, iemocap"):
         load_corpus("voxceleb", tmp_path)

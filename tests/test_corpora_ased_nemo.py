@@ -22,11 +22,16 @@ from emotrace.errors import BatchReport, InputError
 
 #: emotion -> pitch of its tone, so that tiny models can learn it
 PITCH = {"neutral": 200.0, "happy": 420.0, "sad": 130.0, "angry": 650.0, "fearful": 520.0, "surprised": 330.0}
-ASED_FOLDERS = {"neutral": "01Neutral", "fearful": "02Fearful", "happy": "03Happy", "sad": "04Sad",
-                "angry": "05Angry"}
+ASED_FOLDERS = {"neutral": "01Neutral", "fearful": "02Fearful", "happy": "03Happy", "sad": "04Sad", "angry": "05Angry"}
 ASED_CODES = {"neutral": "n1", "fearful": "f2", "happy": "h3", "sad": "s4", "angry": "a5"}
-NEMO_NAMES = {"angry": "anger", "fearful": "fear", "happy": "happiness", "neutral": "neutral", "sad": "sadness",
-              "surprised": "surprised"}
+NEMO_NAMES = {
+    "angry": "anger",
+    "fearful": "fear",
+    "happy": "happiness",
+    "neutral": "neutral",
+    "sad": "sadness",
+    "surprised": "surprised",
+}
 
 
 def tone(path: Path, pitch: float, seconds: float = 0.6, rate: int = 16000) -> Path:
@@ -98,8 +103,7 @@ def test_nemo_reads_transcripts_from_data_tsv_and_reports_what_disagrees(tmp_pat
     utterances = {u.id: u for u in read_nemo(root, report)}
     assert len(utterances) == 12
     reasons = sorted(f"{Path(e.source).name}: {e.problem}" for e in report.skipped)
-    assert [reason.split(":")[0] for reason in reasons] == ["EB0_sadness_7.wav", "IC0_anger_5.wav",
-                                                             "IC0_fear_9.wav"]
+    assert [reason.split(":")[0] for reason in reasons] == ["EB0_sadness_7.wav", "IC0_anger_5.wav", "IC0_fear_9.wav"]
     assert "not listed" in reasons[2] and "no audio" in reasons[0] and "happiness" in reasons[1]
     happy = utterances["IC0_happiness_1"]
     assert (happy.label, happy.speaker, happy.transcript, happy.dataset) == ("happy", "IC0", "Zdanie 1.", "nemo")
@@ -112,8 +116,13 @@ def test_real_ased(shared_data: Path) -> None:
     data = load_corpus("ased", shared_data / "ased")
     assert len(data.utterances) == 2474 and not data.dropped
     assert len({u.speaker for u in data.utterances}) == 65
-    assert Counter(u.label for u in data.utterances) == {"neutral": 522, "fearful": 510, "happy": 486, "sad": 470,
-                                                          "angry": 486}
+    assert Counter(u.label for u in data.utterances) == {
+        "neutral": 522,
+        "fearful": 510,
+        "happy": 486,
+        "sad": 470,
+        "angry": 486,
+    }
     _assert_speaker_independent(data)
 
 
@@ -121,8 +130,14 @@ def test_real_nemo(shared_data: Path) -> None:
     data = load_corpus("nemo", shared_data / "nemo")
     assert len(data.utterances) == 4481 and len(data.label_set) == 6
     assert {u.speaker for u in data.utterances} == {"EB0", "IC0", "KD0", "KS0", "MK0", "MP0", "SM0", "TP0", "WR0"}
-    assert Counter(u.label for u in data.utterances) == {"angry": 749, "fearful": 736, "happy": 749, "neutral": 809,
-                                                          "sad": 769, "surprised": 669}
+    assert Counter(u.label for u in data.utterances) == {
+        "angry": 749,
+        "fearful": 736,
+        "happy": 749,
+        "neutral": 809,
+        "sad": 769,
+        "surprised": 669,
+    }
     assert all(u.transcript for u in data.utterances)
     _assert_speaker_independent(data)
 
@@ -139,14 +154,24 @@ def _assert_speaker_independent(data) -> None:
 
 
 def test_a_manifest_without_speakers_is_refused_by_cv_saying_why(tmp_path: Path) -> None:
-    rows = [{"key": f"c{i}", "wav": str(tone(tmp_path / f"c{i}.wav", 200.0 + 50 * i)), "emo": "sad" if i % 2 else "neu"}
-            for i in range(4)]
+    rows = [
+        {"key": f"c{i}", "wav": str(tone(tmp_path / f"c{i}.wav", 200.0 + 50 * i)), "emo": "sad" if i % 2 else "neu"}
+        for i in range(4)
+    ]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = tmp_path / "c.yaml"
-    config.write_text(json.dumps({"name": "nospeaker", "corpus": {"name": "manifest", "root": str(manifest)},
-                                  "inputs": {"audio": {"features": "logmel"}}, "model": {"name": "lstm"},
-                                  "store": str(tmp_path / "store")}))
+    config.write_text(
+        json.dumps(
+            {
+                "name": "nospeaker",
+                "corpus": {"name": "manifest", "root": str(manifest)},
+                "inputs": {"audio": {"features": "logmel"}},
+                "model": {"name": "lstm"},
+                "store": str(tmp_path / "store"),
+            }
+        )
+    )
     done = CliRunner().invoke(app, ["cv", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"])
     assert done.exit_code == 1
     assert "no `speaker`" in done.output and "4 of 4 utterances" in done.output
@@ -163,9 +188,20 @@ def test_emobox_dataset_folders_read_as_given(tmp_path: Path) -> None:
             code = "S" if speaker == 4 and emotion == "sad" else ASED_CODES[emotion][0]
             stem = f"{ASED_CODES[emotion]}-01-01-01-{speaker:02d}"
             tone(repo / "downloads" / "ased" / ASED_FOLDERS[emotion] / f"{stem}.wav", PITCH[emotion])
-            lines.append({"key": f"ased-{stem}", "dataset": "ased", "wav": f"downloads/ased/{ASED_FOLDERS[emotion]}/"
-                          f"{stem}.wav", "type": "raw", "sample_rate": 16000, "num_frame": 9600.0,
-                          "task": "category", "length": 0.6, "emo": code, "channel": 1})
+            lines.append(
+                {
+                    "key": f"ased-{stem}",
+                    "dataset": "ased",
+                    "wav": f"downloads/ased/{ASED_FOLDERS[emotion]}/{stem}.wav",
+                    "type": "raw",
+                    "sample_rate": 16000,
+                    "num_frame": 9600.0,
+                    "task": "category",
+                    "length": 0.6,
+                    "emo": code,
+                    "channel": 1,
+                }
+            )
     for number, tested in ((1, (1, 2)), (2, (3, 4))):
         folder = dataset / f"fold_{number}"
         folder.mkdir(parents=True)

@@ -66,8 +66,9 @@ def test_demo_prints_labels_probabilities_and_regions(tmp_path, fixture_clips, p
 
 def test_predict_cli_json_on_the_shipped_clips(tmp_path, fixture_clips):
     out = tmp_path / "predictions.json"
-    done = CliRunner().invoke(app, ["predict", str(fixture_clips[0].parent.parent), "--format", "json",
-                                    "--output", str(out)])
+    done = CliRunner().invoke(
+        app, ["predict", str(fixture_clips[0].parent.parent), "--format", "json", "--output", str(out)]
+    )
     assert done.exit_code == 0, done.output
     predictions = json.loads(out.read_text())["predictions"]
     assert len(predictions) == len(fixture_clips)

@@ -72,8 +72,13 @@ def clips(shared_data: Path) -> list[Path]:
 def utterances(clips: list[Path], bad: Path) -> list[Utterance]:
     """The clips with their transcripts, a file that is not audio and one that is missing."""
     found = [
-        Utterance(id=clip.stem, audio=str(clip), label="neutral", speaker=clip.parent.name,
-                  transcript=STATEMENTS[clip.stem.split("-")[4]])
+        Utterance(
+            id=clip.stem,
+            audio=str(clip),
+            label="neutral",
+            speaker=clip.parent.name,
+            transcript=STATEMENTS[clip.stem.split("-")[4]],
+        )
         for clip in clips
     ]
     return [
@@ -128,8 +133,19 @@ def test_extraction_on_ray_gives_the_local_stores(cluster, clips, tmp_path):
     assert_same_stores(tmp_path / "local", tmp_path / "ray")
 
     write_manifest(items, tmp_path / "corpus.jsonl", BatchReport())  # the clips; the bad files are left out
-    command = ["extract", "manifest", str(tmp_path / "corpus.jsonl"), "--features", ",".join(specs),
-               "--store", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2"]
+    command = [
+        "extract",
+        "manifest",
+        str(tmp_path / "corpus.jsonl"),
+        "--features",
+        ",".join(specs),
+        "--store",
+        str(tmp_path / "ray"),
+        "--engine",
+        "ray",
+        "--actors",
+        "2",
+    ]
     again = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
     assert again.exit_code == 0, again.output
     for extractor in ("logmel", "glove-50d"):  # computed, cached, skipped
@@ -141,8 +157,9 @@ def test_transcripts_made_on_ray_feed_the_text_features(cluster, clips, tmp_path
     what they wrote."""
     items = [Utterance(id=clip.stem, audio=str(clip), label="neutral", speaker=clip.parent.name) for clip in clips[:4]]
     local = extract_corpus(items, ["glove-50d"], tmp_path / "local", asr=WhisperASR(cpu_threads=1), progress=False)
-    distributed = extract_corpus_on_ray(items, ["glove-50d"], tmp_path / "ray", asr=WhisperASR(), actors=2,
-                                        progress=False)
+    distributed = extract_corpus_on_ray(
+        items, ["glove-50d"], tmp_path / "ray", asr=WhisperASR(), actors=2, progress=False
+    )
     assert [count.line() for count in distributed.stores] == [count.line() for count in local.stores]
     assert [count.computed for count in local.stores] == [4, 4]  # glove vectors of the 4 transcripts, and those
     assert_same_stores(tmp_path / "local", tmp_path / "ray")
@@ -212,8 +229,9 @@ def test_extraction_survives_a_killed_worker(cluster, clips, tmp_path):
 
     report = BatchReport()
     with WorkerKiller("_AudioWorker", stored, total=12) as killer:
-        summary = extract_corpus_on_ray(items, ["egemaps"], tmp_path / "ray", actors=2, batch_size=2,
-                                        report=report, progress=False)
+        summary = extract_corpus_on_ray(
+            items, ["egemaps"], tmp_path / "ray", actors=2, batch_size=2, report=report, progress=False
+        )
     assert killer.killed is not None, "the run ended before a worker could be killed"
     assert summary.stores[0].line().endswith("24 computed, 0 cached, 2 skipped")
     assert report.done == 24
@@ -224,16 +242,22 @@ def save_model(directory: Path, features: str, dims: int, protocol: str = UTTERA
     """A tiny ROI-attention checkpoint reading ``features`` (``dims`` wide) pooled by 4."""
     torch.manual_seed(0)
     model = build_model(
-        "roi_attention", num_classes=len(RAVDESS_8.classes), input_dims={"audio": dims}, lstm_hidden=8,
-        lstm_layers=1, attention_dim=8, projection_dim=16,
+        "roi_attention",
+        num_classes=len(RAVDESS_8.classes),
+        input_dims={"audio": dims},
+        lstm_hidden=8,
+        lstm_layers=1,
+        attention_dim=8,
+        projection_dim=16,
     )
     inputs = {"audio": InputSpec(features, frame_pooling=4)}
     return Checkpoint(model, RAVDESS_8.classes, inputs, protocol).save(directory)
 
 
 def predict_command(inputs: list[Path], model: Path, output: Path, *options: str) -> str:
-    result = CliRunner().invoke(app, ["predict", *map(str, inputs), "--model", str(model), "-o", str(output),
-                                      "--format", "json", *options])
+    result = CliRunner().invoke(
+        app, ["predict", *map(str, inputs), "--model", str(model), "-o", str(output), "--format", "json", *options]
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -265,8 +289,9 @@ def test_prediction_survives_a_killed_worker(cluster, clips, tmp_path):
 
     with WorkerKiller("_PredictWorker", predicted, total=len(inputs)) as killer:
         report = BatchReport()
-        count = predict_files_on_ray(str(model), {None: inputs}, tmp_path / "ray.json", report=report,
-                                     actors=2, batch_size=2, progress=False)
+        count = predict_files_on_ray(
+            str(model), {None: inputs}, tmp_path / "ray.json", report=report, actors=2, batch_size=2, progress=False
+        )
     assert killer.killed is not None, "the run ended before a worker could be killed"
     assert count == 24 and report.done == 24 and len(report.skipped) == 1
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
@@ -292,8 +317,9 @@ def test_a_restarted_prediction_keeps_finished_parts(cluster, clips, tmp_path):
     os.utime(stale.path, ns=(time.time_ns(), time.time_ns()))  # the file changed after its part was written
 
     report = BatchReport()
-    count = predict_files_on_ray(str(model), {None: inputs}, output, output_format="parquet", report=report,
-                                 actors=1, progress=False)
+    count = predict_files_on_ray(
+        str(model), {None: inputs}, output, output_format="parquet", report=report, actors=1, progress=False
+    )
     table = pq.read_table(output)
     rows = table.to_pylist()
     assert count == len(rows) == 6 and report.done == 6

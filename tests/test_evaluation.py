@@ -49,7 +49,8 @@ def records(outcomes: dict[str, list[bool]], labels: tuple[str, ...] = ("a", "b"
 def test_bootstrap_of_a_perfect_system_is_a_point_and_its_difference_with_itself_is_zero():
     perfect = records({f"s{i}": [True] * 6 for i in range(5)})
     assert speaker_bootstrap([perfect]) == pytest.approx(
-        {"ua": 100.0, "low": 100.0, "high": 100.0, "speakers": 5, "resamples": 2000, "level": 0.95})
+        {"ua": 100.0, "low": 100.0, "high": 100.0, "speakers": 5, "resamples": 2000, "level": 0.95}
+    )
     itself = speaker_bootstrap([perfect], [perfect])
     assert itself["difference"] == itself["low"] == itself["high"] == 0.0
 
@@ -83,8 +84,15 @@ def test_bootstrap_refuses_runs_over_other_speakers():
 
 
 def row(run: str, val: float | None, test: float, **keys) -> dict:
-    base = {"corpus": "ravdess", "protocol": "utterance-level", "folds_protocol": "speaker-independent",
-            "folds": 6, "val_ua_mean": val, "ua_mean": test, "run": run}
+    base = {
+        "corpus": "ravdess",
+        "protocol": "utterance-level",
+        "folds_protocol": "speaker-independent",
+        "folds": 6,
+        "val_ua_mean": val,
+        "ua_mean": test,
+        "run": run,
+    }
     return {**base, **keys}
 
 
@@ -127,8 +135,13 @@ class MarkedFrames(EmotionModel):
         weights = attention if self.faithful else mask / audio_lengths[:, None]
         logits = torch.einsum("bt,btc->bc", weights, audio[..., 1:])
         frames = logits.new_zeros(*attention.shape, 2)
-        return ROIOutput(logits=logits, attention=attention, frame_posteriors=frames, mixture=logits.softmax(-1),
-                         lengths=audio_lengths)
+        return ROIOutput(
+            logits=logits,
+            attention=attention,
+            frame_posteriors=frames,
+            mixture=logits.softmax(-1),
+            lengths=audio_lengths,
+        )
 
 
 def marked_dataset(evidence_in_marked_frames: bool, items: int = 40, frames: int = 20) -> FeatureDataset:
@@ -204,8 +217,17 @@ def test_deleted_frames_take_the_fill_value_on_stacked_inputs():
 
 def tiny_roi(join_mean_pool: bool) -> ROIAttention:
     torch.manual_seed(0)
-    return ROIAttention(ROIAttentionConfig(num_classes=3, input_dims={"audio": 3}, lstm_hidden=4, lstm_layers=1,
-                                           attention_dim=4, projection_dim=None, join_mean_pool=join_mean_pool))
+    return ROIAttention(
+        ROIAttentionConfig(
+            num_classes=3,
+            input_dims={"audio": 3},
+            lstm_hidden=4,
+            lstm_layers=1,
+            attention_dim=4,
+            projection_dim=None,
+            join_mean_pool=join_mean_pool,
+        )
+    )
 
 
 @pytest.mark.parametrize("join_mean_pool", [False, True])
@@ -236,14 +258,27 @@ def tone_run(tmp_path_factory) -> Path:
                 rows.append({"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}"})
     (root / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     config_path = root / "config.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "name": "tiny-roi", "corpus": {"name": "manifest", "root": str(root / "manifest.jsonl")},
-        "inputs": {"audio": {"features": "logmel:bins=16", "frame_pooling": 4}},
-        "model": {"name": "roi_attention", "lstm_hidden": 4, "lstm_layers": 1, "attention_dim": 4,
-                  "projection_dim": 8, "join_mean_pool": True},
-        "store": str(root / "store"), "data": {"batch_size": 4}, "optim": {"max_epochs": 1},
-        "folds": ["fold1", "fold2"],
-    }))
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-roi",
+                "corpus": {"name": "manifest", "root": str(root / "manifest.jsonl")},
+                "inputs": {"audio": {"features": "logmel:bins=16", "frame_pooling": 4}},
+                "model": {
+                    "name": "roi_attention",
+                    "lstm_hidden": 4,
+                    "lstm_layers": 1,
+                    "attention_dim": 4,
+                    "projection_dim": 8,
+                    "join_mean_pool": True,
+                },
+                "store": str(root / "store"),
+                "data": {"batch_size": 4},
+                "optim": {"max_epochs": 1},
+                "folds": ["fold1", "fold2"],
+            }
+        )
+    )
     run_cv(load_config(config_path), root / "run", progress=False)
     return root / "run"
 
@@ -252,7 +287,8 @@ def test_the_deletion_test_of_a_run_tests_every_fold_model_on_its_test_speakers(
     result = run_deletion_test(tone_run, shares=(0.2, None), draws=2)
     stored = [json.loads(line) for line in (tone_run / "predictions.jsonl").read_text().splitlines()]
     assert sorted((r["speaker"], r["label"], r["prediction"]) for r in stored) == sorted(
-        (r["speaker"], r["label"], r["prediction"]) for r in result["intact"])
+        (r["speaker"], r["label"], r["prediction"]) for r in result["intact"]
+    )
     assert set(result["tests"]) == {"0.2", "roi"}
     for test in result["tests"].values():
         assert len(test["top"]) == len(stored) and [len(draw) for draw in test["control"]] == [len(stored)] * 2

@@ -12,14 +12,30 @@ from emotrace.features.registry import EXTRACTORS, get_extractor, parse_spec
 def test_specs_split_into_name_target_and_options() -> None:
     assert parse_spec("whisper-base:layers=3,4") == ("whisper-base", None, {"layers": "3,4"})
     assert parse_spec("hf:microsoft/wavlm-base-plus:layers=all:window=30") == (
-        "hf", "microsoft/wavlm-base-plus", {"layers": "all", "window": "30"}
+        "hf",
+        "microsoft/wavlm-base-plus",
+        {"layers": "all", "window": "30"},
     )
     assert parse_spec(r"glove:C:\vectors\glove.txt") == ("glove", r"C:\vectors\glove.txt", {})
 
 
 def test_every_listed_extractor_has_a_description() -> None:
-    assert {"logmel", "egemaps", "egemaps-functionals", "compare", "whisper-tiny", "whisper-base", "whisper",
-            "hf", "resemblyzer", "resemblyzer-utterance", "minilm", "text", "glove-50d", "glove"} <= set(EXTRACTORS)
+    assert {
+        "logmel",
+        "egemaps",
+        "egemaps-functionals",
+        "compare",
+        "whisper-tiny",
+        "whisper-base",
+        "whisper",
+        "hf",
+        "resemblyzer",
+        "resemblyzer-utterance",
+        "minilm",
+        "text",
+        "glove-50d",
+        "glove",
+    } <= set(EXTRACTORS)
     assert all(description.strip() for description in EXTRACTORS.values())
 
 
@@ -29,8 +45,13 @@ def test_specs_become_configured_extractors() -> None:
     assert logmel.name == "logmel" and logmel.config()["bins"] == 64
     ssl = get_extractor("hf:some-org/some-model:layers=4,2:window=30")  # models load on first use
     assert ssl.name == "hf:some-org/some-model"
-    assert ssl.config() == {"model": "some-org/some-model", "weights": "hub", "layers": [2, 4],
-                            "window_seconds": 30.0, "overlap_seconds": 1.0}
+    assert ssl.config() == {
+        "model": "some-org/some-model",
+        "weights": "hub",
+        "layers": [2, 4],
+        "window_seconds": 30.0,
+        "overlap_seconds": 1.0,
+    }
     assert get_extractor("egemaps-functionals").config() == {
         "feature_set": "eGeMAPSv02",
         "feature_level": "Functionals",

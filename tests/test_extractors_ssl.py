@@ -17,8 +17,13 @@ from emotrace.features.ssl import SelfSupervisedExtractor
 
 RATE = 16000
 TINY = dict(
-    hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(16,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
 )
 
 
@@ -42,8 +47,9 @@ def tiny_wavlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """WavLM-large style: layer-normalised convolutions, a norm after the last layer."""
     torch.manual_seed(1)
     folder = tmp_path_factory.mktemp("tiny-wavlm")
-    config = WavLMConfig(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True, num_buckets=16,
-                         max_bucket_distance=50)
+    config = WavLMConfig(
+        **TINY, feat_extract_norm="layer", do_stable_layer_norm=True, num_buckets=16, max_bucket_distance=50
+    )
     WavLMModel(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
     return folder

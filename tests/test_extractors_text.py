@@ -19,8 +19,26 @@ from emotrace.features.text import packaged_minilm_folder, token_word_index
 from emotrace.features.weights import installed_package_folder
 from emotrace.features.word_vectors import murmurhash64a, read_key2row, spacy_key
 
-VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "kids", "are", "talk", "##ing", "by", "the",
-              "door", ".", ",", "don", "'", "t", "know"]
+VOCABULARY = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "kids",
+    "are",
+    "talk",
+    "##ing",
+    "by",
+    "the",
+    "door",
+    ".",
+    ",",
+    "don",
+    "'",
+    "t",
+    "know",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +53,14 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     (folder / "vocab.txt").write_text("\n".join(VOCABULARY) + "\n")
     BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=16).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(VOCABULARY), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=len(VOCABULARY),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -148,16 +172,25 @@ def test_packaged_glove_50d() -> None:
 
 def msgpack_uints(mapping: dict[int, int]) -> bytes:
     """``mapping`` as srsly/msgpack writes spaCy's key2row: map header, then each int in its shortest form."""
+
     def uint(value: int) -> bytes:
         if value < 0x80:
             return bytes([value])
-        tag, fmt = next((tag, fmt) for tag, fmt in ((0xCC, ">B"), (0xCD, ">H"), (0xCE, ">I"), (0xCF, ">Q"))
-                        if value < 1 << 8 * struct.calcsize(fmt))
+        tag, fmt = next(
+            (tag, fmt)
+            for tag, fmt in ((0xCC, ">B"), (0xCD, ">H"), (0xCE, ">I"), (0xCF, ">Q"))
+            if value < 1 << 8 * struct.calcsize(fmt)
+        )
         return bytes([tag]) + struct.pack(fmt, value)
 
     count = len(mapping)
-    header = (bytes([0x80 | count]) if count < 16 else b"\xde" + struct.pack(">H", count) if count < 1 << 16
-              else b"\xdf" + struct.pack(">I", count))
+    header = (
+        bytes([0x80 | count])
+        if count < 16
+        else b"\xde" + struct.pack(">H", count)
+        if count < 1 << 16
+        else b"\xdf" + struct.pack(">I", count)
+    )
     return header + b"".join(uint(key) + uint(row) for key, row in mapping.items())
 
 
@@ -178,16 +211,29 @@ def spacy_model(tmp_path: Path) -> Path:
 def test_spacy_key_is_spacys_string_hash() -> None:
     # "coffee" is the example in spaCy's docs; the others are keys of en_core_web_md's key2row
     # (byte lengths 1-9, 14, 20 and non-ASCII cover every tail length and several blocks)
-    known = {"a": 11901859001352538922, "ok": 10001145146352519825, "the": 7425985699627899538,
-             "door": 8705013900692850835, "happy": 244022080605231780, "coffee": 3197928453018144401,
-             "emotion": 4115203903945248490, "tomorrow": 3573583789758258062,
-             "wonderful": 17835575765003257990, "naïve": 16224804062388677344,
-             "responsibility": 1131817234132340819, "internationalization": 13482343820443705570}
+    known = {
+        "a": 11901859001352538922,
+        "ok": 10001145146352519825,
+        "the": 7425985699627899538,
+        "door": 8705013900692850835,
+        "happy": 244022080605231780,
+        "coffee": 3197928453018144401,
+        "emotion": 4115203903945248490,
+        "tomorrow": 3573583789758258062,
+        "wonderful": 17835575765003257990,
+        "naïve": 16224804062388677344,
+        "responsibility": 1131817234132340819,
+        "internationalization": 13482343820443705570,
+    }
     assert {word: spacy_key(word) for word in known} == known
     assert murmurhash64a(b"coffee", seed=0) != known["coffee"]
     # spaCy's symbols are keyed by fixed IDs, not hashes
     assert (spacy_key("number"), spacy_key("X"), spacy_key("PERSON"), spacy_key("Number")) == (
-        432, 101, 380, murmurhash64a(b"Number", seed=1))
+        432,
+        101,
+        380,
+        murmurhash64a(b"Number", seed=1),
+    )
 
 
 @pytest.mark.parametrize("count", [3, 300, 70_000])  # fixmap, map16 and map32 headers; rows up to uint32

@@ -45,10 +45,21 @@ def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-whisper")
     config = WhisperConfig(
-        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_target_positions=64,
-        pad_token_id=0, bos_token_id=0, eos_token_id=0, decoder_start_token_id=1,
-        suppress_tokens=[], begin_suppress_tokens=[],
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_target_positions=64,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+        decoder_start_token_id=1,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
     )
     WhisperForConditionalGeneration(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
@@ -145,13 +156,18 @@ def test_bad_inputs_are_input_errors(tiny_whisper: Path, bad: object, problem: s
         get_extractor(f"whisper:{tiny_whisper}").extract([speech_like(0.5), bad])
 
 
-def test_layers_beyond_the_model_and_foreign_checkpoints_are_refused(
-    tiny_whisper: Path, tmp_path: Path
-) -> None:
+def test_layers_beyond_the_model_and_foreign_checkpoints_are_refused(tiny_whisper: Path, tmp_path: Path) -> None:
     with pytest.raises(ExtractorConfigError, match=r"0\.\.2"):
         get_extractor(f"whisper:{tiny_whisper}:layers=3").extract([speech_like(0.5)])
-    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                            conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    config = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
     Wav2Vec2Model(config).save_pretrained(tmp_path)
     WhisperFeatureExtractor().save_pretrained(tmp_path)
     with pytest.raises(ExtractorConfigError, match="does not fit WhisperEncoder"):
@@ -197,9 +213,7 @@ def test_ctranslate2_conversion_restores_every_weight(
     np.testing.assert_allclose(last, expected, atol=1e-5 * np.abs(expected).max())
 
 
-def test_quantized_ctranslate2_models_are_refused(
-    tiny_whisper: Path, tmp_path: Path
-) -> None:
+def test_quantized_ctranslate2_models_are_refused(tiny_whisper: Path, tmp_path: Path) -> None:
     import ctranslate2
 
     ctranslate2.converters.TransformersConverter(str(tiny_whisper)).convert(str(tmp_path / "int8"), quantization="int8")

@@ -48,9 +48,7 @@ def test_fold_split_by_speaker_group_or_utterance() -> None:
     assert [u.id for u in train] == ["s02_0", "s02_1", "s03_0", "s03_1"]
     train, val, test = Fold("f", test=("g1",), unit="group").split(utterances)
     assert ([u.speaker for u in test], val) == (["s01", "s01", "s03", "s03"], [])
-    train, val, test = Fold("f", test=("s03_1",), val=("s00_0",), unit="utterance").split(
-        utterances
-    )
+    train, val, test = Fold("f", test=("s03_1",), val=("s00_0",), unit="utterance").split(utterances)
     assert ([u.id for u in test], [u.id for u in val], len(train)) == (["s03_1"], ["s00_0"], 6)
 
 
@@ -75,9 +73,7 @@ def test_validation_speakers_come_from_training_speakers_and_follow_the_seed() -
 def test_leave_one_group_out_tests_each_group_and_refuses_shared_speakers() -> None:
     utterances = corpus(10, groups=5)
     folds = leave_one_group_out(utterances, seed=3)
-    assert [(f.name, f.test) for f in folds] == [
-        (f"g{g}", (f"s{g:02d}", f"s{g + 5:02d}")) for g in range(5)
-    ]
+    assert [(f.name, f.test) for f in folds] == [(f"g{g}", (f"s{g:02d}", f"s{g + 5:02d}")) for g in range(5)]
     assert all(len(f.val) == 1 and not set(f.val) & set(f.test) for f in folds)
     shared = [*utterances, Utterance("x", None, "sad", "s00", group="g1", transcript="w")]
     with pytest.raises(ValueError, match="s00 is in groups g0 and g1"):

@@ -48,10 +48,21 @@ CASES: dict[str, Any] = {
     "roi_clips.csv": lambda root: [*_clips(root), "-m", GOLDEN / "roi", "--format", "csv"],
     "roi_recording.json": lambda root: [root / "meeting.flac", "-m", GOLDEN / "roi", "--format", "json"],
     "roi_adaptive.json": lambda root: [
-        root / "speakers", "-m", GOLDEN / "roi-adaptive", "--adapt-speaker", "--format", "json",
+        root / "speakers",
+        "-m",
+        GOLDEN / "roi-adaptive",
+        "--adapt-speaker",
+        "--format",
+        "json",
     ],
     "fusion_text.json": lambda root: [
-        *_clips(root), "-m", GOLDEN / "fusion", "--text", "Kids are talking by the door", "--format", "json",
+        *_clips(root),
+        "-m",
+        GOLDEN / "fusion",
+        "--text",
+        "Kids are talking by the door",
+        "--format",
+        "json",
     ],
     "fusion_audio_only.json": lambda root: [*_clips(root), "-m", GOLDEN / "fusion", "--format", "json"],
     # the packaged default model (Whisper-base frames): record again when the default changes

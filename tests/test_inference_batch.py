@@ -35,8 +35,13 @@ def models(tmp_path_factory) -> Path:
     save_fusion(root / "fusion")
     torch.manual_seed(0)
     contrastive = build_model(
-        "contrastive", num_classes=len(LABELS), input_dims={"audio": 16, "text": 50}, projection_dim=16,
-        audio_code_dim=16, text_code_dim=8, attention_dim=8,
+        "contrastive",
+        num_classes=len(LABELS),
+        input_dims={"audio": 16, "text": 50},
+        projection_dim=16,
+        audio_code_dim=16,
+        text_code_dim=8,
+        attention_dim=8,
     )
     inputs = {"audio": InputSpec("logmel:bins=16", frame_pooling=4), "text": InputSpec("glove-50d")}
     Checkpoint(contrastive, LABELS, inputs, UTTERANCE_LEVEL).save(root / "contrastive")
@@ -100,7 +105,10 @@ def test_api_batch_adapts_to_each_speaker(models, speakers, fixture_clips):
     assert [Path(e.source).name for e in batch.report.skipped] == ["corrupt.wav"]
     stages = [value for kind, value in progress.events if kind == "stage"]
     assert stages == [
-        "speaker anna: moments", "speaker anna: predicting", "speaker ben: moments", "speaker ben: predicting",
+        "speaker anna: moments",
+        "speaker anna: predicting",
+        "speaker ben: moments",
+        "speaker ben: predicting",
     ]
     assert not any(kind == "note" and "ben" in value for kind, value in progress.events)  # a clip and a corrupt file
 

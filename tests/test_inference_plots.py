@@ -31,9 +31,7 @@ def utterance(audio: np.ndarray) -> dict:
     logits[:, LABELS.index("neutral")] += 2 * (1 - loudness)
     posteriors = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     attention = np.exp(6 * loudness) / np.exp(6 * loudness).sum()
-    (segments,) = roi_segments(
-        torch.from_numpy(attention)[None], torch.tensor([len(attention)]), FRAME_RATE
-    )
+    (segments,) = roi_segments(torch.from_numpy(attention)[None], torch.tensor([len(attention)]), FRAME_RATE)
     return {
         "waveform": audio,
         "sample_rate": SAMPLE_RATE,
@@ -91,8 +89,12 @@ def test_timeline_plot_is_a_png(tmp_path):
     segments = [(end - gap, end - 0.2 * gap) for end, gap in zip(5 + np.cumsum(gaps), gaps)]
     probabilities = rng.dirichlet(np.ones(len(LABELS)) * 0.3, size=len(segments))
     output = plot_timeline(
-        tmp_path / "timeline.png", segments=segments, probabilities=probabilities, labels=LABELS,
-        duration=segments[-1][1] + 5, title="meeting.m4a",
+        tmp_path / "timeline.png",
+        segments=segments,
+        probabilities=probabilities,
+        labels=LABELS,
+        duration=segments[-1][1] + 5,
+        title="meeting.m4a",
     )
     image = read_png(output)
     assert image.ndim == 3 and image.shape[1] > image.shape[0]
@@ -100,8 +102,11 @@ def test_timeline_plot_is_a_png(tmp_path):
 
 def test_timeline_plot_without_speech(tmp_path):
     output = plot_timeline(
-        tmp_path / "empty.png", segments=[], probabilities=np.zeros((0, 4)),
-        labels=("neutral", "happy", "sad", "angry"), duration=60.0,
+        tmp_path / "empty.png",
+        segments=[],
+        probabilities=np.zeros((0, 4)),
+        labels=("neutral", "happy", "sad", "angry"),
+        duration=60.0,
     )
     assert read_png(output).ndim == 3
 
@@ -109,6 +114,8 @@ def test_timeline_plot_without_speech(tmp_path):
 def test_timeline_plot_rejects_mismatched_shapes(tmp_path):
     with pytest.raises(ValueError, match="2 segments and 4 labels"):
         plot_timeline(
-            tmp_path / "bad.png", segments=[(0.0, 1.0), (2.0, 3.0)],
-            probabilities=np.full((2, 3), 1 / 3), labels=("neutral", "happy", "sad", "angry"),
+            tmp_path / "bad.png",
+            segments=[(0.0, 1.0), (2.0, 3.0)],
+            probabilities=np.full((2, 3), 1 / 3),
+            labels=("neutral", "happy", "sad", "angry"),
         )

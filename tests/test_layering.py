@@ -38,7 +38,6 @@ APART = (frozenset({"training", "inference"}),)
 ALLOWED = frozenset({(PACKAGE, f"{PACKAGE}.api")})
 
 
-
 @dataclass(frozen=True)
 class Import:
     module: str  # the importing module

@@ -98,9 +98,7 @@ def test_relative_wav_paths_resolve_against_the_manifest_folder(
     tone(tmp_path / "corpus" / "wav" / "a.wav")
     manifest = tmp_path / "corpus" / "meta" / "m.jsonl"
     manifest.parent.mkdir()
-    manifest.write_text(
-        json.dumps({"key": "a", "wav": "../wav/a.wav", "emo": "sad", "speaker": "x"}) + "\n"
-    )
+    manifest.write_text(json.dumps({"key": "a", "wav": "../wav/a.wav", "emo": "sad", "speaker": "x"}) + "\n")
     monkeypatch.chdir(tmp_path)
     (utterance,) = read_manifest(manifest, BatchReport())
     assert utterance.audio == str(tmp_path / "corpus" / "wav" / "a.wav")
@@ -166,9 +164,7 @@ def test_bad_lines_are_reported_with_path_and_line_and_skipped(tmp_path: Path) -
 def test_csv_needs_its_required_columns_and_whole_rows(tmp_path: Path) -> None:
     tone(tmp_path / "a.wav")
     path = tmp_path / "m.csv"
-    path.write_text(
-        'key,wav,emo,speaker,transcript\na,a.wav,sad,s,"one, two"\nb,a.wav,sad,s,x,extra\n'
-    )
+    path.write_text('key,wav,emo,speaker,transcript\na,a.wav,sad,s,"one, two"\nb,a.wav,sad,s,x,extra\n')
     report = BatchReport()
     (utterance,) = read_manifest(path, report)
     assert utterance.transcript == "one, two"
@@ -205,6 +201,4 @@ def test_a_corpus_written_as_manifest_loads_back_identically(tmp_path: Path) -> 
     assert loaded.utterances == corpus.utterances
     assert loaded.label_set.classes == corpus.label_set.classes
     assert loaded.folds.protocol == "speaker-independent"
-    assert sorted(s for fold in loaded.folds for s in fold.test) == sorted(
-        {u.speaker for u in corpus.utterances}
-    )
+    assert sorted(s for fold in loaded.folds for s in fold.test) == sorted({u.speaker for u in corpus.utterances})

@@ -82,8 +82,16 @@ CASES = {
     ),
     "query-fusion-pooled": (
         "query_fusion",
-        {**SMALL, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "feedforward_dim": 32, "dropout": 0.0,
-         "queries_per_class": 3, "readout": "pooled"},
+        {
+            **SMALL,
+            "num_heads": 2,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "feedforward_dim": 32,
+            "dropout": 0.0,
+            "queries_per_class": 3,
+            "readout": "pooled",
+        },
     ),
     "contrastive-authors": (
         "contrastive",
@@ -132,8 +140,6 @@ CASES = {
 }
 
 
-
-
 def make_model(case: str, **overrides) -> torch.nn.Module:
     name, hparams = CASES[case]
     hparams = {**hparams, **overrides}
@@ -141,9 +147,7 @@ def make_model(case: str, **overrides) -> torch.nn.Module:
     num_layers_in = {"audio": AUDIO_LAYERS}
     if hparams.get("audio_encoder") in ("cnn", "cnn_flat"):
         input_dims["audio"], num_layers_in = SPECTROGRAM_BINS, {}
-    return build_model(
-        name, num_classes=NUM_CLASSES, input_dims=input_dims, num_layers_in=num_layers_in, **hparams
-    )
+    return build_model(name, num_classes=NUM_CLASSES, input_dims=input_dims, num_layers_in=num_layers_in, **hparams)
 
 
 def make_inputs(model, batch: int = 4, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -339,8 +343,13 @@ def test_product_late_fusion_multiplies_the_modalities_probabilities():
 
 
 def test_standardised_inputs_equal_the_model_on_z_scored_frames():
-    hparams = dict(num_classes=NUM_CLASSES, input_dims={"audio": AUDIO_DIM}, num_layers_in={"audio": AUDIO_LAYERS},
-                   **LSTM_SMALL, attention_dim=8)
+    hparams = dict(
+        num_classes=NUM_CLASSES,
+        input_dims={"audio": AUDIO_DIM},
+        num_layers_in={"audio": AUDIO_LAYERS},
+        **LSTM_SMALL,
+        attention_dim=8,
+    )
     standardised = build_model("roi_attention", standardise_inputs=True, **hparams).eval()
     plain = build_model("roi_attention", **hparams).eval()
     moments = ("input_mean", "input_std")

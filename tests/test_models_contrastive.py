@@ -12,8 +12,6 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 NUM_CLASSES, B = 4, 32
 
 
-
-
 def make_model(**overrides) -> ContrastiveFusion:
     torch.manual_seed(0)
     hparams = dict(
@@ -100,18 +98,30 @@ def gradients_after_loss(model: ContrastiveFusion) -> dict[str, bool]:
 def test_stages_train_the_parts_of_their_step():
     model = make_model(stage="unimodal")
     assert gradients_after_loss(model) == {
-        "audio_head": True, "text_head": True, "classifier": False,
-        "discriminator": False, "audio_encoder": True, "text_encoder": True,
+        "audio_head": True,
+        "text_head": True,
+        "classifier": False,
+        "discriminator": False,
+        "audio_encoder": True,
+        "text_encoder": True,
     }
     model.config.stage = "fused"
     assert gradients_after_loss(model) == {
-        "audio_head": False, "text_head": False, "classifier": True,
-        "discriminator": False, "audio_encoder": True, "text_encoder": True,
+        "audio_head": False,
+        "text_head": False,
+        "classifier": True,
+        "discriminator": False,
+        "audio_encoder": True,
+        "text_encoder": True,
     }
     model.config.stage = "regularised"
     assert gradients_after_loss(model) == {
-        "audio_head": False, "text_head": False, "classifier": True,
-        "discriminator": True, "audio_encoder": True, "text_encoder": True,
+        "audio_head": False,
+        "text_head": False,
+        "classifier": True,
+        "discriminator": True,
+        "audio_encoder": True,
+        "text_encoder": True,
     }
 
 
@@ -187,8 +197,14 @@ def test_the_authors_weighting_and_negatives():
 
 
 def test_the_authors_networks_have_their_sizes():
-    model = make_model(audio_encoder="cnn_flat", input_dims={"audio": 128, "text": 10}, text_encoder="lstm_dot",
-                       text_code_dim=200, projection_dim=None, input_norm=False)
+    model = make_model(
+        audio_encoder="cnn_flat",
+        input_dims={"audio": 128, "text": 10},
+        text_encoder="lstm_dot",
+        text_code_dim=200,
+        projection_dim=None,
+        input_norm=False,
+    )
     assert model.config.audio_width == 512
     cnn = sum(p.numel() for p in model.audio_encoder.parameters())
     assert cnn == (9 * 1 + 1) * 8 + 3 * (9 * 8 + 1) * 8  # 4 blocks of 8 filters: about 2k parameters
@@ -204,8 +220,10 @@ def test_the_fresh_classifier_serves_only_the_regularised_stage():
     fused = make_model(fresh_classifier=True, stage="fused").eval()
     inputs, labels = separable_batch(seed=2)
     with torch.no_grad():
-        torch.testing.assert_close(fused(**inputs).logits, fused.classifier(torch.cat(
-            [fused(**inputs).audio_code, fused(**inputs).text_code], dim=-1)))
+        torch.testing.assert_close(
+            fused(**inputs).logits,
+            fused.classifier(torch.cat([fused(**inputs).audio_code, fused(**inputs).text_code], dim=-1)),
+        )
     fused.train()
     fused.loss(fused(**inputs), labels).total.backward()
     assert fused.fresh_classifier.weight.grad is None  # stage 2 leaves it untrained

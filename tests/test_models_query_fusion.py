@@ -12,8 +12,6 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 B, T_AUDIO, T_TEXT = 6, 20, 9
 
 
-
-
 def make_model(**overrides) -> QueryFusion:
     torch.manual_seed(0)
     hparams = dict(

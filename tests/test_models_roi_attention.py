@@ -11,8 +11,6 @@ from emotrace.spans import Span
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
-
-
 def make_model(**overrides) -> ROIAttention:
     torch.manual_seed(0)
     config = ROIAttentionConfig(

@@ -43,8 +43,10 @@ UNION = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "su
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("corpora")
-    return {"ased": build_ased(root / "ased", speakers=5, sentences=2),
-            "nemo": build_nemo(root / "nemo", speakers=("EB0", "IC0", "KD0", "KS0"), takes=2)}
+    return {
+        "ased": build_ased(root / "ased", speakers=5, sentences=2),
+        "nemo": build_nemo(root / "nemo", speakers=("EB0", "IC0", "KD0", "KS0"), takes=2),
+    }
 
 
 # --------------------------------------------------------------------------- the masked loss
@@ -75,8 +77,9 @@ def test_the_masked_loss_is_cross_entropy_when_every_class_is_allowed() -> None:
         expected = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         assert torch.allclose(masked_cross_entropy(logits, labels, everything, label_smoothing=smoothing), expected)
     weights = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0])
-    assert torch.allclose(masked_cross_entropy(logits, labels, everything, weights), F.cross_entropy(logits, labels,
-                                                                                                      weight=weights))
+    assert torch.allclose(
+        masked_cross_entropy(logits, labels, everything, weights), F.cross_entropy(logits, labels, weight=weights)
+    )
     # masking a class is the cross-entropy of the logits without it
     kept = [0, 1, 3, 4]
     mask = torch.tensor([[c in kept for c in range(5)]] * 6)
@@ -94,7 +97,13 @@ def test_combined_corpora_keep_label_sets_and_speakers_apart(trees) -> None:
     parts = [load_corpus(name, root) for name, root in trees.items()]
     within = combine(parts)
     assert within.name == "ased+nemo" and within.label_set.classes == (
-        "neutral", "happy", "sad", "angry", "fearful", "surprised")
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+        "surprised",
+    )
     assert class_sets(within) == {"ased": parts[0].label_set.classes, "nemo": parts[1].label_set.classes}
     assert {u.speaker.split("/")[0] for u in within.utterances} == {"ased", "nemo"}
     assert {u.dataset for u in within.utterances} == {"ased", "nemo"}
@@ -135,13 +144,15 @@ def test_cross_corpus_label_protocols_map_and_restrict_predictions() -> None:
     assert class_masks(UNION, {"ased": ased5}).tolist() == [[c in ased5 for c in UNION]]
 
     vocabulary = ("neutral", "calm", "happy", "sad", "angry", "fearful")
-    probabilities = np.array([
-        [0.10, 0.60, 0.05, 0.05, 0.10, 0.10],  # calm wins, neutral is the best of the four
-        [0.05, 0.05, 0.10, 0.20, 0.10, 0.50],  # fearful wins, sad is the best of the four
-        [0.10, 0.00, 0.50, 0.10, 0.20, 0.10],
-        [0.30, 0.00, 0.10, 0.10, 0.40, 0.10],
-        [0.10, 0.00, 0.10, 0.10, 0.10, 0.60],  # a fearful clip: not scored under the four classes
-    ])
+    probabilities = np.array(
+        [
+            [0.10, 0.60, 0.05, 0.05, 0.10, 0.10],  # calm wins, neutral is the best of the four
+            [0.05, 0.05, 0.10, 0.20, 0.10, 0.50],  # fearful wins, sad is the best of the four
+            [0.10, 0.00, 0.50, 0.10, 0.20, 0.10],
+            [0.30, 0.00, 0.10, 0.10, 0.40, 0.10],
+            [0.10, 0.00, 0.10, 0.10, 0.10, 0.60],  # a fearful clip: not scored under the four classes
+        ]
+    )
     four = protocol_classes(CROSS4, vocabulary, ("neutral", "happy", "sad", "angry", "fearful"))
     assert restricted_argmax(probabilities, vocabulary, four).tolist() == [0, 3, 2, 4, 0]
     labels = ["neutral", "sad", "happy", "neutral", "fearful"]
@@ -152,8 +163,9 @@ def test_cross_corpus_label_protocols_map_and_restrict_predictions() -> None:
     shared = protocol_metrics(labels, probabilities, vocabulary, ("neutral", "happy", "sad", "angry", "fearful"))
     assert shared["items"] == 5 and shared["predicted_shares"]["fearful"] == 40.0
     assert protocol_metrics(["calm"], probabilities[:1], vocabulary, four) == {"classes": list(four), "items": 0}
-    assert swallowing({"x": {"predicted_shares_all": {"sad": 70.0, "happy": 30.0}}}) == ["x: 70% of its clips "
-                                                                                       "predicted sad"]
+    assert swallowing({"x": {"predicted_shares_all": {"sad": 70.0, "happy": 30.0}}}) == [
+        "x: 70% of its clips predicted sad"
+    ]
 
 
 # --------------------------------------------------------------------------- sampling and normalisation
@@ -164,8 +176,7 @@ def test_corpus_balanced_sampling_draws_each_corpus_equally_often() -> None:
     labels = [0] * 60 + [1] * 30 + [0] * 5 + [2] * 5
     weights = corpus_balanced_weights(corpora, labels, balance_classes=False)
     sampler = BucketBatchSampler([5] * 100, 10, seed=3, weights=weights)
-    drawn = [corpora[i] for epoch in range(20) for batch in (sampler.set_epoch(epoch), list(sampler))[1]
-             for i in batch]
+    drawn = [corpora[i] for epoch in range(20) for batch in (sampler.set_epoch(epoch), list(sampler))[1] for i in batch]
     assert abs(Counter(drawn)[1] / len(drawn) - 0.5) < 0.05 and len(drawn) == 20 * 100
     by_class = corpus_balanced_weights(corpora, labels, balance_classes=True)
     total = {key: 0.0 for key in ((0, 0), (0, 1), (1, 0), (1, 2))}
@@ -191,17 +202,27 @@ def test_per_utterance_normalisation_standardises_each_clip_before_pooling() -> 
 
 def test_leave_one_corpus_out_run_end_to_end(trees, tmp_path) -> None:
     config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "name": "tiny-loco",
-        "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
-        "held_out": ["ased", "nemo"],
-        "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
-        "model": {"name": "roi_attention", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16,
-                  "attention_dim": 8, "label_smoothing": 0.1},
-        "store": str(tmp_path / "store"),
-        "data": {"batch_size": 8, "corpus_balanced": True},
-        "optim": {"max_epochs": 2, "patience": 5, "lr": 3e-3},
-    }))
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-loco",
+                "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
+                "held_out": ["ased", "nemo"],
+                "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
+                "model": {
+                    "name": "roi_attention",
+                    "lstm_hidden": 8,
+                    "lstm_layers": 1,
+                    "projection_dim": 16,
+                    "attention_dim": 8,
+                    "label_smoothing": 0.1,
+                },
+                "store": str(tmp_path / "store"),
+                "data": {"batch_size": 8, "corpus_balanced": True},
+                "optim": {"max_epochs": 2, "patience": 5, "lr": 3e-3},
+            }
+        )
+    )
     config = load_config(config_path)
     run_dir = tmp_path / "run"
     results = cv_module.run_cv(config, run_dir, progress=False)
@@ -232,16 +253,20 @@ def test_leave_one_corpus_out_run_end_to_end(trees, tmp_path) -> None:
 
 def test_corpora_trained_together_are_scored_each_in_its_own_classes(trees, tmp_path) -> None:
     config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "name": "tiny-within",
-        "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
-        "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
-        "model": {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16},
-        "store": str(tmp_path / "store"),
-        "data": {"batch_size": 8},
-        "optim": {"max_epochs": 1, "patience": 5},
-        "folds": ["fold1"],
-    }))
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-within",
+                "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
+                "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
+                "model": {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16},
+                "store": str(tmp_path / "store"),
+                "data": {"batch_size": 8},
+                "optim": {"max_epochs": 1, "patience": 5},
+                "folds": ["fold1"],
+            }
+        )
+    )
     run_dir = tmp_path / "run"
     fold = cv_module.run_cv(load_config(config_path), run_dir, progress=False)["fold1"]
     assert set(fold["per_corpus"]) == {"ased", "nemo"} and "cross_corpus" not in fold

@@ -49,16 +49,27 @@ def test_cv_corrupts_training_and_validation_items_and_tests_on_clean_text(tmp_p
                 path = tmp_path / f"s{speaker}_{emotion}_{take}.wav"
                 t = np.arange(int(0.4 * rate)) / rate
                 sf.write(path, (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), rate)
-                rows.append({"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}",
-                             "transcript": words})
+                rows.append(
+                    {"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}", "transcript": words}
+                )
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
-        "name": "noisy", "corpus": {"name": "manifest", "root": str(tmp_path / "manifest.jsonl")},
-        "inputs": {"audio": {"features": "logmel:bins=8", "frame_pooling": 4}, "text": {"features": "glove-50d"}},
-        "model": {"name": "lstm", "lstm_hidden": 4, "lstm_layers": 1, "projection_dim": 8},
-        "store": str(tmp_path / "store"), "data": {"batch_size": 4, "noisy_text": 0.5},
-        "optim": {"max_epochs": 1}, "folds": ["fold1"],
-    }))
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "noisy",
+                "corpus": {"name": "manifest", "root": str(tmp_path / "manifest.jsonl")},
+                "inputs": {
+                    "audio": {"features": "logmel:bins=8", "frame_pooling": 4},
+                    "text": {"features": "glove-50d"},
+                },
+                "model": {"name": "lstm", "lstm_hidden": 4, "lstm_layers": 1, "projection_dim": 8},
+                "store": str(tmp_path / "store"),
+                "data": {"batch_size": 4, "noisy_text": 0.5},
+                "optim": {"max_epochs": 1},
+                "folds": ["fold1"],
+            }
+        )
+    )
     datasets = []
     original = cv_module.FeatureDataset
 

@@ -90,8 +90,7 @@ def write_clips(folder: Path, count: int, seconds: float = 0.3, seed: int = 0) -
 
 def utterances_in(folder: Path) -> list[Utterance]:
     return [
-        Utterance(id=path.stem, audio=str(path), label=None, speaker="speaker")
-        for path in sorted(folder.glob("*.wav"))
+        Utterance(id=path.stem, audio=str(path), label=None, speaker="speaker") for path in sorted(folder.glob("*.wav"))
     ]
 
 
@@ -160,8 +159,9 @@ def test_bad_inputs_are_skipped_and_reported(tmp_path: Path) -> None:
     soundfile.write(tmp_path / "clips" / "clip002.wav", short, RATE, subtype="PCM_16")
     utterances = [*utterances_in(tmp_path / "clips"), Utterance("gone", str(tmp_path / "gone.wav"), None, "s")]
     report = BatchReport()
-    summary = extract_corpus(utterances, [FrameEnergy()], tmp_path / "store", batch_size=8, report=report,
-                             progress=False)
+    summary = extract_corpus(
+        utterances, [FrameEnergy()], tmp_path / "store", batch_size=8, report=report, progress=False
+    )
     assert [(c.computed, c.cached, c.skipped) for c in summary.stores] == [(2, 0, 3)]
     assert report.done == 2
     assert sorted(error.source for error in report.skipped) == [
@@ -173,8 +173,7 @@ def test_bad_inputs_are_skipped_and_reported(tmp_path: Path) -> None:
     good = [u for u in utterances if u.id in {"clip000", "clip003"}]
     check_store(tmp_path / "store", good)
     with pytest.raises(InputError):
-        extract_corpus(utterances, [FrameEnergy()], tmp_path / "store", report=BatchReport(strict=True),
-                       progress=False)
+        extract_corpus(utterances, [FrameEnergy()], tmp_path / "store", report=BatchReport(strict=True), progress=False)
 
 
 def test_text_extractors_read_transcripts(tmp_path: Path) -> None:
@@ -184,14 +183,12 @@ def test_text_extractors_read_transcripts(tmp_path: Path) -> None:
     utterances[1] = Utterance(utterances[1].id, utterances[1].audio, None, "s", transcript="kids")
     extractor = WordLengths()
     report = BatchReport()
-    summary = extract_corpus(utterances, [extractor, FrameEnergy()], tmp_path / "store", report=report,
-                             progress=False)
+    summary = extract_corpus(utterances, [extractor, FrameEnergy()], tmp_path / "store", report=report, progress=False)
     assert [(c.extractor, c.computed, c.skipped) for c in summary.stores] == [
-        ("word-lengths", 2, 1), ("frame-energy", 3, 0)
+        ("word-lengths", 2, 1),
+        ("frame-energy", 3, 0),
     ]
-    assert [str(error) for error in report.skipped] == [
-        "clip002: no transcript (pass --asr to transcribe the audio)"
-    ]
+    assert [str(error) for error in report.skipped] == ["clip002: no transcript (pass --asr to transcribe the audio)"]
     store = FeatureStore.open(tmp_path / "store", extractor.name, extractor.config())
     stored = store.get("clip000")
     assert stored.tokens == ("dogs", "are", "sitting") and stored.data[0, :, 0].tolist() == [4, 3, 7]
@@ -276,10 +273,13 @@ def test_extract_reports_a_bad_corpus_in_one_line(tmp_path: Path) -> None:
 def test_extract_command_fills_a_store_from_a_manifest_then_does_no_work(tmp_path: Path) -> None:
     write_clips(tmp_path / "clips", 4, seconds=0.5)
     manifest = tmp_path / "corpus.jsonl"
-    manifest.write_text("".join(
-        json.dumps({"key": f"clip{i:03d}", "wav": f"clips/clip{i:03d}.wav", "emo": emotion, "speaker": f"s{i}"}) + "\n"
-        for i, emotion in enumerate(["neu", "ang", "sad", "hap"])
-    ))
+    manifest.write_text(
+        "".join(
+            json.dumps({"key": f"clip{i:03d}", "wav": f"clips/clip{i:03d}.wav", "emo": emotion, "speaker": f"s{i}"})
+            + "\n"
+            for i, emotion in enumerate(["neu", "ang", "sad", "hap"])
+        )
+    )
     cli = typer.Typer()
     cli.command("extract")(features_cli.extract)
     cli.add_typer(features_cli.app, name="features")

@@ -48,8 +48,14 @@ def save_roi(directory: Path, protocol: str = UTTERANCE_LEVEL, seed: int = 0, **
     torch.manual_seed(seed)
     layers = len(spec.get("layers") or (0,))
     model = build_model(
-        "roi_attention", num_classes=len(LABELS), input_dims={"audio": 16}, num_layers_in={"audio": layers},
-        lstm_hidden=8, lstm_layers=1, attention_dim=8, projection_dim=16,
+        "roi_attention",
+        num_classes=len(LABELS),
+        input_dims={"audio": 16},
+        num_layers_in={"audio": layers},
+        lstm_hidden=8,
+        lstm_layers=1,
+        attention_dim=8,
+        projection_dim=16,
     )
     inputs = {"audio": InputSpec(spec.pop("features", AUDIO), frame_pooling=POOLING, **spec)}
     return Checkpoint(model, LABELS, inputs, protocol).save(directory)
@@ -257,7 +263,10 @@ def test_a_bad_recording_of_a_speaker_is_reported_once(models, fixture_clips, tm
     assert [error.source for error in report.skipped] == [str(broken)]
     with pytest.raises(InputError, match=r"broken\.flac"):
         predict_batch(
-            predictor, [fixture_clips[0], broken], adapt_speaker=True, speakers=one_speaker,
+            predictor,
+            [fixture_clips[0], broken],
+            adapt_speaker=True,
+            speakers=one_speaker,
             report=BatchReport(strict=True),
         )
 

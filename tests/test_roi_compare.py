@@ -85,8 +85,9 @@ def test_attention_of_a_video_model_and_the_plot(tmp_path: Path, torch_single_th
     frames = np.random.default_rng(0).normal(size=(1, 45, 39)).astype(np.float32)
     curve = attention_curve(model, frames, 15.0)
     assert curve.weights.shape == (45,) and curve.weights.sum() == pytest.approx(1.0) and curve.duration == 3.0
-    fusion = build_model("query_fusion", num_classes=6, input_dims={"audio": 8, "video": 39},
-                         modalities=("audio", "video"))
+    fusion = build_model(
+        "query_fusion", num_classes=6, input_dims={"audio": 8, "video": 39}, modalities=("audio", "video")
+    )
     with pytest.raises(TypeError, match="no attention over one stream"):
         attention_curve(fusion, frames, 15.0)
 

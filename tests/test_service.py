@@ -51,8 +51,14 @@ def text_model(tmp_path_factory) -> Path:
     """A tiny query-fusion checkpoint reading 16 log-mel bins and GloVe-50d words."""
     torch.manual_seed(0)
     model = build_model(
-        "query_fusion", num_classes=len(LABELS), input_dims={"audio": 16, "text": 50},
-        projection_dim=16, num_heads=2, encoder_layers=1, decoder_layers=1, feedforward_dim=32,
+        "query_fusion",
+        num_classes=len(LABELS),
+        input_dims={"audio": 16, "text": 50},
+        projection_dim=16,
+        num_heads=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        feedforward_dim=32,
     )
     inputs = {"audio": InputSpec("logmel:bins=16", frame_pooling=4), "text": InputSpec("glove-50d")}
     folder = tmp_path_factory.mktemp("models") / "fusion"
@@ -294,7 +300,7 @@ def test_the_page_is_served_self_contained_with_an_upload_form_and_recorder(clie
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     assert re.search(r'<form id="upload-form"', page) and re.search(r'<input id="audio-file"[^>]*type="file"', page)
-    assert "MediaRecorder" in page and "fetch(\"predict\"" in page
+    assert "MediaRecorder" in page and 'fetch("predict"' in page
     # offline: nothing loaded from elsewhere (the SVG namespace is a name, not a download)
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page) and "@import" not in page
     assert not re.search(r"url\(\s*['\"]?https?:", page)
@@ -307,7 +313,8 @@ def test_the_page_is_served_self_contained_with_an_upload_form_and_recorder(clie
 def test_serve_runs_uvicorn_on_localhost_with_the_options(monkeypatch):
     served = {}
     monkeypatch.setattr(
-        serve_command, "run_server",
+        serve_command,
+        "run_server",
         lambda app, host, port, shutdown_grace: served.update(app=app, host=host, port=port),
     )
     done = CliRunner().invoke(cli, ["serve", "--port", "8123", "--max-upload-mb", "5", "--workers", "0"])

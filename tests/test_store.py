@@ -102,9 +102,10 @@ def test_a_changed_input_replaces_only_its_entry(tmp_path: Path) -> None:
         np.testing.assert_array_equal(reader.get("b").data, replacement.data)
     store.compact()
     reopened = FeatureStore.at(store.directory)
-    assert reopened.info()["entries"] == 3 and reopened.info()["total_frames"] == sum(
-        features_for(name).data.shape[1] for name in ("a", "c")
-    ) + 9
+    assert (
+        reopened.info()["entries"] == 3
+        and reopened.info()["total_frames"] == sum(features_for(name).data.shape[1] for name in ("a", "c")) + 9
+    )
 
 
 def test_entries_must_keep_the_store_shape(tmp_path: Path) -> None:
@@ -156,8 +157,7 @@ def test_two_processes_writing_one_store(tmp_path: Path) -> None:
     first_ids = [f"utt{i:02d}" for i in range(0, 30)]
     second_ids = [f"utt{i:02d}" for i in range(15, 45)]  # half of them overlap
     writers = [
-        context.Process(target=_write_concurrently, args=(str(tmp_path), ids, start))
-        for ids in (first_ids, second_ids)
+        context.Process(target=_write_concurrently, args=(str(tmp_path), ids, start)) for ids in (first_ids, second_ids)
     ]
     for writer in writers:
         writer.start()

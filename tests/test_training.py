@@ -134,8 +134,13 @@ def test_metrics_match_definitions():
 
 
 def test_cv_on_tones_trains_reports_and_resumes_after_a_crash(tone_corpus, tmp_path, monkeypatch):
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        optim={"max_epochs": 3, "patience": 5, "lr": 3e-3}, folds=["fold1"])
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"name": "manifest", "root": str(tone_corpus)},
+        tmp_path / "store",
+        optim={"max_epochs": 3, "patience": 5, "lr": 3e-3},
+        folds=["fold1"],
+    )
     config = load_config(path)
     run_dir = tmp_path / "run"
 
@@ -171,8 +176,9 @@ def test_cv_on_tones_trains_reports_and_resumes_after_a_crash(tone_corpus, tmp_p
 
 
 def test_cv_refuses_a_run_directory_of_another_config(tone_corpus, tmp_path):
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        folds=["fold1"])
+    path = write_config(
+        tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store", folds=["fold1"]
+    )
     cv_module.start_run(load_config(path), tmp_path / "run")
     with pytest.raises(ValueError, match="different config"):
         cv_module.start_run(load_config(path, ["optim.lr=0.1"]), tmp_path / "run")
@@ -216,11 +222,25 @@ def test_one_fold_on_real_ravdess_end_to_end(shared_data, tmp_path, monkeypatch)
 
 def test_ddp_with_two_cpu_processes(tone_corpus, tmp_path):
     """Lightning's DDP strategy (gloo on CPUs) through the CLI, as on a multi-GPU machine."""
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        folds=["fold1"])
+    path = write_config(
+        tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store", folds=["fold1"]
+    )
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "emotrace", "train", str(path), "trainer.strategy=ddp", "trainer.devices=2",
-               "trainer.threads=1", "--fold", "fold1", "--run-dir", str(run_dir), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "emotrace",
+        "train",
+        str(path),
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        "trainer.threads=1",
+        "--fold",
+        "fold1",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -258,8 +278,13 @@ def test_time_masks_write_the_fill_value_so_standardised_masks_are_blank():
 
 def test_standardised_inputs_use_the_training_folds_moments_and_travel_in_the_checkpoint(tone_corpus, tmp_path):
     model = dict(TINY_LSTM, standardise_inputs=True)
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        model=model, folds=["fold1"])
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"name": "manifest", "root": str(tone_corpus)},
+        tmp_path / "store",
+        model=model,
+        folds=["fold1"],
+    )
     config = load_config(path)
     run_dir = tmp_path / "run"
     cv_module.run_cv(config, run_dir, progress=False)
@@ -274,8 +299,9 @@ def test_standardised_inputs_use_the_training_folds_moments_and_travel_in_the_ch
 
 
 def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_path, monkeypatch):
-    first = write_config(tmp_path / "a.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                         folds=["fold1"])
+    first = write_config(
+        tmp_path / "a.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store", folds=["fold1"]
+    )
     cv_module.run_cv(load_config(first), tmp_path / "stage1", progress=False)
     trained = load_checkpoint(tmp_path / "stage1" / "folds" / "fold1" / "model").model.state_dict()
 
@@ -306,8 +332,13 @@ def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_pa
 def test_weight_averaging_keeps_the_moving_average_of_the_weights(tone_corpus, tmp_path, monkeypatch):
     """With ``optim.ema_decay`` the checkpoint holds the exponential moving average of the
     weights over the training steps, not the last step's weights."""
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        folds=["fold1"], optim={"max_epochs": 2, "patience": 5, "lr": 3e-2, "ema_decay": 0.5})
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"name": "manifest", "root": str(tone_corpus)},
+        tmp_path / "store",
+        folds=["fold1"],
+        optim={"max_epochs": 2, "patience": 5, "lr": 3e-2, "ema_decay": 0.5},
+    )
     steps = []
 
     def remember(self, outputs, batch, batch_index):
@@ -343,19 +374,26 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_killing_cv_ends_its_fold_workers(tone_corpus, tmp_path):
-    path = write_config(tmp_path / "c.yaml", {"name": "manifest", "root": str(tone_corpus)}, tmp_path / "store",
-                        folds=["fold1", "fold2"], optim={"max_epochs": 10_000, "patience": 10_000},
-                        trainer={"jobs": 2, "threads": 1})
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"name": "manifest", "root": str(tone_corpus)},
+        tmp_path / "store",
+        folds=["fold1", "fold2"],
+        optim={"max_epochs": 10_000, "patience": 10_000},
+        trainer={"jobs": 2, "threads": 1},
+    )
     run_dir = tmp_path / "run"
-    parent = subprocess.Popen([sys.executable, "-m", "emotrace", "cv", str(path), "-o", str(run_dir), "--no-progress"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "emotrace", "cv", str(path), "-o", str(run_dir), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while len(list(run_dir.glob("folds/*/log/version_0/metrics.csv"))) < 2:  # both folds are training
             assert time.monotonic() < deadline and parent.poll() is None, "the folds never started"
             time.sleep(0.5)
-        workers = [pid for pid in _children(parent.pid)
-                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = [pid for pid in _children(parent.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 2
         parent.kill()
         parent.wait()

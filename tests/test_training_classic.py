@@ -89,9 +89,7 @@ def test_validation_not_test_picks_the_layer_and_c(tmp_path: Path) -> None:
             data[0, :, 1] += sign * SHIFT
         entries.append(Entry(utterance.id, utterance.id, Features(data, 50.0, (0, 1))))
     store.put_many(entries)
-    result = run_classic(
-        "probe", store, corpus, "utterance-level", layers=[0, 1], choose_layer=True, folds=["fold0"]
-    )
+    result = run_classic("probe", store, corpus, "utterance-level", layers=[0, 1], choose_layer=True, folds=["fold0"])
     chosen = result["chosen"]["fold0"]
     assert chosen["layers"] != [0] and chosen["val_ua"] > 90 and result["per_fold"]["fold0"]["ua"] < 75
     assert chosen["C"] in (0.001, 0.01, 0.1, 1.0) and list(result["per_fold"]) == ["fold0"]

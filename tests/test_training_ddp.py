@@ -55,8 +55,10 @@ def dataset() -> FeatureDataset:
     """``ITEMS`` utterances of 3 to 20 frames whose every frame holds the item's index."""
     lengths = np.random.default_rng(0).integers(3, 21, ITEMS)
     ids = [f"utt{index}" for index in range(ITEMS)]
-    frames = {utt_id: np.full((1, int(length), 1), index, np.float32)
-              for index, (utt_id, length) in enumerate(zip(ids, lengths))}
+    frames = {
+        utt_id: np.full((1, int(length), 1), index, np.float32)
+        for index, (utt_id, length) in enumerate(zip(ids, lengths))
+    }
     return FeatureDataset(ids, [index % 2 for index in range(ITEMS)], {"audio": ModalityInputs(frames, 25.0, False)})
 
 
@@ -65,9 +67,15 @@ def dataset() -> FeatureDataset:
 def test_two_gloo_ranks_see_every_utterance_once_per_epoch(tmp_path, bucket_by_length):
     config = DataConfig(batch_size=BATCH, bucket_by_length=bucket_by_length, workers=0)
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=EPOCHS,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=EPOCHS,
         use_distributed_sampler=False,  # as emotrace cv trains: the data module shards
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         num_sanity_val_steps=0,
     )
     trainer.fit(SeenItems(tmp_path), datamodule=FoldDataModule(dataset(), None, config, seed=0))

@@ -19,8 +19,14 @@ from emotrace.models import (
 
 def test_method_a_reads_video_frames(torch_single_thread) -> None:
     torch.manual_seed(0)
-    model = build_model("roi_attention", num_classes=6, input_dims={"video": 39}, modalities=("video",),
-                        standardise_inputs=True, input_norm=False).eval()
+    model = build_model(
+        "roi_attention",
+        num_classes=6,
+        input_dims={"video": 39},
+        modalities=("video",),
+        standardise_inputs=True,
+        input_norm=False,
+    ).eval()
     model.set_input_moments({"video": (torch.zeros(1, 39), torch.ones(1, 39))})
     output = model(video=torch.randn(3, 40, 39), video_lengths=torch.tensor([40, 30, 12]))
     assert isinstance(output, ROIOutput) and output.logits.shape == (3, 6)
@@ -30,8 +36,14 @@ def test_method_a_reads_video_frames(torch_single_thread) -> None:
 
 def test_method_b_masks_and_misses_the_video_like_any_modality(torch_single_thread) -> None:
     torch.manual_seed(0)
-    model = build_model("query_fusion", num_classes=6, input_dims={"audio": 16, "video": 39},
-                        modalities=("audio", "video"), projection_dim=32, feedforward_dim=64).eval()
+    model = build_model(
+        "query_fusion",
+        num_classes=6,
+        input_dims={"audio": 16, "video": 39},
+        modalities=("audio", "video"),
+        projection_dim=32,
+        feedforward_dim=64,
+    ).eval()
     audio, video = torch.randn(2, 25, 16), torch.randn(2, 30, 39)
     both = model(audio=audio, video=video, video_lengths=torch.tensor([30, 0]))  # item 2 has no face video
     assert both.cross_attention["video"].shape == (2, 6, 30)

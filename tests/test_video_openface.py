@@ -23,17 +23,79 @@ from emotrace.features.video.openface import (
 from test_video_reader import face_clip
 
 #: a plausible face: 68 iBUG points (pixels) of the fixture face as the mesh tracked it
-FACE_68 = np.array([
-    [104, 96], [106, 113], [109, 129], [113, 145], [119, 160], [128, 173], [139, 183], [152, 190], [166, 192],
-    [180, 190], [193, 183], [204, 173], [212, 160], [218, 145], [222, 129], [225, 113], [227, 96],
-    [115, 83], [125, 77], [137, 76], [148, 78], [158, 82], [174, 82], [184, 78], [195, 76], [207, 77], [217, 83],
-    [166, 95], [166, 106], [166, 117], [166, 128], [154, 137], [160, 139], [166, 141], [172, 139], [178, 137],
-    [128, 97], [135, 93], [143, 93], [150, 98], [143, 100], [135, 100],
-    [182, 98], [189, 93], [197, 93], [204, 97], [197, 100], [189, 100],
-    [145, 157], [153, 153], [161, 151], [166, 152], [171, 151], [179, 153], [187, 157],
-    [179, 164], [172, 167], [166, 168], [160, 167], [153, 164],
-    [149, 157], [160, 156], [166, 157], [172, 156], [183, 157], [172, 160], [166, 161], [160, 160],
-], dtype=np.float64)
+FACE_68 = np.array(
+    [
+        [104, 96],
+        [106, 113],
+        [109, 129],
+        [113, 145],
+        [119, 160],
+        [128, 173],
+        [139, 183],
+        [152, 190],
+        [166, 192],
+        [180, 190],
+        [193, 183],
+        [204, 173],
+        [212, 160],
+        [218, 145],
+        [222, 129],
+        [225, 113],
+        [227, 96],
+        [115, 83],
+        [125, 77],
+        [137, 76],
+        [148, 78],
+        [158, 82],
+        [174, 82],
+        [184, 78],
+        [195, 76],
+        [207, 77],
+        [217, 83],
+        [166, 95],
+        [166, 106],
+        [166, 117],
+        [166, 128],
+        [154, 137],
+        [160, 139],
+        [166, 141],
+        [172, 139],
+        [178, 137],
+        [128, 97],
+        [135, 93],
+        [143, 93],
+        [150, 98],
+        [143, 100],
+        [135, 100],
+        [182, 98],
+        [189, 93],
+        [197, 93],
+        [204, 97],
+        [197, 100],
+        [189, 100],
+        [145, 157],
+        [153, 153],
+        [161, 151],
+        [166, 152],
+        [171, 151],
+        [179, 153],
+        [187, 157],
+        [179, 164],
+        [172, 167],
+        [166, 168],
+        [160, 167],
+        [153, 164],
+        [149, 157],
+        [160, 156],
+        [166, 157],
+        [172, 156],
+        [183, 157],
+        [172, 160],
+        [166, 161],
+        [160, 160],
+    ],
+    dtype=np.float64,
+)
 
 
 def openface_header(face_id: bool = True, groups: tuple[str, ...] = ("gaze", "pose", "landmarks", "aus")) -> list[str]:
@@ -67,15 +129,35 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6f}"
 
 
-def frame_row(frame: int, fps: float = 30.0, *, face_id: int = 0, success: int = 1, confidence: float = 0.98,
-              mouth: float = 0.0, shift: float = 0.0, au12: float = 0.0) -> dict[str, float]:
+def frame_row(
+    frame: int,
+    fps: float = 30.0,
+    *,
+    face_id: int = 0,
+    success: int = 1,
+    confidence: float = 0.98,
+    mouth: float = 0.0,
+    shift: float = 0.0,
+    au12: float = 0.0,
+) -> dict[str, float]:
     """One frame: the face shifted right by ``shift`` pixels, the lower lip down by ``mouth``."""
     points = FACE_68.copy()
     points[:, 0] += shift
     points[[57, 66], 1] += mouth
-    row = {"frame": frame, "face_id": face_id, "timestamp": round((frame - 1) / fps, 3), "confidence": confidence,
-           "success": success, "pose_Rx": 0.1, "pose_Ry": -0.2, "pose_Rz": 0.05, "gaze_angle_x": 0.3,
-           "gaze_angle_y": -0.1, "AU12_r": au12, "AU12_c": float(au12 > 1)}
+    row = {
+        "frame": frame,
+        "face_id": face_id,
+        "timestamp": round((frame - 1) / fps, 3),
+        "confidence": confidence,
+        "success": success,
+        "pose_Rx": 0.1,
+        "pose_Ry": -0.2,
+        "pose_Rz": 0.05,
+        "gaze_angle_x": 0.3,
+        "gaze_angle_y": -0.1,
+        "AU12_r": au12,
+        "AU12_c": float(au12 > 1),
+    }
     row.update({f"x_{i}": points[i, 0] for i in range(68)})
     row.update({f"y_{i}": points[i, 1] for i in range(68)})
     return row
@@ -160,8 +242,12 @@ def test_bad_csvs_give_one_line_errors(tmp_path: Path) -> None:
     short.write_text(", ".join(header) + "\n1, 0, 0.0, 0.9\n")
     empty = tmp_path / "empty.csv"
     empty.write_text(", ".join(header) + "\n")
-    for path, problem in ((text, "not a number"), (short, "line 2 has fewer values"), (empty, "has no frames"),
-                          (tmp_path / "missing.csv", "file not found")):
+    for path, problem in (
+        (text, "not a number"),
+        (short, "line 2 has fewer values"),
+        (empty, "has no frames"),
+        (tmp_path / "missing.csv", "file not found"),
+    ):
         with pytest.raises(InputError) as caught:
             read_openface_csv(path)
         assert str(caught.value).startswith(str(path)) and problem in str(caught.value)
@@ -173,8 +259,10 @@ def test_openface_extractor_fills_a_store_from_a_folder_of_csvs(tmp_path: Path) 
     csvs.mkdir()
     write_openface(csvs / "take.csv", [frame_row(n, fps=25.0) for n in range(1, 11)], openface_header())
     orphan = face_clip(tmp_path / "videos" / "orphan.mp4", frames=5)
-    utterances = [Utterance("take", str(video), "happy", "s1", video=str(video)),
-                  Utterance("orphan", str(orphan), "sad", "s1", video=str(orphan))]
+    utterances = [
+        Utterance("take", str(video), "happy", "s1", video=str(video)),
+        Utterance("orphan", str(orphan), "sad", "s1", video=str(orphan)),
+    ]
     extractor = get_extractor(f"openface:{csvs}:rate=25:groups=aus,pose")
     summary = extract_corpus(utterances, [extractor], tmp_path / "store", progress=False)
     assert (summary.stores[0].computed, summary.stores[0].skipped) == (1, 1)

@@ -77,7 +77,10 @@ def tone(seconds: float, sample_rate: int, freq: float = 220.0) -> np.ndarray:
 
 
 def write_video(
-    path: Path, images: Sequence[np.ndarray], rate: int = 25, audio: np.ndarray | None = None,
+    path: Path,
+    images: Sequence[np.ndarray],
+    rate: int = 25,
+    audio: np.ndarray | None = None,
     sample_rate: int = 22050,
 ) -> Path:
     """Mux ``images`` (and a mono ``audio`` track) with PyAV: H.264 + AAC in .mp4/.mov, Flash

@@ -73,9 +73,7 @@ def resolve_model(name_or_dir: str | Path) -> Path:
     if is_checkpoint(PRETRAINED / str(name_or_dir)):
         return PRETRAINED / str(name_or_dir)
     names = ", ".join(info.name for info in available_models()) or "none installed"
-    raise InputError(
-        str(name_or_dir), f"is neither a packaged model (available: {names}) nor a model or run folder"
-    )
+    raise InputError(str(name_or_dir), f"is neither a packaged model (available: {names}) nor a model or run folder")
 
 
 def load_model(
@@ -112,13 +110,19 @@ def load_audiovisual(
     the voice (and a transcript, with ``asr`` transcribed when none is given), ``video`` the
     face, ``fusion`` both (method B); see :mod:`emotrace.inference.audiovisual`. With
     ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``."""
-    models = {role: load_model(name, asr=asr) for role, name in (("audio", audio), ("video", video),
-                                                                  ("fusion", fusion)) if name is not None}
+    models = {
+        role: load_model(name, asr=asr)
+        for role, name in (("audio", audio), ("video", video), ("fusion", fusion))
+        if name is not None
+    }
     try:
         return AudioVisualPredictor(**models, min_confidence=min_confidence)
     except ValueError as error:
-        names = ", ".join(f"{role} {name}" for role, name in (("audio", audio), ("video", video),
-                                                                ("fusion", fusion)) if name is not None)
+        names = ", ".join(
+            f"{role} {name}"
+            for role, name in (("audio", audio), ("video", video), ("fusion", fusion))
+            if name is not None
+        )
         raise InputError(names or "no models", str(error)) from None
 
 

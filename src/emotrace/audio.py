@@ -97,9 +97,7 @@ def load_audio(
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     seconds = len(audio) / sr
     if seconds < MIN_DURATION:
-        raise InputError(
-            info.path, f"is too short ({seconds:.2f} s; at least {MIN_DURATION:g} s needed)"
-        )
+        raise InputError(info.path, f"is too short ({seconds:.2f} s; at least {MIN_DURATION:g} s needed)")
     if not audio.any():
         raise InputError(info.path, "audio is silent (all samples are zero)")
     return audio
@@ -122,9 +120,7 @@ def stream_audio(
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
     info, decoder = _inspect(path)
     _check_segment(info, None, None, max_duration, long_hint="")
-    return _rebuffered(
-        _mono_resampled(info, decoder, 0.0, None, sr, max_duration), round(block_seconds * sr), sr
-    )
+    return _rebuffered(_mono_resampled(info, decoder, 0.0, None, sr, max_duration), round(block_seconds * sr), sr)
 
 
 def _inspect(path: str | Path) -> tuple[AudioInfo, _Decoder]:
@@ -137,9 +133,7 @@ def _inspect(path: str | Path) -> tuple[AudioInfo, _Decoder]:
         info = _inspect_container(path)
         _check_plausible(info)
         return info, _pyav_blocks
-    _check_plausible(
-        AudioInfo(path, header.samplerate, header.channels, header.frames, 0.0, header.format)
-    )
+    _check_plausible(AudioInfo(path, header.samplerate, header.channels, header.frames, 0.0, header.format))
     if header.format == "WAV":
         _check_wav_layout(path, header.channels, header.frames)
     info = AudioInfo(
@@ -162,9 +156,7 @@ def _check_plausible(info: AudioInfo) -> None:
             f"({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz accepted); the file is corrupt or mislabelled",
         )
     if not 1 <= info.channels <= MAX_CHANNELS:
-        raise InputError(
-            info.path, f"its header gives {info.channels} channels (1-{MAX_CHANNELS} accepted)"
-        )
+        raise InputError(info.path, f"its header gives {info.channels} channels (1-{MAX_CHANNELS} accepted)")
     if info.frames < 0:
         raise InputError(info.path, f"its header gives a negative length ({info.frames} frames)")
 
@@ -193,9 +185,7 @@ def _check_wav_layout(path: str, channels: int, frames: int) -> None:
             return
         riff_size = int.from_bytes(head[4:8], "little")
         if 0 < riff_size < _UNSET_RIFF_SIZE and riff_size + 8 > size:
-            raise InputError(
-                path, f"is truncated (its header promises {riff_size + 8} bytes, the file has {size})"
-            )
+            raise InputError(path, f"is truncated (its header promises {riff_size + 8} bytes, the file has {size})")
         data = _find_chunk(file, b"data", size)
         if data is None:
             return
@@ -251,22 +241,16 @@ def _inspect_container(path: str) -> AudioInfo:
             stream = _audio_stream(container, path)
             duration = _container_duration(container, stream)
             kind = f"{container.format.name.split(',')[0]}/{stream.codec_context.name}"
-            return AudioInfo(
-                path, stream.rate, stream.channels, round(duration * stream.rate), duration, kind
-            )
+            return AudioInfo(path, stream.rate, stream.channels, round(duration * stream.rate), duration, kind)
     except av.FFmpegError as error:
-        raise InputError(
-            path, f"is not an audio file that libsndfile or FFmpeg can read ({error.strerror})"
-        ) from None
+        raise InputError(path, f"is not an audio file that libsndfile or FFmpeg can read ({error.strerror})") from None
 
 
 def _audio_stream(container: av.container.InputContainer, path: str) -> av.AudioStream:
     stream = container.streams.best("audio")
     if stream is None:
         kinds = sorted({s.type for s in container.streams})
-        raise InputError(
-            path, f"has no audio track (only {', '.join(kinds)})" if kinds else "has no audio track"
-        )
+        raise InputError(path, f"has no audio track (only {', '.join(kinds)})" if kinds else "has no audio track")
     return stream
 
 
@@ -283,11 +267,7 @@ def _container_duration(container: av.container.InputContainer, stream: av.Audio
     if container.duration is not None:
         return container.duration / av.time_base - _stream_origin(stream)
     last = max(
-        (
-            float((p.pts + p.duration) * stream.time_base)
-            for p in container.demux(stream)
-            if p.pts is not None
-        ),
+        (float((p.pts + p.duration) * stream.time_base) for p in container.demux(stream) if p.pts is not None),
         default=0.0,
     )
     return max(0.0, last - _stream_origin(stream))
@@ -310,9 +290,7 @@ def _check_segment(
     if end is not None and end <= begin:
         raise InputError(info.path, f"segment end {end:.2f} s is not after its start {begin:.2f} s")
     if end is not None and end > info.duration + _SEGMENT_SLACK:
-        raise InputError(
-            info.path, f"segment end {end:.2f} s lies outside the file ({info.duration:.2f} s long)"
-        )
+        raise InputError(info.path, f"segment end {end:.2f} s lies outside the file ({info.duration:.2f} s long)")
     length = (info.duration if end is None else min(end, info.duration)) - begin
     if max_duration is not None and length > max_duration:
         what = (
@@ -322,8 +300,7 @@ def _check_segment(
         )
         raise InputError(
             info.path,
-            f"{what} is {timedelta(seconds=round(length))} long, over the {max_duration:g} s limit "
-            + long_hint,
+            f"{what} is {timedelta(seconds=round(length))} long, over the {max_duration:g} s limit " + long_hint,
         )
     return begin
 
@@ -347,8 +324,7 @@ def _soundfile_blocks(info: AudioInfo, start: float, end: float | None) -> Itera
         ended = (last - remaining) / info.sample_rate
         raise InputError(
             info.path,
-            f"is truncated or corrupt: its header promises {info.duration:.2f} s, "
-            f"its audio ends at {ended:.2f} s",
+            f"is truncated or corrupt: its header promises {info.duration:.2f} s, its audio ends at {ended:.2f} s",
         )
 
 
@@ -392,9 +368,7 @@ def _mono_resampled(
     non-finite or absurd samples and audio running past ``max_duration`` (a header that
     understated the length) become InputErrors."""
     resampler = (
-        None
-        if info.sample_rate == sr
-        else soxr.ResampleStream(info.sample_rate, sr, 1, dtype="float32", quality="HQ")
+        None if info.sample_rate == sr else soxr.ResampleStream(info.sample_rate, sr, 1, dtype="float32", quality="HQ")
     )
     position = start
     try:
@@ -434,14 +408,10 @@ def _check_samples(info: AudioInfo, block: np.ndarray, position: float) -> None:
 
 
 def _corrupt(info: AudioInfo, position: float, reason: str) -> InputError:
-    return InputError(
-        info.path, f"is corrupt or truncated: decoding failed near {position:.2f} s ({reason})"
-    )
+    return InputError(info.path, f"is corrupt or truncated: decoding failed near {position:.2f} s ({reason})")
 
 
-def _rebuffered(
-    pieces: Iterator[np.ndarray], block_size: int, sr: int
-) -> Iterator[tuple[float, np.ndarray]]:
+def _rebuffered(pieces: Iterator[np.ndarray], block_size: int, sr: int) -> Iterator[tuple[float, np.ndarray]]:
     """Regroup resampler output of any sizes into blocks of ``block_size`` samples."""
     pending: list[np.ndarray] = []
     pending_size = emitted = 0

@@ -94,8 +94,10 @@ class Checkpoint:
 
 def check_temperature(temperature: Any) -> float:
     """``temperature`` itself when it is a finite number above 0; a one-line ValueError otherwise."""
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not (
-        math.isfinite(temperature) and temperature > 0
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, Real)
+        or not (math.isfinite(temperature) and temperature > 0)
     ):
         raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}")
     return float(temperature)
@@ -173,6 +175,4 @@ def _check_weights(model: EmotionModel, weights_file: Path, config_file: Path) -
     ]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise CheckpointError(
-            weights_file, f"does not match {config_file.name}: {'; '.join(problems[:3])}{more}"
-        )
+        raise CheckpointError(weights_file, f"does not match {config_file.name}: {'; '.join(problems[:3])}{more}")

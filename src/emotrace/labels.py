@@ -55,20 +55,40 @@ EMOTION_COLOURS: Mapping[str, str] = MappingProxyType(
 #: Common spellings found in corpora and user files, mapped to canonical names.
 ALIASES: Mapping[str, str] = MappingProxyType(
     {
-        "neu": "neutral", "n": "neutral", "neutrality": "neutral",
+        "neu": "neutral",
+        "n": "neutral",
+        "neutrality": "neutral",
         "cal": "calm",
-        "hap": "happy", "happiness": "happy", "joy": "happy", "h": "happy",
-        "exc": "excited", "excitement": "excited",
-        "sad": "sad", "sadness": "sad", "sa": "sad",
-        "ang": "angry", "anger": "angry", "a": "angry",
-        "fru": "frustrated", "frustration": "frustrated",
-        "fea": "fearful", "fear": "fearful", "f": "fearful",
-        "dis": "disgusted", "disgust": "disgusted", "d": "disgusted",
-        "sur": "surprised", "surprise": "surprised", "su": "surprised",
-        "pleasant surprise": "surprised", "ps": "surprised",
+        "hap": "happy",
+        "happiness": "happy",
+        "joy": "happy",
+        "h": "happy",
+        "exc": "excited",
+        "excitement": "excited",
+        "sad": "sad",
+        "sadness": "sad",
+        "sa": "sad",
+        "ang": "angry",
+        "anger": "angry",
+        "a": "angry",
+        "fru": "frustrated",
+        "frustration": "frustrated",
+        "fea": "fearful",
+        "fear": "fearful",
+        "f": "fearful",
+        "dis": "disgusted",
+        "disgust": "disgusted",
+        "d": "disgusted",
+        "sur": "surprised",
+        "surprise": "surprised",
+        "su": "surprised",
+        "pleasant surprise": "surprised",
+        "ps": "surprised",
         "con": "contempt",
-        "boredom": "bored", "bor": "bored",
-        "oth": "other", "xxx": "other",
+        "boredom": "bored",
+        "bor": "bored",
+        "oth": "other",
+        "xxx": "other",
     }
 )
 
@@ -121,19 +141,11 @@ RAVDESS_7 = label_set(
     calm="neutral",
 )
 IEMOCAP_4 = label_set("iemocap4", ("neutral", "happy", "sad", "angry"), excited="happy")
-IEMOCAP_6 = label_set(
-    "iemocap6", ("neutral", "happy", "sad", "angry", "excited", "frustrated")
-)
+IEMOCAP_6 = label_set("iemocap6", ("neutral", "happy", "sad", "angry", "excited", "frustrated"))
 CREMAD_6 = label_set("cremad6", ("angry", "disgusted", "fearful", "happy", "neutral", "sad"))
-MELD_7 = label_set(
-    "meld7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
-)
-EMODB_7 = label_set(
-    "emodb7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "bored")
-)
-SAVEE_7 = label_set(
-    "savee7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
-)
+MELD_7 = label_set("meld7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"))
+EMODB_7 = label_set("emodb7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "bored"))
+SAVEE_7 = label_set("savee7", ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"))
 TESS_7 = label_set("tess7", SAVEE_7.classes)
 ASED_5 = label_set("ased5", ("neutral", "happy", "sad", "angry", "fearful"))
 NEMO_6 = label_set("nemo6", ("neutral", "happy", "sad", "angry", "fearful", "surprised"))
@@ -141,8 +153,23 @@ NEMO_6 = label_set("nemo6", ("neutral", "happy", "sad", "angry", "fearful", "sur
 CROSS_CORPUS_4 = label_set("cross4", ("neutral", "happy", "sad", "angry"))
 
 LABEL_SETS: Mapping[str, LabelSet] = MappingProxyType(
-    {ls.name: ls for ls in (RAVDESS_8, RAVDESS_7, IEMOCAP_4, IEMOCAP_6, CREMAD_6, MELD_7,
-                             EMODB_7, SAVEE_7, TESS_7, ASED_5, NEMO_6, CROSS_CORPUS_4)}
+    {
+        ls.name: ls
+        for ls in (
+            RAVDESS_8,
+            RAVDESS_7,
+            IEMOCAP_4,
+            IEMOCAP_6,
+            CREMAD_6,
+            MELD_7,
+            EMODB_7,
+            SAVEE_7,
+            TESS_7,
+            ASED_5,
+            NEMO_6,
+            CROSS_CORPUS_4,
+        )
+    }
 )
 
 

@@ -46,9 +46,7 @@ def describe(
     """Utterances per class, per speaker and per fold (reads file names only)."""
     console = Console(stderr=True)
     report = BatchReport()
-    data = _load(
-        console, corpus, root, label_set, report, speaker_dependent=speaker_dependent, seed=seed
-    )
+    data = _load(console, corpus, root, label_set, report, speaker_dependent=speaker_dependent, seed=seed)
     summary = summarise(data, report)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -62,9 +60,7 @@ def describe(
 def manifest(
     corpus: CorpusArgument,
     root: RootArgument,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Manifest to write: .jsonl or .csv.")
-    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Manifest to write: .jsonl or .csv.")],
     label_set: LabelSetOption = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input.")] = False,
 ) -> None:
@@ -152,12 +148,8 @@ def _print_tables(console: Console, summary: dict[str, Any]) -> None:
         classes.add_row(name, str(count), f"{100 * count / total:.1f}%")
     console.print(classes)
     if summary["dropped"]:
-        dropped = ", ".join(
-            f"{label} {count}" for label, count in summary["dropped_labels"].items()
-        )
-        console.print(
-            f"dropped {summary['dropped']} (not in the label set): {dropped}", highlight=False
-        )
+        dropped = ", ".join(f"{label} {count}" for label, count in summary["dropped_labels"].items())
+        console.print(f"dropped {summary['dropped']} (not in the label set): {dropped}", highlight=False)
 
     speakers = Table("speaker", "utterances")
     ranked = sorted(summary["per_speaker"].items(), key=lambda item: (-item[1], item[0]))
@@ -187,6 +179,4 @@ def _print_tables(console: Console, summary: dict[str, Any]) -> None:
 
 def _some(names: list[str]) -> str:
     shown = escape(", ".join(names[:MAX_FOLD_SPEAKERS]))
-    return shown + (
-        f" (+{len(names) - MAX_FOLD_SPEAKERS})" if len(names) > MAX_FOLD_SPEAKERS else ""
-    )
+    return shown + (f" (+{len(names) - MAX_FOLD_SPEAKERS})" if len(names) > MAX_FOLD_SPEAKERS else "")

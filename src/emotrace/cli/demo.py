@@ -32,8 +32,14 @@ def demo(
     utterances = read_ravdess(SAMPLES, BatchReport())
     with console.status(f"loading {DEFAULT_MODEL}"):
         predictor = load_model()
-    table = Table(Column("clip", overflow="fold"), "portrayed", "predicted", "probabilities (top 3)",
-                  "regions of interest (s)", title=f"{DEFAULT_MODEL}, protocol: utterance-level")
+    table = Table(
+        Column("clip", overflow="fold"),
+        "portrayed",
+        "predicted",
+        "probabilities (top 3)",
+        "regions of interest (s)",
+        title=f"{DEFAULT_MODEL}, protocol: utterance-level",
+    )
     plot.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
     with console.status("predicting"):
@@ -43,8 +49,11 @@ def demo(
             top = sorted(result.probabilities.items(), key=lambda item: -item[1])[:3]
             regions = ", ".join(f"{r.start:.2f}-{r.end:.2f} ({100 * r.mass:.0f}%)" for r in result.segments)
             table.add_row(
-                Path(utterance.audio).name, utterance.label or "?", f"[bold]{result.label}[/]",
-                ", ".join(f"{label} {100 * p:.0f}%" for label, p in top), regions or "-",
+                Path(utterance.audio).name,
+                utterance.label or "?",
+                f"[bold]{result.label}[/]",
+                ", ".join(f"{label} {100 * p:.0f}%" for label, p in top),
+                regions or "-",
             )
             if write_plot(result, Path(utterance.audio), plot, predictor.labels, names, waveform) is None:
                 console.print(f"no plot for {utterance.audio}: the model gives no frame-level dynamics", markup=False)

@@ -16,18 +16,24 @@ class Engine(str, Enum):
 
 EngineOption = Annotated[
     Engine,
-    typer.Option(help="local: this process; ray: a Ray cluster, local or joined with --address "
-                      "(pip install 'emotrace\\[ray]')."),
+    typer.Option(
+        help="local: this process; ray: a Ray cluster, local or joined with --address (pip install 'emotrace\\[ray]')."
+    ),
 ]
 AddressOption = Annotated[
     str | None,
-    typer.Option(help="Ray cluster to join: 'auto' (started here with `ray start`) or ray://HOST:10001; "
-                      "default: a local cluster. With --engine ray."),
+    typer.Option(
+        help="Ray cluster to join: 'auto' (started here with `ray start`) or ray://HOST:10001; "
+        "default: a local cluster. With --engine ray."
+    ),
 ]
 ActorsOption = Annotated[
     int | None,
-    typer.Option(min=1, help="Ray actors, each loading the models once (default: one per --threads CPUs of "
-                             "the cluster). With --engine ray."),
+    typer.Option(
+        min=1,
+        help="Ray actors, each loading the models once (default: one per --threads CPUs of "
+        "the cluster). With --engine ray.",
+    ),
 ]
 
 

@@ -73,8 +73,16 @@ def extract(
             from emotrace.distributed.extract import extract_corpus_on_ray
 
             summary = extract_corpus_on_ray(
-                utterances, split_specs(features), store, address=address, actors=actors, threads=threads or 1,
-                batch_size=batch_size, asr=whisper, report=report, console=console,
+                utterances,
+                split_specs(features),
+                store,
+                address=address,
+                actors=actors,
+                threads=threads or 1,
+                batch_size=batch_size,
+                asr=whisper,
+                report=report,
+                console=console,
             )
         else:
             summary = extract_corpus(
@@ -111,7 +119,15 @@ def info(
         typer.echo(json.dumps(infos, indent=2))
         return
     table = Table(
-        "store", "extractor", "config", "entries", "frames", "dims", "layers", "frame rate", "size",
+        "store",
+        "extractor",
+        "config",
+        "entries",
+        "frames",
+        "dims",
+        "layers",
+        "frame rate",
+        "size",
         title=str(directory),
     )
     for item in infos:

@@ -25,7 +25,11 @@ def list_models() -> None:
         table = Table("name", "classes", "protocol", "UA", "WA", "size", title="packaged models")
         for info in infos:
             table.add_row(
-                info.name, ", ".join(info.labels), info.protocol, _percent(info.ua), _percent(info.wa),
+                info.name,
+                ", ".join(info.labels),
+                info.protocol,
+                _percent(info.ua),
+                _percent(info.wa),
                 f"{info.size / 1e6:.1f} MB",
             )
         console.print(table)

@@ -27,13 +27,12 @@ from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 
 def predict(
-    paths: Annotated[
-        list[str], typer.Argument(help="Audio or video files, folders (searched recursively) and globs.")
-    ],
+    paths: Annotated[list[str], typer.Argument(help="Audio or video files, folders (searched recursively) and globs.")],
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m",
+            "--model",
+            "-m",
             help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
             f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
             "--fusion-model is given: then the audio model, if any].",
@@ -144,14 +143,36 @@ def predict(
 
     report = BatchReport()
     if engine == Engine.ray:
-        _predict_on_ray(model or DEFAULT_MODEL, paths, text, texts, asr, adapt_speaker, speaker_of, output,
-                        output_format, report, console, address, actors, threads)
+        _predict_on_ray(
+            model or DEFAULT_MODEL,
+            paths,
+            text,
+            texts,
+            asr,
+            adapt_speaker,
+            speaker_of,
+            output,
+            output_format,
+            report,
+            console,
+            address,
+            actors,
+            threads,
+        )
         return
     try:  # a configuration problem (an extractor that cannot load) ends the run in one line
         with Progress(console=console) as bar:
             batch = predict_batch(
-                predictor, paths, text=text, transcripts=texts, adapt_speaker=adapt_speaker, speakers=speaker_of,
-                plot=plot, report=report, progress=_ProgressBar(bar), min_confidence=min_confidence,
+                predictor,
+                paths,
+                text=text,
+                transcripts=texts,
+                adapt_speaker=adapt_speaker,
+                speakers=speaker_of,
+                plot=plot,
+                report=report,
+                progress=_ProgressBar(bar),
+                min_confidence=min_confidence,
             )
     except EmotraceError as error:
         fail(console, error)
@@ -204,9 +225,20 @@ def _check_output(engine: Engine, output_format: OutputFormat, output: Path | No
 
 
 def _predict_on_ray(
-    model: str, paths: list[str], text: str | None, texts: dict[Path, str], asr: bool, adapt_speaker: bool,
-    speaker_of: dict[Path, str] | None, output: Path, output_format: OutputFormat, report: BatchReport,
-    console: Console, address: str | None, actors: int | None, threads: int,
+    model: str,
+    paths: list[str],
+    text: str | None,
+    texts: dict[Path, str],
+    asr: bool,
+    adapt_speaker: bool,
+    speaker_of: dict[Path, str] | None,
+    output: Path,
+    output_format: OutputFormat,
+    report: BatchReport,
+    console: Console,
+    address: str | None,
+    actors: int | None,
+    threads: int,
 ) -> None:
     """The files found as the local path finds them, predicted on a Ray cluster into ``output``."""
     from emotrace.distributed.predict import predict_files_on_ray
@@ -216,8 +248,18 @@ def _predict_on_ray(
     groups = group_by_speaker(files, speaker_of, report, notes) if adapt_speaker else {None: files}
     try:
         count = predict_files_on_ray(
-            model, groups, output, output_format=output_format.value, text=text, texts=texts, asr=asr,
-            report=report, address=address, actors=actors, threads=threads, console=console,
+            model,
+            groups,
+            output,
+            output_format=output_format.value,
+            text=text,
+            texts=texts,
+            asr=asr,
+            report=report,
+            address=address,
+            actors=actors,
+            threads=threads,
+            console=console,
         )
     except EmotraceError as error:
         fail(console, error)

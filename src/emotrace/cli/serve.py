@@ -29,7 +29,8 @@ def serve(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m",
+            "--model",
+            "-m",
             help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
             f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
             "--fusion-model is given: then the audio model, if any].",
@@ -38,13 +39,19 @@ def serve(
     ] = None,
     video_model: Annotated[
         str | None,
-        typer.Option("--video-model", help="A face-video model: video uploads then get the audio (--model), "
-                     "video and fused predictions and their ROI comparison."),
+        typer.Option(
+            "--video-model",
+            help="A face-video model: video uploads then get the audio (--model), "
+            "video and fused predictions and their ROI comparison.",
+        ),
     ] = None,
     fusion_model: Annotated[
         str | None,
-        typer.Option("--fusion-model", help="A model reading audio and video (method B) that fuses them "
-                     "(else --model and --video-model are fused late)."),
+        typer.Option(
+            "--fusion-model",
+            help="A model reading audio and video (method B) that fuses them "
+            "(else --model and --video-model are fused late).",
+        ),
     ] = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service to this machine.")
@@ -63,16 +70,29 @@ def serve(
         int, typer.Option("--max-queue", min=0, help="Uploads that may wait for a worker; more get 503 + Retry-After.")
     ] = DEFAULT_MAX_QUEUE,
     workers: Annotated[
-        int, typer.Option("--workers", min=0, help="Worker processes, each with its own model "
-                          "(0: predict in the server's own thread, which cannot stop a started prediction).")
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Worker processes, each with its own model "
+            "(0: predict in the server's own thread, which cannot stop a started prediction).",
+        ),
     ] = 1,
     shutdown_grace: Annotated[
-        float, typer.Option("--shutdown-grace", min=0.0, help="Seconds running predictions may take to finish "
-                            "on SIGTERM or Ctrl+C before they are stopped.")
+        float,
+        typer.Option(
+            "--shutdown-grace",
+            min=0.0,
+            help="Seconds running predictions may take to finish on SIGTERM or Ctrl+C before they are stopped.",
+        ),
     ] = DEFAULT_SHUTDOWN_GRACE,
     allow_host: Annotated[
-        list[str] | None, typer.Option("--allow-host", help="A further host name requests may be addressed to, "
-                                       "and pages may come from, when bound to loopback (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="A further host name requests may be addressed to, "
+            "and pages may come from, when bound to loopback (repeatable).",
+        ),
     ] = None,
 ) -> None:
     """Serve a model over HTTP: a web page at /, GET /health, GET /metrics and POST /predict.
@@ -88,16 +108,25 @@ def serve(
         from emotrace.service import create_app
         from emotrace.service.app import LOOPBACK_NAMES
     except ModuleNotFoundError as error:
-        _fail(console, f"emotrace serve needs the 'service' extra: pip install 'emotrace[service]' "
-                       f"({error.name} is not installed)")
+        _fail(
+            console,
+            f"emotrace serve needs the 'service' extra: pip install 'emotrace[service]' "
+            f"({error.name} is not installed)",
+        )
     if model is None and video_model is None and fusion_model is None:
         model = DEFAULT_MODEL
     allowed = {*LOOPBACK_NAMES, *(allow_host or ())} if _is_loopback(host) else None
     try:
         app = create_app(
-            model, video_model=video_model, fusion_model=fusion_model, max_upload_bytes=round(max_upload_mb * 1e6),
-            asr=asr, max_duration=max_duration,
-            max_queue=max_queue, workers=workers, allowed_hosts=allowed,
+            model,
+            video_model=video_model,
+            fusion_model=fusion_model,
+            max_upload_bytes=round(max_upload_mb * 1e6),
+            asr=asr,
+            max_duration=max_duration,
+            max_queue=max_queue,
+            workers=workers,
+            allowed_hosts=allowed,
         )
     except EmotraceError as error:
         _fail(console, str(error))

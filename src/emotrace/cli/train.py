@@ -38,8 +38,12 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(1)
 
 
-def cv(config_path: ConfigArgument, overrides: OverridesArgument = None, run_dir: RunDirOption = None,
-       progress: ProgressOption = True) -> None:
+def cv(
+    config_path: ConfigArgument,
+    overrides: OverridesArgument = None,
+    run_dir: RunDirOption = None,
+    progress: ProgressOption = True,
+) -> None:
     """Cross-validate: train and test every fold, resuming finished ones; write the report."""
     from emotrace.training.cv import run_cv
 
@@ -52,9 +56,13 @@ def cv(config_path: ConfigArgument, overrides: OverridesArgument = None, run_dir
     _show_summary(run_dir)
 
 
-def train(config_path: ConfigArgument, overrides: OverridesArgument = None, run_dir: RunDirOption = None,
-          fold: Annotated[str | None, typer.Option(help="Train and test only this fold.")] = None,
-          progress: ProgressOption = True) -> None:
+def train(
+    config_path: ConfigArgument,
+    overrides: OverridesArgument = None,
+    run_dir: RunDirOption = None,
+    fold: Annotated[str | None, typer.Option(help="Train and test only this fold.")] = None,
+    progress: ProgressOption = True,
+) -> None:
     """Train one model: on one fold with --fold, else on all speakers (RUN_DIR/model)."""
     from emotrace.training.cv import run_cv, train_final
 
@@ -80,7 +88,7 @@ def evaluate(
 ) -> None:
     """Recompute a run's metrics, confusion matrix and report from its fold predictions;
     with --without, test its fold models again with a modality missing."""
-    from emotrace.training.cv import evaluate_without
+    from emotrace.training.ablation import evaluate_without
     from emotrace.training.report import write_report
 
     try:
@@ -100,8 +108,10 @@ def evaluate(
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories.", exists=True, file_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
-    select: Annotated[bool, typer.Option(
-        "--select", help="Name the run with the best validation UA: the way to choose between settings.")] = False,
+    select: Annotated[
+        bool,
+        typer.Option("--select", help="Name the run with the best validation UA: the way to choose between settings."),
+    ] = False,
 ) -> None:
     """A table of several runs: method, protocol, UA / WA / macro-F1 / weighted-F1 (mean ± std) and
     validation UA. Choose settings by validation UA (--select); test figures are for reporting."""
@@ -120,12 +130,14 @@ def compare(
         figures = [f"{row[f'{n}_mean']:.1f} ± {row[f'{n}_std']:.1f}" for n in ("ua", "wa", "macro_f1", "weighted_f1")]
         validation = "–" if row["val_ua_mean"] is None else f"{row['val_ua_mean']:.1f}"
         name = f"{row['experiment']} [bold](selected)[/]" if row is chosen else row["experiment"]
-        table.add_row(name, row["method"], row["protocol"], f"{row['folds']} ({row['folds_protocol']})",
-                      validation, *figures)
+        table.add_row(
+            name, row["method"], row["protocol"], f"{row['folds']} ({row['folds_protocol']})", validation, *figures
+        )
     console.print(table)
     if chosen:
-        console.print(f"validation picks {chosen['run']} (val UA {chosen['val_ua_mean']:.1f}); "
-                      "its test UA is the one to report")
+        console.print(
+            f"validation picks {chosen['run']} (val UA {chosen['val_ua_mean']:.1f}); its test UA is the one to report"
+        )
 
 
 def _show_summary(run_dir: Path) -> None:

@@ -122,17 +122,11 @@ def load_corpus(
         else:
             kept.append(utterance.with_label(mapped))
     report.done += len(kept)
-    folds = (
-        speaker_dependent_folds(kept, seed=seed)
-        if speaker_dependent
-        else reader.folds(root, kept, seed)
-    )
+    folds = speaker_dependent_folds(kept, seed=seed) if speaker_dependent else reader.folds(root, kept, seed)
     return CorpusData(name, labels, tuple(kept), folds, dict(dropped))
 
 
-def _label_set(
-    reader: Reader, chosen: LabelSet | str | None, utterances: list[Utterance]
-) -> LabelSet:
+def _label_set(reader: Reader, chosen: LabelSet | str | None, utterances: list[Utterance]) -> LabelSet:
     if isinstance(chosen, LabelSet):
         return chosen
     if chosen == ALL_LABELS or (chosen is None and not reader.label_sets):

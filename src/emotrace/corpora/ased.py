@@ -47,9 +47,7 @@ def read_ased(root: Path, report: BatchReport) -> list[Utterance]:
             if (match[1].lower(), match[2]) != (letter, number):
                 report.skip(InputError(path, f"emotion {match[1]}{match[2]} does not fit folder {folder_name}"))
                 continue
-            utterances.append(
-                Utterance(id=path.stem, audio=str(path), label=label, speaker=match[6], dataset="ased")
-            )
+            utterances.append(Utterance(id=path.stem, audio=str(path), label=label, speaker=match[6], dataset="ased"))
     return utterances
 
 

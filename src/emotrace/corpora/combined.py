@@ -45,11 +45,17 @@ def combine(parts: Sequence[CorpusData], held_out: Sequence[str] | None = None, 
     seen: dict[str, str] = {}
     for utterance in utterances:
         if seen.setdefault(utterance.id, utterance.dataset) != utterance.dataset:
-            raise InputError(f"utterance {utterance.id}", f"is in both {seen[utterance.id]} and {utterance.dataset}; "
-                             "ids must be unique across the corpora trained together")
+            raise InputError(
+                f"utterance {utterance.id}",
+                f"is in both {seen[utterance.id]} and {utterance.dataset}; "
+                "ids must be unique across the corpora trained together",
+            )
     classes = {label for part in parts for label in part.label_set.classes}
-    label_set = LabelSet("+".join(part.label_set.name for part in parts),
-                         tuple(e for e in EMOTIONS if e in classes), MappingProxyType({}))
+    label_set = LabelSet(
+        "+".join(part.label_set.name for part in parts),
+        tuple(e for e in EMOTIONS if e in classes),
+        MappingProxyType({}),
+    )
     folds = held_out_folds(parts, held_out, seed) if held_out else within_folds(parts, seed)
     dropped: dict[str, int] = {}
     for part in parts:
@@ -104,8 +110,10 @@ def held_out_folds(parts: Sequence[CorpusData], held_out: Sequence[str], seed: i
         test = tuple(_name(name, u.speaker) for name in tested for u in by_name[name].utterances)
         folds.append(Fold(entry, tuple(sorted(set(test))), _validation_shares(training, seed)))
     validating = ", ".join(f"{part.name} {len(all_data_fold(part.utterances, seed).val)}" for part in parts)
-    description = (f"leave-corpus-out: each fold tests every speaker of the corpora it names, the other corpora "
-                   f"train it; validation speakers drawn from each training corpus (when it trains: {validating})")
+    description = (
+        f"leave-corpus-out: each fold tests every speaker of the corpora it names, the other corpora "
+        f"train it; validation speakers drawn from each training corpus (when it trains: {validating})"
+    )
     return Folds(CROSS_CORPUS, description, tuple(folds))
 
 
@@ -117,8 +125,11 @@ def _require_speaker_folds(parts: Sequence[CorpusData]) -> None:
     for part in parts:
         units = {fold.unit for fold in part.folds}
         if units - {"speaker"}:
-            raise InputError(f"corpus {part.name}", f"has folds by {', '.join(sorted(units))}; corpora are combined "
-                             "by speaker-independent folds only (use held_out to test it whole)")
+            raise InputError(
+                f"corpus {part.name}",
+                f"has folds by {', '.join(sorted(units))}; corpora are combined "
+                "by speaker-independent folds only (use held_out to test it whole)",
+            )
 
 
 def _name(corpus: str, value: str | None) -> str:

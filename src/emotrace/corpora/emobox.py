@@ -80,9 +80,12 @@ def emobox_folds(root: Path, utterances: Sequence[Utterance], seed: int) -> Fold
         test = {str(row["key"]) for _, row in jsonl_rows(parts["test"]) if isinstance(row, dict)} & known
         training = [u for u in utterances if u.id not in test]
         folds.append(Fold(name, tuple(sorted(test)), _validation(training, name, seed, by_speaker), "utterance"))
-    validation = ("validation speakers drawn from the training side" if by_speaker else
-                  f"validation: {VAL_FRACTION:.0%} of the training utterances (seeded); the files name no "
-                  "speakers, so validation may share speakers with training")
+    validation = (
+        "validation speakers drawn from the training side"
+        if by_speaker
+        else f"validation: {VAL_FRACTION:.0%} of the training utterances (seeded); the files name no "
+        "speakers, so validation may share speakers with training"
+    )
     return Folds(PROTOCOL, f"EmoBox's own {len(folds)} folds as its files give them; {validation}", tuple(folds))
 
 
@@ -112,15 +115,19 @@ def _label_map(path: Path) -> dict[str, str]:
 
 def _base(root: Path, paths: list[Path]) -> Path:
     """The folder EmoBox's relative ``wav`` paths start from: the root or the first one above it."""
-    first = next((row["wav"] for path in paths for _, row in jsonl_rows(path)
-                  if isinstance(row, dict) and row.get("wav")), None)
+    first = next(
+        (row["wav"] for path in paths for _, row in jsonl_rows(path) if isinstance(row, dict) and row.get("wav")), None
+    )
     if first is None or Path(first).is_absolute():
         return root
     for folder in (root, *root.parents):
         if (folder / first).is_file():
             return folder
-    raise InputError(root / first, "not found under the dataset folder or any folder above it; EmoBox lists audio "
-                     "relative to its repository root (where downloads/ lies)")
+    raise InputError(
+        root / first,
+        "not found under the dataset folder or any folder above it; EmoBox lists audio "
+        "relative to its repository root (where downloads/ lies)",
+    )
 
 
 READER = Reader(

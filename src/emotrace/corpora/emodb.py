@@ -51,9 +51,7 @@ def read_emodb(root: Path, report: BatchReport) -> list[Utterance]:
             continue
         speaker, sentence, emotion, _ = match.groups()
         if sentence not in SENTENCES or emotion not in EMOTIONS:
-            report.skip(
-                InputError(path, f"unknown sentence {sentence} or emotion letter {emotion}")
-            )
+            report.skip(InputError(path, f"unknown sentence {sentence} or emotion letter {emotion}"))
             continue
         utterances.append(
             Utterance(

@@ -50,9 +50,7 @@ class Fold:
     val: tuple[str, ...] = ()
     unit: Unit = "speaker"
 
-    def split(
-        self, utterances: Iterable[Utterance]
-    ) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
+    def split(self, utterances: Iterable[Utterance]) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
         """``(train, val, test)``, each in the order of ``utterances``."""
         test, val = set(self.test), set(self.val)
         train_part: list[Utterance] = []
@@ -119,9 +117,7 @@ def leave_one_speaker_out(
     )
 
 
-def leave_one_group_out(
-    utterances: Sequence[Utterance], *, seed: int = 0, val_fraction: float = VAL_FRACTION
-) -> Folds:
+def leave_one_group_out(utterances: Sequence[Utterance], *, seed: int = 0, val_fraction: float = VAL_FRACTION) -> Folds:
     """One fold per group (IEMOCAP session), tested on all of that group's speakers.
 
     Raises ``ValueError`` when a speaker appears in two groups: holding out one group
@@ -177,9 +173,7 @@ def speaker_kfold(
         method = f"group {n_splits}-fold by speaker (a class is too small to stratify)"
     test_speakers = {
         f"fold{number}": {groups[index] for index in test_index}
-        for number, (_, test_index) in enumerate(
-            splitter.split(np.zeros(len(utterances)), labels, groups), start=1
-        )
+        for number, (_, test_index) in enumerate(splitter.split(np.zeros(len(utterances)), labels, groups), start=1)
     }
     return speaker_folds(
         utterances,
@@ -190,9 +184,7 @@ def speaker_kfold(
     )
 
 
-def official_split(
-    test: Iterable[str], val: Iterable[str], description: str, *, unit: Unit = "group"
-) -> Folds:
+def official_split(test: Iterable[str], val: Iterable[str], description: str, *, unit: Unit = "group") -> Folds:
     """A corpus's one official partition (MELD: test and dev dialogues) as a single fold."""
     fold = Fold("official", tuple(sorted(set(test))), tuple(sorted(set(val))), unit)
     return Folds(OFFICIAL_SPLIT, description, (fold,))
@@ -219,9 +211,7 @@ def speaker_dependent_folds(
         training = sorted(ids[index] for index in train_index)
         n_val = round(val_fraction * len(training))
         val = random.Random(f"{seed}:{name}").sample(training, n_val)
-        folds.append(
-            Fold(name, tuple(sorted(ids[i] for i in test_index)), tuple(sorted(val)), "utterance")
-        )
+        folds.append(Fold(name, tuple(sorted(ids[i] for i in test_index)), tuple(sorted(val)), "utterance"))
     description = f"stratified {n_folds}-fold over utterances (seed {seed}); speakers shared"
     return Folds(SPEAKER_DEPENDENT, description, tuple(folds))
 

@@ -139,9 +139,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Row | str]]:
             if None in row:
                 yield rows.line_num, "more cells than columns"
             else:
-                yield rows.line_num, {
-                    name: value for name, value in row.items() if value is not None
-                }
+                yield rows.line_num, {name: value for name, value in row.items() if value is not None}
 
 
 def row_utterance(row: Row, folder: Path, source: str) -> Utterance:
@@ -236,20 +234,20 @@ def _portable(path: str | None, folder: Path) -> str | None:
     if path is None:
         return None
     absolute = Path(os.path.abspath(path))
-    return (
-        absolute.relative_to(folder).as_posix()
-        if absolute.is_relative_to(folder)
-        else str(absolute)
-    )
+    return absolute.relative_to(folder).as_posix() if absolute.is_relative_to(folder) else str(absolute)
 
 
 def manifest_folds(root: Path, utterances: Sequence[Utterance], seed: int) -> Folds:
     """Group 5-fold by speaker; no folds (saying why) when utterances have no ``speaker``."""
     unnamed = sum(1 for utterance in utterances if not utterance.speaker)
     if unnamed:
-        return Folds(SPEAKER_INDEPENDENT, f"no folds: {unnamed} of {len(utterances)} utterances have no `speaker` "
-                     "field, and speaker-independent folds need one (add it to every line; for EmoBox's "
-                     "metadata, read its dataset folder as corpus `emobox` to use its own folds)", ())
+        return Folds(
+            SPEAKER_INDEPENDENT,
+            f"no folds: {unnamed} of {len(utterances)} utterances have no `speaker` "
+            "field, and speaker-independent folds need one (add it to every line; for EmoBox's "
+            "metadata, read its dataset folder as corpus `emobox` to use its own folds)",
+            (),
+        )
     return speaker_kfold(utterances, 5, seed=seed)
 
 

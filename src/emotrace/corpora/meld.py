@@ -58,9 +58,7 @@ def read_meld(root: Path, report: BatchReport) -> list[Utterance]:
         path = root / labels_file
         if not path.is_file():
             raise InputError(path, "missing labels file: the root is not a MELD release")
-        clips = next(
-            (f for f in (root / clip_folder, root / split / clip_folder) if f.is_dir()), None
-        )
+        clips = next((f for f in (root / clip_folder, root / split / clip_folder) if f.is_dir()), None)
         utterances += _read_split(path, split, clips, report)
     return utterances
 

@@ -64,9 +64,7 @@ SEPARATOR = "+"
 def read_paired(root: Path, report: BatchReport, *, seed: int = 0) -> list[Utterance]:
     """RAVDESS speech clips of the shared classes, each with a same-emotion MELD text."""
     clips = [
-        clip
-        for clip in ravdess.read_ravdess(require_folder(root / "ravdess", NAME), report)
-        if clip.label in CLASSES
+        clip for clip in ravdess.read_ravdess(require_folder(root / "ravdess", NAME), report) if clip.label in CLASSES
     ]
     texts = [
         text
@@ -77,8 +75,9 @@ def read_paired(root: Path, report: BatchReport, *, seed: int = 0) -> list[Utter
     dialogues = len({text.group for text in texts})
     if not 2 <= len(actors) <= dialogues:
         raise InputError(
-            root, f"{len(actors)} RAVDESS actors, {dialogues} MELD dialogues: pairing needs at "
-            "least 2 actors and a dialogue per actor"
+            root,
+            f"{len(actors)} RAVDESS actors, {dialogues} MELD dialogues: pairing needs at "
+            "least 2 actors and a dialogue per actor",
         )
     try:
         groups = dialogue_groups(texts, len(actors), seed)

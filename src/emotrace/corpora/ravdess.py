@@ -73,9 +73,7 @@ def read_ravdess(root: Path, report: BatchReport, *, song: bool = False) -> list
                 continue
             if channel == SPEECH or song:
                 takes.setdefault(take, {})[modality] = path
-    fold_of = {
-        actor_name(actor): fold for fold, actors in fold_actors(root).items() for actor in actors
-    }
+    fold_of = {actor_name(actor): fold for fold, actors in fold_actors(root).items() for actor in actors}
     return [_utterance(take, files, fold_of) for take, files in takes.items()]
 
 
@@ -86,9 +84,7 @@ def _parse(path: Path) -> tuple[str, str, str]:
         raise InputError(path, "not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)")
     modality, channel, emotion, _, statement, _, _ = match.groups()
     is_video = path.suffix.lower() == ".mp4"
-    if modality not in (AUDIO_VISUAL, VIDEO_ONLY, AUDIO_ONLY) or is_video == (
-        modality == AUDIO_ONLY
-    ):
+    if modality not in (AUDIO_VISUAL, VIDEO_ONLY, AUDIO_ONLY) or is_video == (modality == AUDIO_ONLY):
         raise InputError(path, f"modality {modality} does not fit a {path.suffix} file")
     if channel not in (SPEECH, SONG):
         raise InputError(path, f"unknown vocal channel {channel}")
@@ -123,13 +119,9 @@ def fold_actors(root: Path) -> dict[str, tuple[int, ...]]:
         return dict(EMOBOX_TEST_ACTORS)
     try:
         listed = json.loads(path.read_text(encoding="utf-8"))["test_actors"]
-        folds = {
-            f"fold{name}": tuple(int(actor) for actor in actors) for name, actors in listed.items()
-        }
+        folds = {f"fold{name}": tuple(int(actor) for actor in actors) for name, actors in listed.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise InputError(
-            path, f"not a folds file ({{'test_actors': {{fold: [actors]}}}}): {error}"
-        ) from None
+        raise InputError(path, f"not a folds file ({{'test_actors': {{fold: [actors]}}}}): {error}") from None
     tested = [actor for actors in folds.values() for actor in actors]
     if len(tested) != len(set(tested)):
         raise InputError(path, "an actor is tested in more than one fold")

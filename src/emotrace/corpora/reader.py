@@ -47,9 +47,7 @@ def audio_files(folder: Path) -> list[Path]:
     return sorted(
         path
         for path in folder.iterdir()
-        if path.suffix.lower() in AUDIO_SUFFIXES
-        and not path.name.startswith(".")
-        and path.is_file()
+        if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".") and path.is_file()
     )
 
 

@@ -32,9 +32,7 @@ EMOTIONS: Mapping[str, str] = {
 def read_savee(root: Path, report: BatchReport) -> list[Utterance]:
     audio_data = require_folder(root / "AudioData", "SAVEE")
     utterances = []
-    for folder in sorted(
-        p for p in audio_data.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
+    for folder in sorted(p for p in audio_data.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in audio_files(folder):
             match = _NAME.fullmatch(path.stem)
             if match is None:

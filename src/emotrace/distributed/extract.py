@@ -48,18 +48,15 @@ from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor
 from emotrace.features.keys import text_key
-from emotrace.features.pipeline import (
-    ExtractionRun,
-    ExtractionSummary,
+from emotrace.features.pipeline import ExtractionRun, ExtractionSummary, extract_corpus, resolve_extractor
+from emotrace.features.store import FeatureStore
+from emotrace.features.storing import (
     audio_key_or_error,
-    extract_corpus,
     load_or_error,
-    resolve_extractor,
     store_audio_features,
     store_text_features,
     store_transcripts,
 )
-from emotrace.features.store import FeatureStore
 from emotrace.features.transcripts import TranscriptStore
 
 #: ``job`` of an outcome that is not an extractor's: the decoding failed, or ASR transcribed
@@ -99,8 +96,15 @@ def extract_corpus_on_ray(
             RayExtractionRun, specs=list(extractors), pool=actor_pool(actors, threads), store_dir=store_dir
         )
         return extract_corpus(
-            utterances, extractors, store_dir, batch_size=batch_size, asr=asr, report=report,
-            progress=progress, console=console, make_run=make_run,
+            utterances,
+            extractors,
+            store_dir,
+            batch_size=batch_size,
+            asr=asr,
+            report=report,
+            progress=progress,
+            console=console,
+            make_run=make_run,
         )
 
 
@@ -143,14 +147,23 @@ class RayExtractionRun(ExtractionRun):
             needs = [positions[id(job)] for job in item.jobs] + ([TRANSCRIPTION] if item.transcribe else [])
             rows.append({**_row(index, item.utterance), "key": item.key, "needs": _encode(needs)})
         asr = self.asr_job.asr if self.asr_job is not None else None
-        worker = {"directory": working_directory(), "threads": self.actors.threads, "store_dir": str(self.store_dir),
-                  "specs": self.audio_specs, "asr": asr}
+        worker = {
+            "directory": working_directory(),
+            "threads": self.actors.threads,
+            "store_dir": str(self.store_dir),
+            "specs": self.audio_specs,
+            "asr": asr,
+        }
         blocks = math.ceil(len(rows) / self.batch_size)
         dataset = (
             ray.data.from_items(rows, override_num_blocks=blocks)
             .map_batches(_decode, batch_size=self.batch_size)
-            .map_batches(_AudioWorker, batch_size=self.batch_size, fn_constructor_kwargs=worker,
-                         **self.actors.remote_args(blocks))
+            .map_batches(
+                _AudioWorker,
+                batch_size=self.batch_size,
+                fn_constructor_kwargs=worker,
+                **self.actors.remote_args(blocks),
+            )
         )
         for index, job, source, problem in self._outcomes(dataset, task):
             utterance = pending[index].utterance
@@ -169,8 +182,12 @@ class RayExtractionRun(ExtractionRun):
         if not todo:
             return
         rows = [{"index": index, "id": utterance.id, "text": text} for index, (utterance, text) in enumerate(todo)]
-        worker = {"directory": working_directory(), "threads": self.actors.threads, "store_dir": str(self.store_dir),
-                  "spec": self.text_specs[id(job)]}
+        worker = {
+            "directory": working_directory(),
+            "threads": self.actors.threads,
+            "store_dir": str(self.store_dir),
+            "spec": self.text_specs[id(job)],
+        }
         blocks = math.ceil(len(rows) / self.batch_size)
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             _TextWorker, batch_size=self.batch_size, fn_constructor_kwargs=worker, **self.actors.remote_args(blocks)
@@ -208,8 +225,12 @@ def _row(index: int, utterance: Utterance) -> dict[str, Any]:
 def _utterance(batch: dict[str, np.ndarray], row: int) -> Utterance:
     start, end = float(batch["start"][row]), float(batch["end"][row])
     return Utterance(
-        id=str(batch["id"][row]), audio=str(batch["audio"][row]) or None, label=None, speaker="",
-        start=None if math.isnan(start) else start, end=None if math.isnan(end) else end,
+        id=str(batch["id"][row]),
+        audio=str(batch["audio"][row]) or None,
+        label=None,
+        speaker="",
+        start=None if math.isnan(start) else start,
+        end=None if math.isnan(end) else end,
     )
 
 
@@ -237,8 +258,10 @@ class _Outcomes:
     def columns(self) -> dict[str, np.ndarray]:
         index, job, source, problem = zip(*self.rows) if self.rows else ((), (), (), ())
         return {
-            "index": np.asarray(index, np.int64), "job": np.asarray(job, np.int64),
-            "source": np.asarray(source, object), "problem": np.asarray(problem, object),
+            "index": np.asarray(index, np.int64),
+            "job": np.asarray(job, np.int64),
+            "source": np.asarray(source, object),
+            "problem": np.asarray(problem, object),
         }
 
 
@@ -254,8 +277,12 @@ def _hash(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys.append("" if failed else outcome)
         sources.append(outcome.source if failed else "")
         problems.append(outcome.problem if failed else "")
-    return {"index": batch["index"], "key": np.asarray(keys, object), "source": np.asarray(sources, object),
-            "problem": np.asarray(problems, object)}
+    return {
+        "index": batch["index"],
+        "key": np.asarray(keys, object),
+        "source": np.asarray(sources, object),
+        "problem": np.asarray(problems, object),
+    }
 
 
 def _decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -267,8 +294,12 @@ def _decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
         waveforms.append(np.zeros(0, np.float32) if failed else outcome)
         sources.append(outcome.source if failed else "")
         problems.append(outcome.problem if failed else "")
-    return {**batch, "waveform": waveforms, "source": np.asarray(sources, object),
-            "problem": np.asarray(problems, object)}
+    return {
+        **batch,
+        "waveform": waveforms,
+        "source": np.asarray(sources, object),
+        "problem": np.asarray(problems, object),
+    }
 
 
 class _Worker:
@@ -285,14 +316,16 @@ class _AudioWorker(_Worker):
     stored before dying, retried here, is not computed twice.
     """
 
-    def __init__(self, directory: str, threads: int, store_dir: str, specs: list[str | Extractor],
-                 asr: WhisperASR | None):
+    def __init__(
+        self, directory: str, threads: int, store_dir: str, specs: list[str | Extractor], asr: WhisperASR | None
+    ):
         super().__init__(directory, threads)
         self.jobs = []
         for spec in specs:
             extractor = resolve_extractor(spec)
-            self.jobs.append((extractor, FeatureStore.open(store_dir, extractor.name, extractor.config(),
-                                                            extractor.version)))
+            self.jobs.append(
+                (extractor, FeatureStore.open(store_dir, extractor.name, extractor.config(), extractor.version))
+            )
         self.asr, self.transcripts = asr, None
         if asr is not None:
             asr.cpu_threads = threads

@@ -202,8 +202,9 @@ class _PredictWorker(_Worker):
     """Predicts files and records each result as its part; a file whose part is there (a
     batch retried after an actor died midway) is not predicted again."""
 
-    def __init__(self, directory: str, threads: int, model: str, asr: bool, parts: str,
-                 moments: Mapping[str, SpeakerMoments]):
+    def __init__(
+        self, directory: str, threads: int, model: str, asr: bool, parts: str, moments: Mapping[str, SpeakerMoments]
+    ):
         super().__init__(directory, threads, model, asr)
         self.parts = ResultParts(Path(parts))
         self.moments = moments

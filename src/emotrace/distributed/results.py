@@ -99,12 +99,15 @@ class ResultParts:
         self, item: Item, state: list[int] | None, result: Mapping[str, Any] | None, skipped: Sequence[InputError]
     ) -> None:
         """Record ``item``'s outcome: its prediction (as JSON) or none, and what was skipped."""
-        write_json_atomically(self.path(item), {
-            "input": item.path,
-            "state": state,
-            "result": result,
-            "skipped": [{"source": error.source, "problem": error.problem} for error in skipped],
-        })
+        write_json_atomically(
+            self.path(item),
+            {
+                "input": item.path,
+                "state": state,
+                "result": result,
+                "skipped": [{"source": error.source, "problem": error.problem} for error in skipped],
+            },
+        )
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -205,26 +208,33 @@ def parquet_schema() -> Any:
     import pyarrow as pa
 
     numbers = pa.map_(pa.string(), pa.float64())
-    return pa.schema([
-        ("source", pa.string()),
-        ("start", pa.float64()),
-        ("end", pa.float64()),
-        ("duration", pa.float64()),
-        ("label", pa.string()),
-        ("probabilities", numbers),
-        ("protocol", pa.string()),
-        ("modalities", pa.map_(pa.string(), pa.bool_())),
-        ("transcript", pa.string()),
-        ("transcript_source", pa.string()),
-        ("mixture", numbers),
-        ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64()), ("mass", pa.float64())]))),
-        ("dynamics", pa.struct([
-            ("frame_rate", pa.float64()),
-            ("times", pa.list_(pa.float64())),
-            ("attention", pa.list_(pa.float64())),
-            ("frame_posteriors", pa.list_(pa.list_(pa.float64()))),
-        ])),
-    ])
+    return pa.schema(
+        [
+            ("source", pa.string()),
+            ("start", pa.float64()),
+            ("end", pa.float64()),
+            ("duration", pa.float64()),
+            ("label", pa.string()),
+            ("probabilities", numbers),
+            ("protocol", pa.string()),
+            ("modalities", pa.map_(pa.string(), pa.bool_())),
+            ("transcript", pa.string()),
+            ("transcript_source", pa.string()),
+            ("mixture", numbers),
+            ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64()), ("mass", pa.float64())]))),
+            (
+                "dynamics",
+                pa.struct(
+                    [
+                        ("frame_rate", pa.float64()),
+                        ("times", pa.list_(pa.float64())),
+                        ("attention", pa.list_(pa.float64())),
+                        ("frame_posteriors", pa.list_(pa.list_(pa.float64()))),
+                    ]
+                ),
+            ),
+        ]
+    )
 
 
 def _utterance_rows(results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

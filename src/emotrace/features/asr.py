@@ -105,9 +105,7 @@ class WhisperASR:
     def _model(self) -> WhisperModel:
         from faster_whisper import WhisperModel
 
-        return WhisperModel(
-            self.model_path, device="cpu", compute_type=self.compute_type, cpu_threads=self.cpu_threads
-        )
+        return WhisperModel(self.model_path, device="cpu", compute_type=self.compute_type, cpu_threads=self.cpu_threads)
 
     def transcribe(self, waveform: np.ndarray) -> Transcript:
         """Transcript of a 16 kHz mono waveform (any length; Whisper windows it by 30 s)."""
@@ -152,8 +150,6 @@ def _edit_distance(reference: list[str], hypothesis: list[str]) -> int:
     for i, ref_word in enumerate(reference, start=1):
         current = [i]
         for j, hyp_word in enumerate(hypothesis, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
-            )
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
         previous = current
     return previous[-1]

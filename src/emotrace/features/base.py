@@ -39,9 +39,7 @@ class Features:
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3 or self.data.shape[0] != len(self.layers):
-            raise ValueError(
-                f"features must be (layers={len(self.layers)}, frames, dims), got {self.data.shape}"
-            )
+            raise ValueError(f"features must be (layers={len(self.layers)}, frames, dims), got {self.data.shape}")
 
 
 class Extractor(ABC):

@@ -39,8 +39,9 @@ def checked_waveforms(inputs: Sequence[np.ndarray] | Sequence[str]) -> list[np.n
         peak = float(np.abs(array).max())
         if peak > MAX_SAMPLE_MAGNITUDE:  # finite, but its power spectrum is not
             raise InputError(
-                source, f"waveform has sample values of {peak:.3g}; audio lies within ±1 "
-                f"(at most ±{MAX_SAMPLE_MAGNITUDE:g} is accepted)"
+                source,
+                f"waveform has sample values of {peak:.3g}; audio lies within ±1 "
+                f"(at most ±{MAX_SAMPLE_MAGNITUDE:g} is accepted)",
             )
         waveforms.append(np.ascontiguousarray(array, dtype=np.float32))
     return waveforms

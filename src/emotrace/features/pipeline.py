@@ -31,14 +31,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.corpora.records import Utterance
 from emotrace.errors import BatchReport, InputError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
 from emotrace.features.isolation import extract_isolated, skipped_input
-from emotrace.features.keys import audio_key, text_key
+from emotrace.features.keys import text_key
 from emotrace.features.store import META_FILE, Entry, FeatureStore, read_store_meta
+from emotrace.features.storing import (
+    audio_key_or_error,
+    load_or_error,
+    store_audio_features,
+    store_text_features,
+    store_transcripts,
+    video_key_or_error,
+)
 from emotrace.features.transcripts import TranscriptStore
 from emotrace.features.video.reader import VideoClip
 
@@ -197,8 +204,13 @@ class ExtractionRun:
     """
 
     def __init__(
-        self, jobs: list[_Job], asr_job: _AsrJob | None, report: BatchReport, bar: Progress,
-        pool: ThreadPoolExecutor, batch_size: int,
+        self,
+        jobs: list[_Job],
+        asr_job: _AsrJob | None,
+        report: BatchReport,
+        bar: Progress,
+        pool: ThreadPoolExecutor,
+        batch_size: int,
     ):
         self.audio_jobs = [job for job in jobs if job.extractor.modality == "audio"]
         self.text_jobs = [job for job in jobs if job.extractor.modality == "text"]
@@ -342,7 +354,7 @@ class ExtractionRun:
             return
         counts = [job.count for job in self.video_jobs]
         keyed = []
-        for utterance, outcome in zip(utterances, self.pool.map(_video_key_or_error, utterances)):
+        for utterance, outcome in zip(utterances, self.pool.map(video_key_or_error, utterances)):
             if isinstance(outcome, InputError):
                 self.skip(outcome, utterance, counts)
             else:
@@ -355,11 +367,13 @@ class ExtractionRun:
             for batch in _batches(todo, self.batch_size):
                 clips = [VideoClip(u.video, u.video_start, u.video_end) for u, _ in batch]  # type: ignore[arg-type]
                 features = self._video_features(job, clips, [utterance for utterance, _ in batch])
-                job.store.put_many([
-                    Entry(utterance.id, key, result, {"seconds": result.data.shape[1] / result.frame_rate})
-                    for (utterance, key), result in zip(batch, features)
-                    if result is not None
-                ])
+                job.store.put_many(
+                    [
+                        Entry(utterance.id, key, result, {"seconds": result.data.shape[1] / result.frame_rate})
+                        for (utterance, key), result in zip(batch, features)
+                        if result is not None
+                    ]
+                )
                 self.bar.advance(task, len(batch))
 
     # ----------------------------------------------------------------- shared
@@ -405,61 +419,6 @@ class ExtractionRun:
         return results
 
 
-def store_audio_features(
-    extractor: Extractor, store: FeatureStore, batch: Sequence[tuple[str, str, np.ndarray]]
-) -> list[InputError | None]:
-    """Extract ``(utterance id, audio key, waveform)`` inputs and store them as one shard;
-    per input, None or why it failed."""
-    outcomes = extract_isolated(extractor, [waveform for _, _, waveform in batch])
-    store.put_many([
-        Entry(utt_id, key, features, {"seconds": len(waveform) / SAMPLE_RATE})
-        for (utt_id, key, waveform), features in zip(batch, outcomes)
-        if not isinstance(features, InputError)
-    ])
-    return [outcome if isinstance(outcome, InputError) else None for outcome in outcomes]
-
-
-def store_text_features(
-    extractor: Extractor, store: FeatureStore, batch: Sequence[tuple[str, str]]
-) -> list[InputError | None]:
-    """Extract ``(utterance id, text)`` inputs and store them as one shard; per input, None or why it failed."""
-    outcomes = extract_isolated(extractor, [text for _, text in batch])
-    store.put_many([
-        Entry(utt_id, text_key(text), features, {"text": text})
-        for (utt_id, text), features in zip(batch, outcomes)
-        if not isinstance(features, InputError)
-    ])
-    return [outcome if isinstance(outcome, InputError) else None for outcome in outcomes]
-
-
-def store_transcripts(asr: WhisperASR, store: TranscriptStore, batch: Sequence[tuple[str, str, np.ndarray]]) -> None:
-    """Transcribe ``(utterance id, audio key, waveform)`` inputs and append them to ``store``."""
-    store.put_many([(utt_id, key, asr.transcribe(waveform)) for utt_id, key, waveform in batch])
-
-
-def audio_key_or_error(utterance: Utterance) -> str | InputError:
-    """The content key of an utterance's audio, or why it cannot be read."""
-    if utterance.audio is None:
-        return InputError(utterance.id, "has no audio file")
-    try:
-        return audio_key(utterance.audio, utterance.start, utterance.end)
-    except FileNotFoundError:
-        return InputError(utterance.audio, "file not found")
-    except OSError as error:
-        return InputError(utterance.audio, f"cannot be read ({error.strerror})")
-
-
-def _video_key_or_error(utterance: Utterance) -> str | InputError:
-    if utterance.video is None:
-        return InputError(utterance.id, "has no video file")
-    try:
-        return audio_key(utterance.video, utterance.video_start, utterance.video_end)
-    except FileNotFoundError:
-        return InputError(utterance.video, "file not found")
-    except OSError as error:
-        return InputError(utterance.video, f"cannot be read ({error.strerror})")
-
-
 def _decoded(
     items: list[_AudioItem], pool: ThreadPoolExecutor, depth: int
 ) -> Iterator[tuple[_AudioItem, np.ndarray | InputError]]:
@@ -472,14 +431,6 @@ def _decoded(
             yield done, future.result()
     for done, future in in_flight:
         yield done, future.result()
-
-
-def load_or_error(utterance: Utterance) -> np.ndarray | InputError:
-    """An utterance's audio at the extractors' rate, or why it cannot be decoded."""
-    try:
-        return load_audio(utterance.audio, start=utterance.start, end=utterance.end, sr=SAMPLE_RATE)
-    except InputError as error:
-        return error
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

@@ -205,8 +205,9 @@ class _IndexedFile:
         return Entry(self.ids[row], self.keys[row], self.read(row), self.meta(row))
 
 
-def _write_entries(path: Path, entries: Iterable[Entry], count: int, total_frames: int,
-                   layers: tuple[int, ...], dims: int) -> None:
+def _write_entries(
+    path: Path, entries: Iterable[Entry], count: int, total_frames: int, layers: tuple[int, ...], dims: int
+) -> None:
     """Write ``count`` entries, streamed, into a new HDF5 file (frames preallocated)."""
     string = h5py.string_dtype()
     with h5py.File(path, "w") as handle:
@@ -293,8 +294,7 @@ class FeatureStore:
         self.refresh()
 
     @classmethod
-    def open(cls, root: str | Path, extractor_name: str, config: Mapping[str, Any],
-             version: int = 1) -> FeatureStore:
+    def open(cls, root: str | Path, extractor_name: str, config: Mapping[str, Any], version: int = 1) -> FeatureStore:
         """The store of this extractor configuration under ``root``, created if missing."""
         return cls(*open_store_folder(Path(root), StoreMeta("features", extractor_name, version, dict(config))))
 
@@ -321,9 +321,7 @@ class FeatureStore:
         self.close()
         self._files = files
         self._by_key = None
-        self._index = {
-            utt_id: _Location(indexed, row) for indexed in files for row, utt_id in enumerate(indexed.ids)
-        }
+        self._index = {utt_id: _Location(indexed, row) for indexed in files for row, utt_id in enumerate(indexed.ids)}
         shapes = {(indexed.layers, indexed.dims) for indexed in files if indexed.ids}
         if len(shapes) > 1:
             raise ValueError(f"{self.directory} mixes entry shapes {sorted(shapes)}")
@@ -389,9 +387,7 @@ class FeatureStore:
 
     def lengths(self) -> dict[str, int]:
         """Frames per entry, without reading any features (for bucketing and info)."""
-        return {
-            utt_id: int(location.file.lengths[location.row]) for utt_id, location in self._index.items()
-        }
+        return {utt_id: int(location.file.lengths[location.row]) for utt_id, location in self._index.items()}
 
     # ----------------------------------------------------------------- writing
 

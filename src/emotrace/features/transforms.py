@@ -39,6 +39,7 @@ class InputSpec:
         if self.frame_pooling < 1:
             raise ValueError(f"frame_pooling must be at least 1, got {self.frame_pooling}")
 
+
 def pool_frames(data: np.ndarray, factor: int) -> np.ndarray:
     """Average each run of ``factor`` frames of ``(layers, frames, dims)`` features.
 

@@ -65,8 +65,7 @@ def verify_sha256(paths: list[Path], expected: str, what: str) -> None:
     if actual != expected:
         names = " + ".join(str(path) for path in paths)
         raise ExtractorConfigError(
-            f"{what}: {names} has SHA-256 {actual}, expected {expected}; "
-            "reinstall the package that ships it"
+            f"{what}: {names} has SHA-256 {actual}, expected {expected}; reinstall the package that ships it"
         )
 
 
@@ -95,9 +94,7 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def load_pretrained(
-    model_class: Any, source: str | Path, *, unused: Iterable[str] = (), **kwargs: Any
-) -> Any:
+def load_pretrained(model_class: Any, source: str | Path, *, unused: Iterable[str] = (), **kwargs: Any) -> Any:
     """``model_class.from_pretrained(source)`` in float32 eval mode, refusing missing weights.
 
     ``unused`` names parameters that the checkpoint may lack because inference never reads

@@ -223,8 +223,11 @@ class WhisperEncoderExtractor(Extractor):
         waveforms = [np.pad(waveform, (0, -len(waveform) % step)) for waveform in checked_waveforms(inputs)]
         windows = [plan_windows(len(waveform), window, overlap, step) for waveform in waveforms]
         pieces = sorted(
-            (_Piece(item, index, waveforms[item][planned.start : planned.stop])
-             for item, plan in enumerate(windows) for index, planned in enumerate(plan)),
+            (
+                _Piece(item, index, waveforms[item][planned.start : planned.stop])
+                for item, plan in enumerate(windows)
+                for index, planned in enumerate(plan)
+            ),
             key=lambda piece: len(piece.clip),
         )
         outputs: dict[tuple[int, int], np.ndarray] = {}

@@ -187,4 +187,3 @@ def attention_curve(prediction: Prediction) -> AttentionCurve:
     if prediction.attention is None or prediction.frame_rate is None:
         raise ValueError(f"the prediction of {prediction.source} has no attention over time")
     return AttentionCurve(prediction.attention, prediction.frame_rate)
-

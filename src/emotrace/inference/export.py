@@ -199,8 +199,7 @@ def _input_shapes(config: ModelConfig) -> dict[str, Shape]:
 
 def _dynamic_axes(shapes: dict[str, Shape]) -> dict[str, dict[int, str]]:
     return {
-        name: {dim: size for dim, size in enumerate(shape) if isinstance(size, str)}
-        for name, shape in shapes.items()
+        name: {dim: size for dim, size in enumerate(shape) if isinstance(size, str)} for name, shape in shapes.items()
     }
 
 

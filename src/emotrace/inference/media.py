@@ -280,8 +280,9 @@ class MediaPredictor(ABC):
             return self.predict(piece, speaker_moments=speaker_moments), piece.waveform
         if text is not None and self.reads("text"):
             raise InputError(
-                path, f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "
-                "no transcript: leave the text out (with ASR on, each segment is transcribed)"
+                path,
+                f"is over {self.max_duration:g} s, so it is predicted by speech segments, which take "
+                "no transcript: leave the text out (with ASR on, each segment is transcribed)",
             )
         return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
 

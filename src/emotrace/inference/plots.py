@@ -84,9 +84,7 @@ def plot_utterance(
     top.set_yticks([])
     top.set_ylabel("waveform")
     weights = top.twinx()
-    (attention_line,) = weights.plot(
-        frame_times, attention, color="black", linewidth=1.5, label="attention"
-    )
+    (attention_line,) = weights.plot(frame_times, attention, color="black", linewidth=1.5, label="attention")
     weights.set_ylim(0, 1.1 * float(attention.max()) or 1.0)
     weights.set_ylabel("attention")
     top.legend(
@@ -103,8 +101,11 @@ def plot_utterance(
     for index, label in enumerate(labels):
         linewidth = 2.5 if label == predicted else 1.5
         bottom.plot(
-            frame_times, frame_posteriors[:, index], color=EMOTION_COLOURS[label],
-            linewidth=linewidth, label=label,
+            frame_times,
+            frame_posteriors[:, index],
+            color=EMOTION_COLOURS[label],
+            linewidth=linewidth,
+            label=label,
         )
     bottom.set_ylim(0, 1.02)
     bottom.set_xlim(0, max(seconds, len(attention) / frame_rate))
@@ -152,7 +153,11 @@ def plot_timeline(
     predicted = probabilities.argmax(1) if len(segments) else np.zeros(0, dtype=int)
 
     bands.bar(
-        starts, 1.0, widths, align="edge", linewidth=0,
+        starts,
+        1.0,
+        widths,
+        align="edge",
+        linewidth=0,
         color=[EMOTION_COLOURS[labels[index]] for index in predicted],
     )
     bands.set_ylim(0, 1)
@@ -164,8 +169,13 @@ def plot_timeline(
     bottom = np.zeros(len(segments))
     for index, label in enumerate(labels):
         stack.bar(
-            starts, probabilities[:, index], widths, bottom=bottom, align="edge",
-            color=EMOTION_COLOURS[label], linewidth=0,
+            starts,
+            probabilities[:, index],
+            widths,
+            bottom=bottom,
+            align="edge",
+            color=EMOTION_COLOURS[label],
+            linewidth=0,
         )
         bottom += probabilities[:, index]
     stack.set_ylim(0, 1)
@@ -176,7 +186,10 @@ def plot_timeline(
     stack.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: _clock(seconds)))
     stack.legend(
         handles=[Patch(color=EMOTION_COLOURS[label], label=label) for label in labels],
-        loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="emotion",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        title="emotion",
     )
     if title:
         figure.suptitle(title)
@@ -235,10 +248,14 @@ def write_plots(
             written.append(_utterance_plot(stream, figure, labels, waveform, f"{title}: the {model} model"))
     if result.comparison is not None and result.audio is not None and result.video is not None:
         curves = [AttentionCurve(p.attention, p.frame_rate) for p in (result.audio, result.video)]  # type: ignore[arg-type]
-        written.append(plot_roi_comparison(
-            folder / f"{name}.roi.png", *curves, result.comparison,
-            title=f"{title}: where the voice and the face carry the emotion",
-        ))
+        written.append(
+            plot_roi_comparison(
+                folder / f"{name}.roi.png",
+                *curves,
+                result.comparison,
+                title=f"{title}: where the voice and the face carry the emotion",
+            )
+        )
     return written
 
 

@@ -170,8 +170,10 @@ class AudioVisualPrediction:
         """This prediction and each stream's under an abstention threshold (None: none); the
         fused probabilities decide whether the utterance abstains."""
         abstained = _abstains(self.probabilities, min_confidence)
-        streams = {name: None if stream is None else stream.with_min_confidence(min_confidence)
-                   for name, stream in (("audio", self.audio), ("video", self.video), ("fused", self.fused))}
+        streams = {
+            name: None if stream is None else stream.with_min_confidence(min_confidence)
+            for name, stream in (("audio", self.audio), ("video", self.video), ("fused", self.fused))
+        }
         return replace(self, label=UNCERTAIN if abstained else self.top_label, abstained=abstained, **streams)
 
     @property
@@ -188,18 +190,28 @@ class AudioVisualPrediction:
         fused = None
         if self.fusion is not None:
             fused = {"method": self.fusion, "description": self.fusion_description}
-            fused.update(_without_source(self.fused) or {
-                "label": self.label, "probabilities": _rounded(self.probabilities, 5),
-            })
+            fused.update(
+                _without_source(self.fused)
+                or {
+                    "label": self.label,
+                    "probabilities": _rounded(self.probabilities, 5),
+                }
+            )
         comparison = None
         if self.comparison is not None:
             comparison = {
                 "seconds": round(self.comparison.seconds, 3),
-                **{name: _rounded(getattr(self.comparison, name), 4)
-                   for name in ("roi_iou", "pearson", "lag", "lag_correlation")},
-                **{f"{stream}_regions": [_rounded([self.start + a, self.start + b], 3) for a, b in regions]
-                   for stream, regions in (("audio", self.comparison.audio_regions),
-                                           ("video", self.comparison.video_regions))},
+                **{
+                    name: _rounded(getattr(self.comparison, name), 4)
+                    for name in ("roi_iou", "pearson", "lag", "lag_correlation")
+                },
+                **{
+                    f"{stream}_regions": [_rounded([self.start + a, self.start + b], 3) for a, b in regions]
+                    for stream, regions in (
+                        ("audio", self.comparison.audio_regions),
+                        ("video", self.comparison.video_regions),
+                    )
+                },
             }
         return {
             "source": self.source,
@@ -289,6 +301,8 @@ def _without_source(prediction: Prediction | None) -> dict[str, Any] | None:
     document = prediction.to_dict()
     del document["source"]
     return document
+
+
 def _abstains(scores: dict[str, float], min_confidence: float | None) -> bool | None:
     """Whether the top score is below ``min_confidence``; None when there is no threshold."""
     if check_min_confidence(min_confidence) is None:

@@ -92,9 +92,7 @@ class Predictor(MediaPredictor):
                 )
             if adaptive.labels != checkpoint.labels:
                 raise ValueError(f"companion labels {adaptive.labels} differ from {checkpoint.labels}")
-        self.checkpoints: dict[str, Checkpoint] = {
-            c.protocol: c for c in (checkpoint, adaptive) if c is not None
-        }
+        self.checkpoints: dict[str, Checkpoint] = {c.protocol: c for c in (checkpoint, adaptive) if c is not None}
         self.labels: tuple[str, ...] = checkpoint.labels
         self.asr = asr
         self.max_duration = max_duration
@@ -269,8 +267,10 @@ class Predictor(MediaPredictor):
         missing = checkpoint.model.missing_modalities([m for m, value in given.items() if value is not None])
         if missing:
             needs = [
-                "a transcript (give text, or turn on ASR)" if m == "text"
-                else f"{m} ({piece.notes[m]})" if m in piece.notes
+                "a transcript (give text, or turn on ASR)"
+                if m == "text"
+                else f"{m} ({piece.notes[m]})"
+                if m in piece.notes
                 else f"{m} input, which audio cannot give"
                 for m in missing
             ]

@@ -121,8 +121,9 @@ def interval_iou(first: Sequence[tuple[float, float]], second: Sequence[tuple[fl
     total = sum(end - start for start, end in first) + sum(end - start for start, end in second)
     if total <= 0:
         return None
-    inter = sum(max(0.0, min(a_end, b_end) - max(a_start, b_start))
-                for a_start, a_end in first for b_start, b_end in second)
+    inter = sum(
+        max(0.0, min(a_end, b_end) - max(a_start, b_start)) for a_start, a_end in first for b_start, b_end in second
+    )
     return float(inter / (total - inter))
 
 
@@ -197,6 +198,7 @@ def _clipped(spans: list[tuple[float, float]], span: float) -> list[tuple[float,
 
 def summarise_agreement(clips: Sequence[ClipAgreement]) -> dict[str, Any]:
     """Mean ± std of each figure over all clips and per emotion (clips without a value left out)."""
+
     def figures(group: Sequence[ClipAgreement]) -> dict[str, Any]:
         result: dict[str, Any] = {"clips": len(group)}
         for name in ("roi_iou", "pearson", "lag", "lag_correlation"):
@@ -262,14 +264,20 @@ def plot_roi_comparison(
     bands.set_ylim(0, 1)
     bands.set_xlim(0, span)
     bands.set_xlabel("time (s)")
-    bands.legend(handles=[Patch(color="#555555", alpha=0.6, label="region of interest")],
-                 loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    bands.legend(
+        handles=[Patch(color="#555555", alpha=0.6, label="region of interest")],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
 
     def number(value: float | None, digits: int = 2) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    heading = (f"region IoU {number(agreement.roi_iou)}, Pearson r {number(agreement.pearson)}, "
-               f"lag {agreement.lag:+.2f} s (r {number(agreement.lag_correlation)})")
+    heading = (
+        f"region IoU {number(agreement.roi_iou)}, Pearson r {number(agreement.pearson)}, "
+        f"lag {agreement.lag:+.2f} s (r {number(agreement.lag_correlation)})"
+    )
     label = title or " ".join(part for part in (agreement.clip, agreement.emotion) if part)
     figure.suptitle(f"{label}\n{heading}" if label else heading)
     return _save(figure, output)

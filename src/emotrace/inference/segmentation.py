@@ -68,14 +68,10 @@ def speech_segments(
             spans[-1][1] = finish
         else:
             spans.append([begin, finish])
-    return [
-        piece for begin, finish in spans for piece in _split(begin, finish, probabilities, max_segment)
-    ]
+    return [piece for begin, finish in spans for piece in _split(begin, finish, probabilities, max_segment)]
 
 
-def segment_audio(
-    path: str | Path, segments: Sequence[Span]
-) -> Iterator[tuple[Span, np.ndarray]]:
+def segment_audio(path: str | Path, segments: Sequence[Span]) -> Iterator[tuple[Span, np.ndarray]]:
     """Each segment with its audio (1-D float32, 16 kHz mono), decoded one at a time."""
     for segment in segments:
         yield segment, load_audio(path, segment.start, segment.end)
@@ -121,9 +117,7 @@ def frame_probabilities(vad: Any, audio: np.ndarray) -> np.ndarray:
     return np.array([vad(frame, SAMPLE_RATE).item() for frame in frames], dtype=np.float32)
 
 
-def speech_runs(
-    probabilities: np.ndarray, threshold: float, min_silence_frames: int
-) -> list[tuple[int, int]]:
+def speech_runs(probabilities: np.ndarray, threshold: float, min_silence_frames: int) -> list[tuple[int, int]]:
     """``[start, end)`` frame runs of speech under silero's hysteresis rule."""
     off = max(threshold - HYSTERESIS, 0.01)
     runs = []
@@ -143,9 +137,7 @@ def speech_runs(
     return runs
 
 
-def _split(
-    begin: float, end: float, probabilities: np.ndarray, max_segment: float
-) -> list[Span]:
+def _split(begin: float, end: float, probabilities: np.ndarray, max_segment: float) -> list[Span]:
     """``[begin, end)`` in pieces of at most ``max_segment`` seconds.
 
     A piece that is too long is cut at the start of its least speech-like frame in its

@@ -45,14 +45,20 @@ def predictions_document(results: Sequence[Result], report: BatchReport) -> dict
 
 #: the CSV's columns after the transcript when audio and video models predicted together
 AUDIOVISUAL_COLUMNS = (
-    "modalities", "fusion", "audio_label", "video_label", "audio_regions", "video_regions",
-    "roi_iou", "pearson", "lag", "notes",
+    "modalities",
+    "fusion",
+    "audio_label",
+    "video_label",
+    "audio_regions",
+    "video_regions",
+    "roi_iou",
+    "pearson",
+    "lag",
+    "notes",
 )
 
 
-def render(
-    results: Sequence[Result], report: BatchReport, labels: Sequence[str], output_format: OutputFormat
-) -> str:
+def render(results: Sequence[Result], report: BatchReport, labels: Sequence[str], output_format: OutputFormat) -> str:
     """The predictions as JSON, CSV (one row per utterance and per recording's speech
     segment; with :data:`AUDIOVISUAL_COLUMNS` too where audio and video models predicted
     together, and an ``abstained`` column last when an abstention threshold was asked for),
@@ -67,17 +73,35 @@ def render(
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         audiovisual = any(isinstance(p, AudioVisualPrediction) for p in predictions)
-        writer.writerow([
-            "source", "start", "end", "protocol", "label", *labels, "regions", "transcript",
-            *(AUDIOVISUAL_COLUMNS if audiovisual else ()), *(["abstained"] if abstention else []),
-        ])
+        writer.writerow(
+            [
+                "source",
+                "start",
+                "end",
+                "protocol",
+                "label",
+                *labels,
+                "regions",
+                "transcript",
+                *(AUDIOVISUAL_COLUMNS if audiovisual else ()),
+                *(["abstained"] if abstention else []),
+            ]
+        )
         for p in predictions:
-            writer.writerow([
-                printable(p.source), f"{p.start:.3f}", f"{p.end:.3f}", p.protocol, p.label,
-                *(f"{p.probabilities[label]:.5f}" for label in labels), _regions(p.segments, ";"), p.transcript or "",
-                *(_audiovisual_cells(p) if audiovisual else ()),
-                *([str(bool(p.abstained)).lower()] if abstention else []),
-            ])
+            writer.writerow(
+                [
+                    printable(p.source),
+                    f"{p.start:.3f}",
+                    f"{p.end:.3f}",
+                    p.protocol,
+                    p.label,
+                    *(f"{p.probabilities[label]:.5f}" for label in labels),
+                    _regions(p.segments, ";"),
+                    p.transcript or "",
+                    *(_audiovisual_cells(p) if audiovisual else ()),
+                    *([str(bool(p.abstained)).lower()] if abstention else []),
+                ]
+            )
         return buffer.getvalue()
     buffer = io.StringIO()
     Console(file=buffer, width=TABLE_WIDTH, no_color=True).print(predictions_table(results))
@@ -105,7 +129,9 @@ def predictions_table(results: Sequence[Result]) -> Table:
         ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
         best = f"{ranked[0]} {p.probabilities[ranked[0]]:.0%}"
         row = [
-            escape(printable(p.source)), f"{p.start:.2f}-{p.end:.2f}", f"{p.label} ({best})" if p.abstained else best,
+            escape(printable(p.source)),
+            f"{p.start:.2f}-{p.end:.2f}",
+            f"{p.label} ({best})" if p.abstained else best,
             f"{ranked[1]} {p.probabilities[ranked[1]]:.0%}",
         ]
         if audiovisual:
@@ -139,13 +165,17 @@ def _audiovisual_cells(p: UtterancePrediction) -> list[str]:
     if not isinstance(p, AudioVisualPrediction):
         return [""] * len(AUDIOVISUAL_COLUMNS)
     comparison = p.comparison
-    figures = ["" if comparison is None or getattr(comparison, name) is None else f"{getattr(comparison, name):.4f}"
-               for name in ("roi_iou", "pearson", "lag")]
+    figures = [
+        "" if comparison is None or getattr(comparison, name) is None else f"{getattr(comparison, name):.4f}"
+        for name in ("roi_iou", "pearson", "lag")
+    ]
     return [
-        "+".join(m for m, used in p.modalities.items() if used), p.fusion or "",
+        "+".join(m for m, used in p.modalities.items() if used),
+        p.fusion or "",
         *(stream.label if stream is not None else "" for stream in (p.audio, p.video)),
         *(_regions(stream.segments, ";") if stream is not None else "" for stream in (p.audio, p.video)),
-        *figures, "; ".join(p.notes),
+        *figures,
+        "; ".join(p.notes),
     ]
 
 
@@ -156,6 +186,7 @@ def _audiovisual_table_cells(p: UtterancePrediction) -> list[str]:
     streams: list[Prediction | None] = [p.audio, p.video]
     labels = [f"{s.label} {s.probabilities[s.label]:.0%}" if s is not None else "not used" for s in streams]
     iou = p.comparison.roi_iou if p.comparison is not None else None
-    regions = "; ".join(f"{name} {_regions(s.segments)}" for name, s in zip(("voice", "face"), streams)
-                        if s is not None and s.segments)
+    regions = "; ".join(
+        f"{name} {_regions(s.segments)}" for name, s in zip(("voice", "face"), streams) if s is not None and s.segments
+    )
     return [*labels, "" if iou is None else f"{iou:.2f}", regions or _regions(p.segments)]

@@ -72,9 +72,7 @@ class ModelConfig:
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
-            raise ValueError(
-                f"class_weights has {len(self.class_weights)} values for {self.num_classes} classes"
-            )
+            raise ValueError(f"class_weights has {len(self.class_weights)} values for {self.num_classes} classes")
 
     def layers_in(self, modality: str) -> int:
         return self.num_layers_in.get(modality, 1)

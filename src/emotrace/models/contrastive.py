@@ -198,11 +198,13 @@ class FlatSpectrogramCNN(nn.Module):
         super().__init__()
         self.frequency_bins, self.frames = frequency_bins, frames
         channels = [1] + [filters] * CNN_BLOCKS
-        self.blocks = nn.Sequential(*(
-            layer
-            for c_in, c_out in itertools.pairwise(channels)
-            for layer in (nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        ))
+        self.blocks = nn.Sequential(
+            *(
+                layer
+                for c_in, c_out in itertools.pairwise(channels)
+                for layer in (nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            )
+        )
 
     def forward(self, spectrogram: Tensor, lengths: Tensor) -> Tensor:
         if spectrogram.dim() == 4:  # a one-layer stack (B, 1, T, F)
@@ -243,9 +245,7 @@ class AttentiveRecurrentEncoder(nn.Module):
     def __init__(self, config: ContrastiveConfig, modality: str, code_dim: int):
         super().__init__()
         self.front_end = config.front_end(modality)
-        self.lstm = nn.LSTM(
-            self.front_end.output_dim, code_dim // 2, bidirectional=True, batch_first=True
-        )
+        self.lstm = nn.LSTM(self.front_end.output_dim, code_dim // 2, bidirectional=True, batch_first=True)
         self.attention = AdditiveAttention(code_dim, config.attention_dim)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
@@ -293,9 +293,7 @@ class ContrastiveFusion(EmotionModel):
         super().__init__(config)
         encoders = {"recurrent": AttentiveRecurrentEncoder, "mean": MeanPoolEncoder, "lstm_dot": DotAttentionLSTM}
         if config.audio_encoder == "cnn":
-            self.audio_encoder: nn.Module = SpectrogramCNN(
-                config.input_dims["audio"], config.audio_code_dim
-            )
+            self.audio_encoder: nn.Module = SpectrogramCNN(config.input_dims["audio"], config.audio_code_dim)
         elif config.audio_encoder == "cnn_flat":
             self.audio_encoder = FlatSpectrogramCNN(config.input_dims["audio"], config.cnn_filters, config.cnn_frames)
         else:
@@ -346,8 +344,9 @@ class ContrastiveFusion(EmotionModel):
             targets = torch.zeros_like(negative)
             if self.config.negatives == "label_aware":
                 targets = (labels == labels[shuffled]).to(negative.dtype)
-            parts = (F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive))
-                     + F.binary_cross_entropy_with_logits(negative, targets))
+            parts = F.binary_cross_entropy_with_logits(
+                positive, torch.ones_like(positive)
+            ) + F.binary_cross_entropy_with_logits(negative, targets)
             return parts if self.config.loss_weighting == "authors" else parts / 2
         scores = self.discriminator(audio_code[:, None], text_code[None, :])  # (B audio, B text)
         same_emotion = labels[:, None] == labels[None, :]

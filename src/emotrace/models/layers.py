@@ -31,9 +31,7 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> Tensor:
     """``(length, dim)`` sinusoidal position codes of Vaswani et al. (2017), section 3.5."""
     positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    frequencies = torch.exp(
-        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
-    )
+    frequencies = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     codes = torch.zeros(length, dim, device=device)
     codes[:, 0::2] = torch.sin(positions * frequencies)
     codes[:, 1::2] = torch.cos(positions * frequencies[: dim // 2])

@@ -140,9 +140,7 @@ class QueryFusionOutput(ModelOutput):
             rate = frame_rates.get(stream, 0.0)
             attention = weights[item, label, : int(self.lengths[stream][item])]
             if rate > 0 and attention.sum() > 0:  # zero: the stream was hidden from the queries
-                return Explanation(
-                    modalities, stream=stream, **_attended(attention / attention.sum(), rate, offset)
-                )
+                return Explanation(modalities, stream=stream, **_attended(attention / attention.sum(), rate, offset))
         return Explanation(modalities)
 
 

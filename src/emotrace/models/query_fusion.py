@@ -88,16 +88,22 @@ class QueryFusionConfig(ModelConfig):
         super().__post_init__()
         if self.projection_dim is None:
             raise ValueError("query fusion needs projection_dim: the modalities share one width")
-        unknown = {m: kind for m, kind in self.encoder_types.items()
-                   if m not in self.modalities or kind not in ("transformer", "bilstm")}
+        unknown = {
+            m: kind
+            for m, kind in self.encoder_types.items()
+            if m not in self.modalities or kind not in ("transformer", "bilstm")
+        }
         if unknown:
-            raise ValueError(f"encoder_types maps modalities {self.modalities} to 'transformer' or 'bilstm', "
-                             f"got {unknown}")
+            raise ValueError(
+                f"encoder_types maps modalities {self.modalities} to 'transformer' or 'bilstm', got {unknown}"
+            )
         if any(kind == "bilstm" for kind in self.encoder_types.values()) and self.projection_dim % 2:
             raise ValueError("a BiLSTM encoder needs an even projection_dim (half per direction)")
         if self.queries_per_class < 1 or self.readout not in ("per_class", "pooled"):
-            raise ValueError(f"need queries_per_class >= 1 and readout 'per_class' or 'pooled', "
-                             f"got {self.queries_per_class} and {self.readout!r}")
+            raise ValueError(
+                f"need queries_per_class >= 1 and readout 'per_class' or 'pooled', "
+                f"got {self.queries_per_class} and {self.readout!r}"
+            )
         if self.unimodal_loss_weight < 0:
             raise ValueError(f"unimodal_loss_weight must be >= 0, got {self.unimodal_loss_weight}")
         if self.decoder_layers < 1:
@@ -174,11 +180,22 @@ class QueryFusion(EmotionModel):
     def _encoder(self, modality: str) -> nn.Module:
         config = self.config
         if config.encoder_types.get(modality, "transformer") == "bilstm":
-            return nn.LSTM(config.projection_dim, config.projection_dim // 2, num_layers=config.encoder_layers,
-                           bidirectional=True, batch_first=True,
-                           dropout=config.dropout if config.encoder_layers > 1 else 0.0)
-        layer = nn.TransformerEncoderLayer(config.projection_dim, config.num_heads, config.feedforward_dim,
-                                           config.dropout, batch_first=True, norm_first=config.norm_first)
+            return nn.LSTM(
+                config.projection_dim,
+                config.projection_dim // 2,
+                num_layers=config.encoder_layers,
+                bidirectional=True,
+                batch_first=True,
+                dropout=config.dropout if config.encoder_layers > 1 else 0.0,
+            )
+        layer = nn.TransformerEncoderLayer(
+            config.projection_dim,
+            config.num_heads,
+            config.feedforward_dim,
+            config.dropout,
+            batch_first=True,
+            norm_first=config.norm_first,
+        )
         norm = nn.LayerNorm(config.projection_dim) if config.norm_first else None
         return nn.TransformerEncoder(layer, config.encoder_layers, norm=norm, enable_nested_tensor=False)
 

@@ -148,8 +148,9 @@ class ROIAttention(EmotionModel):
         states, mask, _, attention = self._encode(inputs)
         width = states.shape[-1]
         weight = self.classifier.weight
-        parts = {"attention": torch.einsum("bt,bth->bh", attention, states) @ weight[:, :width].T
-                 + self.classifier.bias}
+        parts = {
+            "attention": torch.einsum("bt,bth->bh", attention, states) @ weight[:, :width].T + self.classifier.bias
+        }
         if self.config.join_mean_pool:
             parts["mean"] = masked_mean(states, mask) @ weight[:, width:].T
         else:

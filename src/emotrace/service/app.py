@@ -63,15 +63,22 @@ PAGE = "index.html"
 _PREDICT_FORM = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": [UPLOAD_FIELD],
-            "properties": {
-                UPLOAD_FIELD: {"type": "string", "format": "binary",
-                               "description": "Audio (or video) in any format emotrace.audio reads."},
-                TEXT_FIELD: {"type": "string", "description": "Transcript, for models that read text."},
-            },
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [UPLOAD_FIELD],
+                    "properties": {
+                        UPLOAD_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Audio (or video) in any format emotrace.audio reads.",
+                        },
+                        TEXT_FIELD: {"type": "string", "description": "Transcript, for models that read text."},
+                    },
+                }
+            }
+        },
     }
 }
 
@@ -111,8 +118,7 @@ def create_app(
     if UTTERANCE_LEVEL not in predictor.protocols:
         raise InputError(
             model,
-            "is speaker-adaptive only: the service predicts single uploads, which needs an "
-            "utterance-level model",
+            "is speaker-adaptive only: the service predicts single uploads, which needs an utterance-level model",
         )
     runner: Runner = (
         ThreadRunner(predictor)

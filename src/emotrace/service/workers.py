@@ -112,8 +112,10 @@ def _renamed(result: Result, source: str) -> Result:
     if isinstance(result, RecordingPrediction):
         return replace(result, source=source, timeline=tuple(_renamed(p, source) for p in result.timeline))
     if isinstance(result, AudioVisualPrediction):
-        streams = {name: None if stream is None else replace(stream, source=source)
-                   for name, stream in (("audio", result.audio), ("video", result.video), ("fused", result.fused))}
+        streams = {
+            name: None if stream is None else replace(stream, source=source)
+            for name, stream in (("audio", result.audio), ("video", result.video), ("fused", result.fused))
+        }
         return replace(result, source=source, **streams)
     return replace(result, source=source)
 

@@ -166,9 +166,12 @@ def calibration_markdown(summary: Mapping[str, Any]) -> list[str]:
     lines = [
         "## Calibration",
         "",
-        (f"{method} ECE {spread('ece_unscaled', 1)} → {spread('ece', 1)} % (top label, {ECE_BINS} equal-width bins), "
-         f"NLL {spread('nll_unscaled', 3)} → {spread('nll', 3)} (before → after scaling, mean ± std over folds; "
-         f"pooled ECE {summary['pooled_ece']:.1f} %)."),
+        (
+            f"{method} ECE {spread('ece_unscaled', 1)} → {spread('ece', 1)} % "
+            f"(top label, {ECE_BINS} equal-width bins), "
+            f"NLL {spread('nll_unscaled', 3)} → {spread('nll', 3)} (before → after scaling, mean ± std over folds; "
+            f"pooled ECE {summary['pooled_ece']:.1f} %)."
+        ),
         "",
         "| fold | T | ECE before | ECE after | NLL before | NLL after | most predicted |",
         "|---|---|---|---|---|---|---|",
@@ -177,12 +180,21 @@ def calibration_markdown(summary: Mapping[str, Any]) -> list[str]:
         if "ece" not in fold:
             continue
         top = max(fold["predicted_share"], key=fold["predicted_share"].__getitem__)
-        lines.append(f"| {name} | {fold['temperature']:.2f} | {fold['ece_unscaled']:.1f} | {fold['ece']:.1f} | "
-                     f"{fold['nll_unscaled']:.3f} | {fold['nll']:.3f} | {top} {fold['predicted_share'][top]:.0f} % |")
+        lines.append(
+            f"| {name} | {fold['temperature']:.2f} | {fold['ece_unscaled']:.1f} | {fold['ece']:.1f} | "
+            f"{fold['nll_unscaled']:.3f} | {fold['nll']:.3f} | {top} {fold['predicted_share'][top]:.0f} % |"
+        )
     shares = summary["pooled_predicted_share"]
-    lines += ["", "Predicted-class shares (percent of pooled test items): "
-              + ", ".join(f"{label} {share:.1f}" for label, share in shares.items()), ""]
+    lines += [
+        "",
+        "Predicted-class shares (percent of pooled test items): "
+        + ", ".join(f"{label} {share:.1f}" for label, share in shares.items()),
+        "",
+    ]
     for flag in summary["dominant_predictions"]:
-        lines += [f"**Warning:** fold {flag['fold']} predicts {flag['label']} for {flag['share']:.0f} % of its "
-                  f"test items (over {DOMINANT_SHARE:.0f} %).", ""]
+        lines += [
+            f"**Warning:** fold {flag['fold']} predicts {flag['label']} for {flag['share']:.0f} % of its "
+            f"test items (over {DOMINANT_SHARE:.0f} %).",
+            "",
+        ]
     return lines

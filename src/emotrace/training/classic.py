@@ -111,8 +111,13 @@ def run_classic(
         tested += test
         predicted_all += predicted.tolist()
         predictions += [
-            {"id": corpus.utterances[row].id, "speaker": corpus.utterances[row].speaker, "fold": fold.name,
-             "label": labels[targets[row]], "prediction": labels[p]}
+            {
+                "id": corpus.utterances[row].id,
+                "speaker": corpus.utterances[row].speaker,
+                "fold": fold.name,
+                "label": labels[targets[row]],
+                "prediction": labels[p],
+            }
             for row, p in zip(test, predicted)
         ]
     return {
@@ -139,8 +144,8 @@ def pooled_features(
     missing = [utt_id for utt_id in ids if utt_id not in store]
     if missing:
         raise InputError(
-            store.directory, f"has no features for {len(missing)} utterances (e.g. {missing[:3]}); "
-            "run `emotrace extract` for them"
+            store.directory,
+            f"has no features for {len(missing)} utterances (e.g. {missing[:3]}); run `emotrace extract` for them",
         )
     adaptive = check_protocol(protocol) == SPEAKER_ADAPTIVE
     accumulators: dict[str, MomentAccumulator] = {}

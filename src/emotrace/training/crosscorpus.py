@@ -84,7 +84,9 @@ def shares(predicted: Sequence[int], classes: Sequence[str]) -> dict[str, float]
 
 
 def cross_corpus_breakdown(
-    rows: Sequence[Mapping[str, Any]], vocabulary: Sequence[str], train_classes: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    vocabulary: Sequence[str],
+    train_classes: Sequence[str],
     test_classes: Mapping[str, Sequence[str]],
 ) -> dict[str, dict[str, Any]]:
     """Per test corpus (``row["corpus"]``): both protocols' metrics and the unrestricted shares.
@@ -131,8 +133,12 @@ def swallowing(breakdown: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def prediction_rows(
-    utterances: Sequence[Utterance], fold: str, probabilities: np.ndarray, vocabulary: Sequence[str],
-    sets: Mapping[str, Sequence[str]] | None = None, trained_on: Collection[str] = (),
+    utterances: Sequence[Utterance],
+    fold: str,
+    probabilities: np.ndarray,
+    vocabulary: Sequence[str],
+    sets: Mapping[str, Sequence[str]] | None = None,
+    trained_on: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """One row per test utterance (``predictions.jsonl``). With several corpora (``sets``:
     corpus -> classes), ``corpus`` names each one's, and an utterance of a corpus the model
@@ -145,8 +151,14 @@ def prediction_rows(
             predictions[mine] = restricted_argmax(probabilities[mine], vocabulary, classes)
     rows = []
     for utterance, predicted, row in zip(utterances, predictions, probabilities):
-        entry = {"id": utterance.id, "speaker": utterance.speaker, "fold": fold, "label": utterance.label,
-                 "prediction": vocabulary[predicted], "probabilities": [round(float(x), 6) for x in row]}
+        entry = {
+            "id": utterance.id,
+            "speaker": utterance.speaker,
+            "fold": fold,
+            "label": utterance.label,
+            "prediction": vocabulary[predicted],
+            "probabilities": [round(float(x), 6) for x in row],
+        }
         if sets is not None:
             entry["corpus"] = utterance.dataset
         rows.append(entry)
@@ -154,7 +166,9 @@ def prediction_rows(
 
 
 def fold_metrics(
-    rows: Sequence[Mapping[str, Any]], vocabulary: Sequence[str], sets: Mapping[str, Sequence[str]] | None = None,
+    rows: Sequence[Mapping[str, Any]],
+    vocabulary: Sequence[str],
+    sets: Mapping[str, Sequence[str]] | None = None,
     trained_on: Collection[str] = (),
 ) -> dict[str, Any]:
     """Test metrics from prediction rows (one fold's, or a whole run's pooled).
@@ -167,8 +181,9 @@ def fold_metrics(
     """
     index = {label: i for i, label in enumerate(vocabulary)}
     if sets is None:
-        return classification_metrics([index[r["label"]] for r in rows], [index[r["prediction"]] for r in rows],
-                                      vocabulary)
+        return classification_metrics(
+            [index[r["label"]] for r in rows], [index[r["prediction"]] for r in rows], vocabulary
+        )
     seen = [r for r in rows if r["corpus"] in trained_on]
     unseen = [r for r in rows if r["corpus"] not in trained_on]
     train_classes = [label for label in vocabulary if any(label in sets[c] for c in trained_on)]
@@ -176,8 +191,9 @@ def fold_metrics(
     if seen:
         result["per_corpus"] = within_corpus_breakdown(seen, sets)
     if not unseen:
-        headline = classification_metrics([index[r["label"]] for r in seen], [index[r["prediction"]] for r in seen],
-                                          vocabulary)
+        headline = classification_metrics(
+            [index[r["label"]] for r in seen], [index[r["prediction"]] for r in seen], vocabulary
+        )
         return {**headline, **result}
     result["cross_corpus"] = cross_corpus_breakdown(unseen, vocabulary, train_classes, sets)
     tested = {label for r in unseen for label in sets[r["corpus"]]}

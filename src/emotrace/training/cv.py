@@ -66,8 +66,7 @@ from emotrace.training.data import (
     training_moments,
     with_noisy_text,
 )
-from emotrace.training.metrics import classification_metrics
-from emotrace.training.module import EmotionModule, predict_logits, predict_probabilities
+from emotrace.training.module import EmotionModule, predict_logits
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -109,25 +108,43 @@ def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
 
 def _load_part(corpus: CorpusConfig, seed: int) -> CorpusData:
     data = load_corpus(
-        corpus.name, corpus.root, corpus.label_set, speaker_dependent=corpus.speaker_dependent, seed=seed,
+        corpus.name,
+        corpus.root,
+        corpus.label_set,
+        speaker_dependent=corpus.speaker_dependent,
+        seed=seed,
         read_seed=corpus.read_seed,
     )
     return _subset(data, corpus.subset) if corpus.subset else data
 
 
-def prepare(config: ExperimentConfig, progress: bool = True, console: Console | None = None,
-            corpus: CorpusData | None = None, extract: bool = True) -> Experiment:
+def prepare(
+    config: ExperimentConfig,
+    progress: bool = True,
+    console: Console | None = None,
+    corpus: CorpusData | None = None,
+    extract: bool = True,
+) -> Experiment:
     """Load the corpus, extract whatever features are missing (unless ``extract`` is off),
     and read the model inputs."""
     corpus = corpus or load_experiment_corpus(config)
     if config.protocol == SPEAKER_ADAPTIVE and not all(u.speaker for u in corpus.utterances):
-        raise InputError(f"corpus {config.corpus_name}", "has utterances without a speaker; the speaker-adaptive "
-                         "protocol normalises each speaker's features, so every utterance needs one")
+        raise InputError(
+            f"corpus {config.corpus_name}",
+            "has utterances without a speaker; the speaker-adaptive "
+            "protocol normalises each speaker's features, so every utterance needs one",
+        )
     store_root = config.store_root()
     extractors = {modality: resolve_extractor(spec.features) for modality, spec in config.inputs.items()}
     if extract:
-        extract_corpus(corpus.utterances, list(extractors.values()), store_root, report=BatchReport(),
-                       progress=progress, console=console)
+        extract_corpus(
+            corpus.utterances,
+            list(extractors.values()),
+            store_root,
+            report=BatchReport(),
+            progress=progress,
+            console=console,
+        )
     stores = {
         modality: FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version)
         for modality, extractor in extractors.items()
@@ -173,8 +190,9 @@ def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionM
     return model_from_config(model_config(name, **hparams))
 
 
-def _dataset(experiment: Experiment, utterances, augment: bool = False, mask_fill=None,
-             noisy_text: bool = False) -> FeatureDataset:
+def _dataset(
+    experiment: Experiment, utterances, augment: bool = False, mask_fill=None, noisy_text: bool = False
+) -> FeatureDataset:
     """Items of ``utterances``; with ``noisy_text``, the config's share of them carry the text
     of another emotion (the training side of the noisy-text control)."""
     labels = [experiment.corpus.label_set.index(u.label) for u in utterances]
@@ -271,9 +289,16 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     if experiment.multi_corpus:
         info["corpora"] = {name: list(classes) for name, classes in class_sets(experiment.corpus).items()}
         info["trained_on"] = sorted({u.dataset for u in train_part})
-    result: dict[str, Any] = {"fold": fold.name, "protocol": config.protocol, "val_ua": best_score,
-                              "epochs": trainer.current_epoch, "train": len(train_part), "val": len(val_part),
-                              "test": len(test_part), "calibration": calibration}
+    result: dict[str, Any] = {
+        "fold": fold.name,
+        "protocol": config.protocol,
+        "val_ua": best_score,
+        "epochs": trainer.current_epoch,
+        "train": len(train_part),
+        "val": len(val_part),
+        "test": len(test_part),
+        "calibration": calibration,
+    }
     if test_part:
         test = _dataset(experiment, test_part)
         logits = predict_logits(model, test)
@@ -307,8 +332,11 @@ def _initialise(model: EmotionModel, experiment: Experiment, run_dir: Path, fold
         ) from None
     inputs = dict(experiment.config.inputs)
     if previous.labels != experiment.labels or previous.inputs != inputs:
-        raise InputError(source, f"was trained on labels {list(previous.labels)} and inputs {previous.inputs}; "
-                                 f"this run has {list(experiment.labels)} and {inputs}")
+        raise InputError(
+            source,
+            f"was trained on labels {list(previous.labels)} and inputs {previous.inputs}; "
+            f"this run has {list(experiment.labels)} and {inputs}",
+        )
     try:
         model.load_state_dict(previous.model.state_dict())
     except RuntimeError as error:
@@ -355,8 +383,9 @@ def selected_folds(config: ExperimentConfig, corpus: CorpusData) -> list[Fold]:
     return [fold for fold in folds if fold.name in config.folds]
 
 
-def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
-           console: Console | None = None) -> dict[str, dict[str, Any]]:
+def run_cv(
+    config: ExperimentConfig, run_dir: str | Path, progress: bool = True, console: Console | None = None
+) -> dict[str, dict[str, Any]]:
     """Every selected fold, ``config.trainer.jobs`` at a time; returns per-fold metrics."""
     from emotrace.training.report import write_report
 
@@ -367,8 +396,11 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
     _set_threads(config)
     corpus = load_experiment_corpus(config)
     folds = selected_folds(config, corpus)
-    results = {fold.name: json.loads((run_dir / "folds" / fold.name / METRICS_FILE).read_text())
-               for fold in folds if (run_dir / "folds" / fold.name / METRICS_FILE).exists()}
+    results = {
+        fold.name: json.loads((run_dir / "folds" / fold.name / METRICS_FILE).read_text())
+        for fold in folds
+        if (run_dir / "folds" / fold.name / METRICS_FILE).exists()
+    }
     pending = [fold for fold in folds if fold.name not in results]
     if pending:
         console.print(f"{len(results)} folds done already; training {len(pending)}")
@@ -385,10 +417,12 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
         extractors = [resolve_extractor(spec.features) for spec in config.inputs.values()]
         extract_corpus(corpus.utterances, extractors, config.store_root(), progress=progress, console=console)
         context = get_context("spawn")  # a fresh interpreter per worker: torch and fork do not mix
-        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=context, initializer=_die_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
-            futures = {fold.name: pool.submit(_fold_worker, config.to_dict(), str(run_dir), fold.name)
-                       for fold in pending}
+        with ProcessPoolExecutor(
+            min(jobs, len(pending)), mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
+            futures = {
+                fold.name: pool.submit(_fold_worker, config.to_dict(), str(run_dir), fold.name) for fold in pending
+            }
             for name, future in futures.items():
                 results[name] = future.result()
                 _print_fold(console, results[name])
@@ -397,8 +431,9 @@ def run_cv(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
     return {fold.name: results[fold.name] for fold in folds}
 
 
-def train_final(config: ExperimentConfig, run_dir: str | Path, progress: bool = True,
-                console: Console | None = None) -> Path:
+def train_final(
+    config: ExperimentConfig, run_dir: str | Path, progress: bool = True, console: Console | None = None
+) -> Path:
     """The model for use: trained on every speaker but a seeded validation share, saved to
     ``RUN_DIR/model`` (its test figures are those of the run's cross-validation)."""
     run_dir = Path(run_dir)
@@ -406,8 +441,10 @@ def train_final(config: ExperimentConfig, run_dir: str | Path, progress: bool = 
     _set_threads(config)
     experiment = prepare(config, progress, console)
     if not all(u.speaker for u in experiment.corpus.utterances):
-        raise InputError(f"corpus {config.corpus_name}", "has utterances without a speaker: a final model's "
-                         "validation speakers cannot be drawn")
+        raise InputError(
+            f"corpus {config.corpus_name}",
+            "has utterances without a speaker: a final model's validation speakers cannot be drawn",
+        )
     fold = final_fold(experiment.corpus, config.seed)
     final_dir = run_dir / "final"
     train_fold(experiment, fold, final_dir, progress)
@@ -452,36 +489,3 @@ def _print_fold(console: Console, result: dict[str, Any]) -> None:
             f"fold {result['fold']}: UA {result['ua']:.1f}  WA {result['wa']:.1f}  "
             f"(val UA {result['val_ua'] or float('nan'):.1f}, {result['epochs']} epochs, {result['seconds']:.0f} s)"
         )
-
-
-def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, Any]:
-    """Test every finished fold model again with the ``missing`` modalities absent.
-
-    For models that accept a missing modality (method B): how much of their accuracy rests
-    on it. Returns per-fold metrics and their summary; the run's own files are untouched.
-    """
-    from emotrace.training.config import load_config
-    from emotrace.training.metrics import summarise_folds
-
-    run_dir = Path(run_dir)
-    config = load_config(run_dir / CONFIG_FILE)
-    corpus = load_experiment_corpus(config)
-    experiment = prepare(config, progress=False, corpus=corpus)
-    unknown = sorted(set(missing) - set(experiment.inputs))
-    if unknown or len(set(missing)) >= len(experiment.inputs):
-        raise ValueError(f"can leave out some of {sorted(experiment.inputs)}, not {sorted(missing)}")
-    kept = {m: inputs for m, inputs in experiment.inputs.items() if m not in missing}
-    per_fold = {}
-    for fold in selected_folds(config, corpus):
-        fold_dir = run_dir / "folds" / fold.name
-        if not (fold_dir / METRICS_FILE).exists():
-            continue
-        model = load_checkpoint(fold_dir / "model").model
-        _, _, test_part = fold.split(experiment.corpus.utterances)
-        labels = [experiment.corpus.label_set.index(u.label) for u in test_part]
-        test = FeatureDataset([u.id for u in test_part], labels, kept, config.data)
-        predictions = predict_probabilities(model, test).argmax(1)
-        per_fold[fold.name] = classification_metrics(labels, predictions, experiment.labels)
-    if not per_fold:
-        raise ValueError(f"{run_dir}: no finished folds")
-    return {"missing": sorted(missing), "per_fold": per_fold, **summarise_folds(per_fold, experiment.labels)}

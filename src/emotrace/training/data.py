@@ -62,8 +62,9 @@ def load_inputs(
         missing = [u.id for u in utterances if u.id not in store]
         if missing:
             raise InputError(
-                store.directory, f"has no {modality} features for {len(missing)} utterances (e.g. {missing[:3]}); "
-                "run `emotrace extract` for them"
+                store.directory,
+                f"has no {modality} features for {len(missing)} utterances (e.g. {missing[:3]}); "
+                "run `emotrace extract` for them",
             )
         key = (str(store.directory), spec, protocol, tuple((u.id, u.speaker, store.key(u.id)) for u in utterances))
         last = _LAST_INPUTS.pop(modality, None)
@@ -220,7 +221,12 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        self,
+        size: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         weights: Sequence[float] | None = None,
     ):
         self.size, self.batch_size = size, batch_size
@@ -273,7 +279,12 @@ class BucketBatchSampler(ShuffledBatchSampler):
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         weights: Sequence[float] | None = None,
     ):
         super().__init__(len(lengths), batch_size, seed, rank, world_size, weights)
@@ -372,7 +383,9 @@ class FoldDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: FeatureDataset, **kwargs) -> DataLoader:
         return DataLoader(
-            dataset, collate_fn=self.collate, num_workers=self.config.workers,
-            persistent_workers=self.config.workers > 0, **kwargs
+            dataset,
+            collate_fn=self.collate,
+            num_workers=self.config.workers,
+            persistent_workers=self.config.workers > 0,
+            **kwargs,
         )
-

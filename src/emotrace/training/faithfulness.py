@@ -156,8 +156,10 @@ def decision_shares(model: EmotionModel, dataset: FeatureDataset, batch_size: in
         shares.append((norms[1] / (norms[0] + norms[1]).clamp(min=1e-12)).numpy())
         full = (parts["attention"] + parts["mean"]).argmax(-1)
         agreements.append((parts["attention"].argmax(-1) == full).numpy())
-    return {"mean_share": float(np.concatenate(shares).mean()),
-            "attention_agreement": float(np.concatenate(agreements).mean())}
+    return {
+        "mean_share": float(np.concatenate(shares).mean()),
+        "attention_agreement": float(np.concatenate(agreements).mean()),
+    }
 
 
 def run_deletion_test(
@@ -203,8 +205,9 @@ def run_deletion_test(
         if fill == "mean":
             moments = training_moments(experiment.inputs, [u.id for u in train_part])
             values = {modality: mean.numpy() for modality, (mean, _) in moments.items()}
-        test = FeatureDataset([u.id for u in test_part], [labels.index(u.label) for u in test_part],
-                              experiment.inputs, config.data)
+        test = FeatureDataset(
+            [u.id for u in test_part], [labels.index(u.label) for u in test_part], experiment.inputs, config.data
+        )
         for share, name in names.items():
             result = attention_deletion(model, test, share=share, fill=values, draws=draws, seed=seed)
             if name == names[shares[0]]:

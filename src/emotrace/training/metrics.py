@@ -114,5 +114,11 @@ def speaker_bootstrap(
 
     values = mean_ua(runs) - (mean_ua(baseline) if baseline else 0.0)
     low, high = np.percentile(values[1:], [50 * (1 - level), 50 * (1 + level)])
-    return {"difference" if baseline else "ua": float(values[0]), "low": float(low), "high": float(high),
-            "speakers": len(speakers), "resamples": resamples, "level": level}
+    return {
+        "difference" if baseline else "ua": float(values[0]),
+        "low": float(low),
+        "high": float(high),
+        "speakers": len(speakers),
+        "resamples": resamples,
+        "level": level,
+    }

@@ -31,8 +31,9 @@ class EmotionModule(L.LightningModule):
     prediction range over its corpus's classes only, and validation UA is the mean of the
     corpora's own UAs, so a small corpus counts as much as a large one in model selection."""
 
-    def __init__(self, model: EmotionModel, optim: OptimConfig, labels: tuple[str, ...],
-                 class_masks: Tensor | None = None):
+    def __init__(
+        self, model: EmotionModel, optim: OptimConfig, labels: tuple[str, ...], class_masks: Tensor | None = None
+    ):
         super().__init__()
         self.model, self.optim, self.labels = model, optim, labels
         self.register_buffer("class_masks", class_masks, persistent=False)
@@ -69,8 +70,10 @@ class EmotionModule(L.LightningModule):
             return
         labels, predictions = torch.cat(self._val_labels).numpy(), torch.cat(self._val_predictions).numpy()
         groups = torch.cat(self._val_corpora).numpy() if self._val_corpora else np.zeros(len(labels), int)
-        per_corpus = [classification_metrics(labels[groups == g], predictions[groups == g], self.labels)
-                      for g in np.unique(groups)]
+        per_corpus = [
+            classification_metrics(labels[groups == g], predictions[groups == g], self.labels)
+            for g in np.unique(groups)
+        ]
         self._val_predictions.clear()
         self._val_labels.clear()
         self._val_corpora.clear()

@@ -97,10 +97,21 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         "protocol": config.protocol,
         "folds_protocol": folds_protocol,
         "labels": list(labels),
-        **({"corpora": corpora, "trained_on": {fold: _fold_info(run_dir, fold).get("trained_on") for fold in per_fold}}
-           if corpora else {}),
-        **({"cross_corpus": cross, "warnings": [f"fold {fold}, {warning}" for fold, entry in cross.items()
-                                                for warning in swallowing(entry)]} if cross else {}),
+        **(
+            {"corpora": corpora, "trained_on": {fold: _fold_info(run_dir, fold).get("trained_on") for fold in per_fold}}
+            if corpora
+            else {}
+        ),
+        **(
+            {
+                "cross_corpus": cross,
+                "warnings": [
+                    f"fold {fold}, {warning}" for fold, entry in cross.items() for warning in swallowing(entry)
+                ],
+            }
+            if cross
+            else {}
+        ),
         "options": training_options(config),
         **summarise_folds(per_fold, labels),
         **validation_summary(per_fold),
@@ -112,8 +123,12 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
     }
     write_json_atomically(run_dir / "metrics.json", summary)
     write_jsonl_atomically(run_dir / "predictions.jsonl", predictions)
-    plot_confusion(np.array(pooled["confusion"]), tuple(pooled.get("classes", labels)), run_dir / CONFUSION_FILE,
-                   f"{config.name} ({config.protocol}, pooled over {len(per_fold)} folds)")
+    plot_confusion(
+        np.array(pooled["confusion"]),
+        tuple(pooled.get("classes", labels)),
+        run_dir / CONFUSION_FILE,
+        f"{config.name} ({config.protocol}, pooled over {len(per_fold)} folds)",
+    )
     write_text_atomically(run_dir / REPORT_FILE, markdown_report(summary))
     return summary
 
@@ -164,8 +179,9 @@ def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path, t
     axes.set_ylabel("true")
     for (row, column), count in np.ndenumerate(confusion):
         colour = "white" if share[row, column] > 0.5 else "black"
-        axes.text(column, row, f"{100 * share[row, column]:.0f}%\n{count}", ha="center", va="center",
-                  fontsize=8, color=colour)
+        axes.text(
+            column, row, f"{100 * share[row, column]:.0f}%\n{count}", ha="center", va="center", fontsize=8, color=colour
+        )
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
     figure.tight_layout()
@@ -182,8 +198,10 @@ def markdown_report(summary: dict[str, Any]) -> str:
     lines = [
         f"# {summary['experiment']}",
         "",
-        (f"**{summary['method']}** on **{summary['corpus']}**, protocol **{summary['protocol']}**, "
-         f"folds {summary['folds_protocol']} ({summary['folds']} folds)."),
+        (
+            f"**{summary['method']}** on **{summary['corpus']}**, protocol **{summary['protocol']}**, "
+            f"folds {summary['folds_protocol']} ({summary['folds']} folds)."
+        ),
         "",
         f"{headline} (mean ± std over folds, percent).",
         "",
@@ -192,10 +210,16 @@ def markdown_report(summary: dict[str, Any]) -> str:
     ]
     for name, fold in summary["per_fold"].items():
         val = f"{fold['val_ua']:.1f}" if fold.get("val_ua") is not None else "–"
-        lines.append(f"| {name} | {fold['ua']:.1f} | {fold['wa']:.1f} | {fold['macro_f1']:.1f} | {val} | "
-                     f"{fold['epochs']} | {fold['seconds']:.0f} | {fold['peak_mb']:.0f} |")
-    lines += ["", "Per-class recall (mean over folds): " + ", ".join(
-        f"{label} {value:.1f}" for label, value in summary["recall_mean"].items()), ""]
+        lines.append(
+            f"| {name} | {fold['ua']:.1f} | {fold['wa']:.1f} | {fold['macro_f1']:.1f} | {val} | "
+            f"{fold['epochs']} | {fold['seconds']:.0f} | {fold['peak_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "Per-class recall (mean over folds): "
+        + ", ".join(f"{label} {value:.1f}" for label, value in summary["recall_mean"].items()),
+        "",
+    ]
     lines += _cross_corpus_lines(summary) + _per_corpus_lines(summary)
     lines += ["Options: " + "; ".join(f"{key}: {value}" for key, value in summary["options"].items()), ""]
     lines += calibration_markdown(summary)
@@ -207,19 +231,25 @@ def _cross_corpus_lines(summary: dict[str, Any]) -> list[str]:
     """Per fold and unseen test corpus: both label protocols and the largest predicted share."""
     if "cross_corpus" not in summary:
         return []
-    lines = ["Cross-corpus (each fold's model tested on corpora it never trained on; predictions restricted to "
-             "the protocol's classes): **4-class** is EmoBox's protocol (neutral, happy, sad, angry), **shared** "
-             "every class the test corpus shares with the training corpora.", "",
-             "| fold | trained on | test corpus | 4-class acc | 4-class UA | shared classes | shared acc | shared UA "
-             "| most predicted (all classes) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Cross-corpus (each fold's model tested on corpora it never trained on; predictions restricted to "
+        "the protocol's classes): **4-class** is EmoBox's protocol (neutral, happy, sad, angry), **shared** "
+        "every class the test corpus shares with the training corpora.",
+        "",
+        "| fold | trained on | test corpus | 4-class acc | 4-class UA | shared classes | shared acc | shared UA "
+        "| most predicted (all classes) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for fold, entries in summary["cross_corpus"].items():
         trained = ", ".join(summary.get("trained_on", {}).get(fold) or [])
         for corpus, entry in entries.items():
             four, shared = entry["cross4"], entry["shared"]
             top, share = max(entry["predicted_shares_all"].items(), key=lambda item: item[1])
-            lines.append(f"| {fold} | {trained} | {corpus} | {_figure(four, 'wa')} | {_figure(four, 'ua')} | "
-                         f"{len(shared['classes'])} | {_figure(shared, 'wa')} | {_figure(shared, 'ua')} | "
-                         f"{top} {share:.0f}% |")
+            lines.append(
+                f"| {fold} | {trained} | {corpus} | {_figure(four, 'wa')} | {_figure(four, 'ua')} | "
+                f"{len(shared['classes'])} | {_figure(shared, 'wa')} | {_figure(shared, 'ua')} | "
+                f"{top} {share:.0f}% |"
+            )
     lines.append("")
     lines += [f"**Warning**: {warning}." for warning in summary.get("warnings", [])]
     return [*lines, ""] if summary.get("warnings") else lines
@@ -229,10 +259,16 @@ def _per_corpus_lines(summary: dict[str, Any]) -> list[str]:
     per_corpus = summary["pooled"].get("per_corpus")
     if not per_corpus:
         return []
-    lines = ["Per corpus (pooled over folds, each in its own classes):", "",
-             "| corpus | classes | UA | WA | macro-F1 |", "|---|---|---|---|---|"]
-    lines += [f"| {corpus} | {len(m['classes'])} | {m['ua']:.1f} | {m['wa']:.1f} | {m['macro_f1']:.1f} |"
-              for corpus, m in per_corpus.items()]
+    lines = [
+        "Per corpus (pooled over folds, each in its own classes):",
+        "",
+        "| corpus | classes | UA | WA | macro-F1 |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {corpus} | {len(m['classes'])} | {m['ua']:.1f} | {m['wa']:.1f} | {m['macro_f1']:.1f} |"
+        for corpus, m in per_corpus.items()
+    ]
     return [*lines, ""]
 
 

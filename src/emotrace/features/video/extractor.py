@@ -152,4 +152,3 @@ class FaceGeometryExtractor(Extractor):
 
             model = self._local.expressions = ExpressionModel()
         return model
-

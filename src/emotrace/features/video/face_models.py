@@ -233,11 +233,13 @@ class FaceDetector:
             best = order[0]
             overlapping = [i for i in order if box_iou(boxes[best], boxes[i]) > self.nms_iou]
             weights = scores[overlapping] / scores[overlapping].sum()
-            faces.append(Detection(
-                box=(boxes[overlapping] * weights[:, None]).sum(0),
-                keypoints=(keypoints[overlapping] * weights[:, None, None]).sum(0),
-                score=float(scores[best]),
-            ))
+            faces.append(
+                Detection(
+                    box=(boxes[overlapping] * weights[:, None]).sum(0),
+                    keypoints=(keypoints[overlapping] * weights[:, None, None]).sum(0),
+                    score=float(scores[best]),
+                )
+            )
             order = [i for i in order if i not in overlapping]
         return faces
 

@@ -87,11 +87,16 @@ def read_openface_csv(
         wanted += GROUPS[group]
     missing = [name for name in wanted if name not in header]
     if missing:
-        flags = sorted({FLAGS[g] for g in groups if set(GROUPS[g]) & set(missing)}
-                       | ({FLAGS["landmarks"]} if set(LANDMARK_COLUMNS) & set(missing) else set()))
+        flags = sorted(
+            {FLAGS[g] for g in groups if set(GROUPS[g]) & set(missing)}
+            | ({FLAGS["landmarks"]} if set(LANDMARK_COLUMNS) & set(missing) else set())
+        )
         hint = f" (run FeatureExtraction with {' '.join(flags)})" if flags else ""
-        raise InputError(path, f"is not an OpenFace CSV with the columns asked for: missing {', '.join(missing[:4])}"
-                               f"{' and more' if len(missing) > 4 else ''}{hint}")
+        raise InputError(
+            path,
+            f"is not an OpenFace CSV with the columns asked for: missing {', '.join(missing[:4])}"
+            f"{' and more' if len(missing) > 4 else ''}{hint}",
+        )
     table = _numbers(path, header, rows, [*wanted, *(["face_id"] if "face_id" in header else [])])
     ok = (table["success"] > 0.5) & (table["confidence"] >= min_confidence)
     if "face_id" in table:
@@ -189,8 +194,13 @@ class OpenFaceExtractor(Extractor):
         self.groups, self.fps, self.rate, self.min_confidence = check_groups(groups), fps, float(rate), min_confidence
 
     def config(self) -> dict[str, Any]:
-        return {"folder": str(self.folder.resolve()), "groups": list(self.groups), "fps": self.fps,
-                "rate": self.rate, "min_confidence": self.min_confidence}
+        return {
+            "folder": str(self.folder.resolve()),
+            "groups": list(self.groups),
+            "fps": self.fps,
+            "rate": self.rate,
+            "min_confidence": self.min_confidence,
+        }
 
     def columns(self) -> tuple[str, ...]:
         return feature_names(tuple(name for group in self.groups for name in GROUPS[group]))
@@ -207,8 +217,14 @@ class OpenFaceExtractor(Extractor):
             raise InputError(clip.path, f"has no OpenFace CSV ({table} not found)")
         try:
             frames = read_openface_csv(
-                table, groups=self.groups, fps=self.fps, rate=self.rate, min_confidence=self.min_confidence,
-                start=clip.start, end=clip.end, frame_size=(info.width, info.height),
+                table,
+                groups=self.groups,
+                fps=self.fps,
+                rate=self.rate,
+                min_confidence=self.min_confidence,
+                start=clip.start,
+                end=clip.end,
+                frame_size=(info.width, info.height),
             )
         except InputError as error:  # named by the video, as the batch reports it, and by the CSV
             raise InputError(clip.path, f"OpenFace CSV {error}") from None

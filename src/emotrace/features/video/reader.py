@@ -184,6 +184,11 @@ def _info(container: av.container.InputContainer, stream: av.VideoStream, path: 
         duration = 0.0
     has_audio = any(s.type == "audio" for s in container.streams)
     return VideoInfo(
-        path, stream.codec_context.width, stream.codec_context.height,
-        rate if math.isfinite(rate) else 0.0, duration, stream.codec_context.name, has_audio,
+        path,
+        stream.codec_context.width,
+        stream.codec_context.height,
+        rate if math.isfinite(rate) else 0.0,
+        duration,
+        stream.codec_context.name,
+        has_audio,
     )

@@ -118,7 +118,12 @@ class FaceTracker:
         stacked = np.stack(points) if points else np.zeros((0, MESH_POINTS, 3), np.float32)
         present = ~np.isnan(stacked[:, 0, 0])
         return FaceTrack(
-            stacked, present, np.asarray(presence, np.float32), frame_size, rate, detections,
+            stacked,
+            present,
+            np.asarray(presence, np.float32),
+            frame_size,
+            rate,
+            detections,
             _stacked_observations(observed) if observe else None,
         )
 
@@ -147,5 +152,8 @@ def _stacked_observations(observed: list[np.ndarray | None]) -> np.ndarray:
     """``(T, K)`` with zeros where nothing was observed (K 0 when nothing ever was)."""
     width = next((len(values) for values in observed if values is not None), 0)
     zeros = np.zeros(width, np.float32)
-    return np.stack([zeros if values is None else np.asarray(values, np.float32) for values in observed]) \
-        if observed else np.zeros((0, width), np.float32)
+    return (
+        np.stack([zeros if values is None else np.asarray(values, np.float32) for values in observed])
+        if observed
+        else np.zeros((0, width), np.float32)
+    )
