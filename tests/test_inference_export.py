@@ -46,19 +46,7 @@ def test_every_registered_model_is_exported():
     assert {name for name, _ in CASES.values()} == set(MODELS)
 
 
-#: known bug (open): the authors' method C networks export with logits up to ~3e-3 off PyTorch
-EXPORT_MISMATCH = {"contrastive-authors": "authors' CNN/LSTM-dot networks export ~3e-3 off PyTorch (open bug)"}
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=EXPORT_MISMATCH[case]))
-        if case in EXPORT_MISMATCH
-        else case
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("case", CASES)
 def test_export_matches_pytorch(case, tmp_path):
     checkpoint_dir = save_checkpoint(case, tmp_path / "checkpoint")
     report = export_onnx(checkpoint_dir, tmp_path / "onnx" / "model.onnx")
@@ -86,6 +74,35 @@ def test_export_matches_pytorch(case, tmp_path):
     assert [i["name"] for i in metadata["graph_inputs"]] == [i.name for i in session.get_inputs()]
     assert [o["name"] for o in metadata["graph_outputs"]] == list(outputs)
     assert all(o["shape"][0] == "batch" for o in metadata["graph_outputs"])
+
+
+class FloorDivisions(torch.nn.Module):
+    """Floor divisions whose quotients are negative: a ceiling of the traced length (as
+    the authors' CNN counts its windows), integers by positive and negative divisors, floats."""
+
+    def forward(self, values, counts):
+        windows = -(-values.shape[1] // 16)
+        return torch.arange(windows), counts // 3, counts // -4, values // 0.5
+
+
+def test_floor_division_rounds_down_as_in_pytorch(tmp_path):
+    module, path = FloorDivisions(), tmp_path / "divisions.onnx"
+    counts = torch.tensor([-7, -6, -1, 0, 5, 7])
+    with export._exporter_fixes(export.MIN_OPSET):
+        torch.onnx.export(
+            module,
+            (torch.randn(2, 24), counts),
+            str(path),
+            input_names=["values", "counts"],
+            dynamic_axes={"values": {0: "batch", 1: "frames"}},
+            opset_version=export.MIN_OPSET,
+            dynamo=False,
+        )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    values = torch.randn(3, 41, generator=torch.Generator().manual_seed(0))
+    outputs = session.run(None, {"values": values.numpy(), "counts": counts.numpy()})
+    for got, want in zip(outputs, module(values, counts), strict=True):
+        np.testing.assert_array_equal(got, want.numpy())
 
 
 def test_roi_outputs_have_time_axes(tmp_path):

@@ -11,7 +11,7 @@ and time axes are dynamic. A JSON file beside the graph says what to feed it and
 comes out.
 
 PyTorch's ONNX exporters each fall short here. The dynamo exporter needs onnxscript,
-which emotrace does not depend on, so this uses the TorchScript one, where two things go
+which emotrace does not depend on, so this uses the TorchScript one, where three things go
 wrong and are fixed for the export only, without touching the models:
 
 - ``nn.MultiheadAttention`` is traced with the example's batch size and length as
@@ -20,6 +20,10 @@ wrong and are fixed for the export only, without touching the models:
 - ``F.layer_norm(x, x.shape[-1:])`` (how :class:`~emotrace.models.layers.LayerWeightedSum`
   normalises each layer) is rejected because its shape is traced rather than constant;
   :func:`_layer_norm` exports any layer norm as ONNX LayerNormalization instead.
+- ``//`` (``aten::floor_divide``) is exported as division rounded toward zero, as PyTorch
+  divided before 1.13 (pytorch/pytorch#78442), so a ceiling written ``-(-length // frames)``
+  (how :class:`~emotrace.models.contrastive.FlatSpectrogramCNN` counts its windows) came
+  out one short; :func:`_floor_divide` rounds down, as PyTorch does.
 
 Whatever the tracer got wrong, the check runs the graph in onnxruntime on inputs of
 other batch sizes and lengths than the trace saw, with unequal lengths in each batch,
@@ -109,7 +113,7 @@ def export_onnx(
             # The tracer warns about every Python branch on a tensor and about LSTM batch
             # sizes; the check below is what tells whether the graph is right.
             warnings.simplefilter("ignore")
-            with _layer_norm_symbolic(opset):
+            with _exporter_fixes(opset):
                 torch.onnx.export(
                     exportable,
                     tuple(example),
@@ -306,14 +310,28 @@ def _layer_norm(
     return g.op("LayerNormalization", *inputs, epsilon_f=eps, axis_i=-dims)
 
 
+def _floor_divide(g: Any, dividend: Any, divisor: Any) -> Any:
+    """``aten::floor_divide`` rounded down, as PyTorch computes it (the exporter's own
+    rounds toward zero, which differs when the quotient is negative)."""
+    if symbolic_helper._is_fp(dividend) or symbolic_helper._is_fp(divisor):
+        return g.op("Floor", g.op("Div", dividend, divisor))
+    remainder = g.op("Mod", dividend, divisor, fmod_i=0)  # takes the divisor's sign, as Python's %
+    return g.op("Div", g.op("Sub", dividend, remainder), divisor)  # exact: the difference is a multiple
+
+
+_SYMBOLICS = {"aten::layer_norm": _layer_norm, "aten::floor_divide": _floor_divide}
+
+
 @contextmanager
-def _layer_norm_symbolic(opset: int) -> Iterator[None]:
-    """:func:`_layer_norm` in place of the exporter's own, for the duration of one export."""
-    torch.onnx.register_custom_op_symbolic("aten::layer_norm", _layer_norm, opset)
+def _exporter_fixes(opset: int) -> Iterator[None]:
+    """:data:`_SYMBOLICS` in place of the exporter's own, for the duration of one export."""
+    for name, symbolic in _SYMBOLICS.items():
+        torch.onnx.register_custom_op_symbolic(name, symbolic, opset)
     try:
         yield
     finally:
-        torch.onnx.unregister_custom_op_symbolic("aten::layer_norm", opset)
+        for name in _SYMBOLICS:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)
 
 
 def _metadata(
