@@ -125,8 +125,7 @@ def stream_audio(
 
 def _inspect(path: str | Path) -> tuple[AudioInfo, _Decoder]:
     """The header of ``path`` and the decoder that can read it."""
-    path = str(path)
-    _check_regular_file(path)
+    path = checked_file(path)
     try:
         header = sf.info(path)
     except sf.SoundFileError:
@@ -161,7 +160,10 @@ def _check_plausible(info: AudioInfo) -> None:
         raise InputError(info.path, f"its header gives a negative length ({info.frames} frames)")
 
 
-def _check_regular_file(path: str) -> None:
+def checked_file(path: str | Path) -> str:
+    """``path`` as a string when it names a non-empty regular file; a one-line InputError
+    (not found, unreadable, a folder or device, empty) otherwise, before any decoder sees it."""
+    path = str(path)
     try:
         status = os.stat(path)
     except FileNotFoundError:
@@ -172,6 +174,7 @@ def _check_regular_file(path: str) -> None:
         raise InputError(path, "is not a regular file")
     if status.st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
+    return path
 
 
 def _check_wav_layout(path: str, channels: int, frames: int) -> None:

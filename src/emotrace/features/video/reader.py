@@ -14,14 +14,13 @@ rate, sometimes variable) into a fixed rate: sample ``k`` shows what was on scre
 from __future__ import annotations
 
 import math
-import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
+from emotrace.audio import checked_file
 from emotrace.errors import InputError
 
 #: the rate features are sampled at unless told otherwise (frames per second)
@@ -62,7 +61,7 @@ class TimedFrame:
 
 def probe_video(path: str | Path) -> VideoInfo:
     """The header of ``path``'s video stream; InputError when there is none."""
-    path = _checked_file(path)
+    path = checked_file(path)
     try:
         with av.open(path) as container:
             stream = _video_stream(container, path)
@@ -77,7 +76,7 @@ def read_frames(clip: VideoClip) -> Iterator[TimedFrame]:
     The file is checked when this is called; decoding errors surface during iteration
     as InputErrors naming the time they happened at.
     """
-    path = _checked_file(clip.path)
+    path = checked_file(clip.path)
     start = 0.0 if clip.start is None else float(clip.start)
     if start < 0 or (clip.end is not None and clip.end <= start):
         raise InputError(path, f"video segment {clip.start}-{clip.end} s is empty or negative")
@@ -148,21 +147,6 @@ def _decoded(
     if index == 0:
         where = "" if start == 0 and end is None else f" in the segment {start:.2f}-{end if end else 'end'} s"
         raise InputError(path, f"has no decodable video frames{where}")
-
-
-def _checked_file(path: str | Path) -> str:
-    path = str(path)
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except OSError as error:
-        raise InputError(path, f"cannot be read ({error.strerror})") from None
-    if not stat.S_ISREG(status.st_mode):
-        raise InputError(path, "is not a regular file")
-    if status.st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
-    return path
 
 
 def _video_stream(container: av.container.InputContainer, path: str) -> av.VideoStream:
