@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from emotrace.audio import SAMPLE_RATE, load_audio
+from emotrace.corpora.ravdess import EMOTIONS, STATEMENTS
 from emotrace.features.asr import (
     WhisperASR,
     available_cores,
@@ -31,17 +32,6 @@ from emotrace.features.asr import (
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine
 
-STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
-EMOTIONS = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happy",
-    "04": "sad",
-    "05": "angry",
-    "06": "fearful",
-    "07": "disgusted",
-    "08": "surprised",
-}
 RESULTS = Path(__file__).parent / "results" / "asr_ravdess.json"
 
 
