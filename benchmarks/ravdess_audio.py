@@ -23,11 +23,14 @@ Each trained system is trained with ``--seeds`` seeds (3 by default): fold figur
 averaged over seeds, so one lucky or unlucky initialisation cannot decide a comparison.
 Runs are resumable (``runs/benchmarks/ravdess_audio/``); results go to
 ``benchmarks/results/ravdess_audio.json`` after each system, so a partial run keeps its rows.
+A run restricted by ``--systems`` or ``--protocols`` keeps the file's rows of the others, each
+with the ``date`` it was measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -43,7 +46,7 @@ from emotrace.training.faithfulness import run_deletion_test
 from emotrace.training.metrics import speaker_bootstrap
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, comparison, row_from_runs, write_results
+from common import REPO, RESULTS, comparison, row_from_runs, write_results
 
 PAPER = "method A: ROI attention, the paper's pooling"
 HYBRID = "method A hybrid: attention + mean pooling"
@@ -55,6 +58,11 @@ TRAINED = {
     "method B: emotion queries, audio only": "configs/ravdess/query_fusion_audio.yaml",
 }
 FRAME_LAYERS = [2, 3, 4, 5]  # the layers methods A and B read
+#: scikit-learn systems: (kind, features, layers)
+CLASSIC = {
+    "eGeMAPS functionals + SVM": ("svm", "egemaps-functionals", None),
+    "linear probe, mean+std pooled Whisper-base layers 2-5": ("probe", "whisper-base", FRAME_LAYERS),
+}
 # The paper's claim and the hybrid's, each row against its reference under the same protocol.
 COMPARISONS = [
     (PAPER, "LSTM baseline, mean pooling"),
@@ -89,6 +97,11 @@ def main() -> None:
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
 
     rows: list[dict] = []
+    kept = earlier_rows(args.systems, args.protocols)
+
+    def save() -> None:
+        write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows + kept)
+
     for system, config_path in TRAINED.items():  # method A first under both protocols
         for protocol in args.protocols:
             if args.systems and system not in args.systems:
@@ -109,7 +122,7 @@ def main() -> None:
             rows.append(row_from_runs(system, run_dirs, config=config_path))
             if system in (PAPER, HYBRID):
                 rows[-1].update(deletion_figures(run_dirs, args.deletion_draws))
-            write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows)
+            save()
     for system, reference in COMPARISONS:
         for protocol in args.protocols:
             pair = [
@@ -118,16 +131,31 @@ def main() -> None:
             ]
             if None not in pair:
                 pair[0].setdefault("comparisons", []).append(comparison(*pair))
-    write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows)
+    save()
     for protocol in args.protocols:
         for row in classic_rows(protocol, os.environ["EMOTRACE_STORE"], args.systems):
             rows.append(row)
-            write_results("ravdess_audio", PROTOCOL_TEXT.format(seeds=args.seeds, draws=args.deletion_draws), rows)
+            save()
     for row in rows:
         print(
             f"{row['protocol']:>17}  {row['system']:<48} UA {row['ua_mean']:5.1f} ± {row['ua_std']:4.1f}"
             f"  WA {row['wa_mean']:5.1f} ± {row['wa_std']:4.1f}"
         )
+
+
+def earlier_rows(systems: list[str] | None, protocols: list[str]) -> list[dict]:
+    """The rows of the last results file that this run does not measure again, dated (rows of
+    systems no longer in this script are dropped)."""
+    path = RESULTS / "ravdess_audio.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    return [
+        {"date": earlier["date"], **row}
+        for row in earlier["rows"]
+        if row["system"] in (*TRAINED, *CLASSIC)
+        and not ((systems is None or row["system"] in systems) and row["protocol"] in protocols)
+    ]
 
 
 def deletion_figures(run_dirs: list[Path], draws: int) -> dict:
@@ -168,12 +196,8 @@ def classic_rows(protocol: str, store_root: str, systems: list[str] | None) -> l
     from emotrace.training.classic import run_classic
 
     corpus = load_corpus("ravdess", Path(os.environ["EMOTRACE_DATA"]) / "ravdess")
-    specs = {
-        "eGeMAPS functionals + SVM": ("svm", "egemaps-functionals", None),
-        "linear probe, mean+std pooled Whisper-base layers 2-5": ("probe", "whisper-base", FRAME_LAYERS),
-    }
     rows = []
-    for system, (kind, features, layers) in specs.items():
+    for system, (kind, features, layers) in CLASSIC.items():
         if systems and system not in systems:
             continue
         extractor = resolve_extractor(features)
