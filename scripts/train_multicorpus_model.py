@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from emotrace.api import PRETRAINED
 from emotrace.atomic import write_text_atomically
 from emotrace.checkpoint import load_checkpoint
@@ -94,7 +96,12 @@ def package(
                 "per_corpus": {c: {"wa": f["wa"], "ua": f["ua"]} for c, f in multi["per_corpus"].items()},
             },
             "within_corpus": {
-                corpus: {"ua": round(m["ua"], 2), "wa": round(m["wa"], 2), "classes": m["classes"]}
+                corpus: {
+                    "ua": round(m["ua"], 2),
+                    "wa": round(m["wa"], 2),
+                    **fold_spread(summary, corpus),
+                    "classes": m["classes"],
+                }
                 for corpus, m in per_corpus.items()
             },
         },
@@ -110,6 +117,17 @@ def package(
     write_text_atomically(target / "README.md", model_card(checkpoint, summary, results, multi))
 
 
+def fold_spread(summary: dict[str, Any], corpus: str) -> dict[str, float]:
+    """UA and WA of ``corpus`` as mean and std over the folds that test it (the in-corpus
+    figures of single-corpus runs are given this way)."""
+    folds = [m["per_corpus"][corpus] for m in summary["per_fold"].values() if corpus in m.get("per_corpus", {})]
+    return {
+        f"{name}_{stat}": round(float(function([fold[name] for fold in folds])), 2)
+        for name in ("ua", "wa")
+        for stat, function in (("mean", np.mean), ("std", np.std))
+    }
+
+
 def model_card(checkpoint, summary: dict[str, Any], results: dict[str, Any], multi: dict[str, Any]) -> str:
     spec = checkpoint.inputs["audio"]
     corpora = checkpoint.info["corpora"]
@@ -122,8 +140,10 @@ def model_card(checkpoint, summary: dict[str, Any], results: dict[str, Any], mul
         ]
         loco_rows.append(f"| {row['system']} | {' | '.join(cells)} | {row['wa_mean']:.1f} / {row['ua_mean']:.1f} |")
     within = summary["pooled"]["per_corpus"]
+    spreads = {c: fold_spread(summary, c) for c in within}
     within_rows = [
-        f"| {CORPORA[c][0]} | {len(m['classes'])} | {m['ua']:.1f} | {m['wa']:.1f} | {m['macro_f1']:.1f} |"
+        f"| {CORPORA[c][0]} | {len(m['classes'])} | {spreads[c]['ua_mean']:.1f} ± {spreads[c]['ua_std']:.1f} | "
+        f"{spreads[c]['wa_mean']:.1f} ± {spreads[c]['wa_std']:.1f} | {m['ua']:.1f} | {m['macro_f1']:.1f} |"
         for c, m in within.items()
     ]
     sets = "\n".join(
@@ -156,10 +176,11 @@ speech, noisy channels and corpora unlike these three.
 ## Within each corpus
 Each corpus's own speaker-independent folds (RAVDESS: the 6 EmoBox folds; ASED and nEMO: group
 5-fold by speaker), one model per fold trained on all three corpora's training speakers, scored
-in the corpus's own classes, pooled over folds ({summary["folds"]} folds, one seed):
+in the corpus's own classes, utterance-level ({summary["folds"]} folds, one seed): UA and WA as mean ±
+std over the folds that test the corpus, then UA and macro-F1 pooled over them:
 
-| corpus | classes | UA | WA | macro-F1 |
-|---|---|---|---|---|
+| corpus | classes | UA | WA | pooled UA | pooled macro-F1 |
+|---|---|---|---|---|---|
 {chr(10).join(within_rows)}
 
 ## Classes
