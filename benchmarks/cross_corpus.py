@@ -14,7 +14,7 @@ accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
 * (c) method A trained on RAVDESS alone, today's recipe (configs/multicorpus/
   roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there).
 
-    EMOTRACE_DATA=../shared/data python benchmarks/cross_corpus.py [--store DIR] [--seeds 3]
+    EMOTRACE_DATA=../shared/data python benchmarks/cross_corpus.py [--store DIR] [--seeds 3] [--jobs 2]
 
 Runs resume (``runs/benchmarks/cross_corpus/``); results go to
 ``benchmarks/results/cross_corpus.json`` after each system.
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks" / "cross_corpus")
     parser.add_argument("--seeds", type=int, default=3, help="trainings per trained system (seeds 0..N-1)")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     parser.add_argument("--systems", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
     args = parser.parse_args()
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
@@ -88,17 +89,19 @@ def main() -> None:
         found["a"] = probe_row()
         save()
     if "c" in args.systems:  # before b: its inputs are b's base inputs, read once
-        run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base")
+        run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base", args.jobs)
         found["c"] = trained_row("method A, trained on RAVDESS only (today's recipe)", run_dirs, RAVDESS_ONLY, [])
         save()
     if "b" in args.systems:
         variants = dict(VARIANTS)
-        screens = {name: _val_ua(_runs(LOCO, overrides, [0], args.runs, name)) for name, overrides in variants.items()}
+        screens = {
+            name: _val_ua(_runs(LOCO, overrides, [0], args.runs, name, args.jobs)) for name, overrides in variants.items()
+        }
         helping = [name for name in VARIANTS if name != "base" and screens[name] > screens["base"]]
         if len(helping) > 1:  # options that each helped, tried together
             both = " + ".join(helping)
             variants[both] = [override for name in helping for override in VARIANTS[name]]
-            screens[both] = _val_ua(_runs(LOCO, variants[both], [0], args.runs, both))
+            screens[both] = _val_ua(_runs(LOCO, variants[both], [0], args.runs, both, args.jobs))
         chosen = _choose(screens)
         extra["screens"] = {
             "config": LOCO,
@@ -108,7 +111,7 @@ def main() -> None:
             "chosen": chosen,
         }
         save()
-        run_dirs = _runs(LOCO, variants[chosen], list(range(args.seeds)), args.runs, chosen)
+        run_dirs = _runs(LOCO, variants[chosen], list(range(args.seeds)), args.runs, chosen, args.jobs)
         found["b"] = trained_row(
             f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO, variants[chosen]
         )
@@ -200,10 +203,11 @@ def _row(system: str, method: str, per_corpus: dict[str, dict[str, Any]]) -> dic
     return row
 
 
-def _runs(config_path: str, overrides: list[str], seeds: list[int], runs: Path, variant: str) -> list[Path]:
+def _runs(config_path: str, overrides: list[str], seeds: list[int], runs: Path, variant: str, jobs: int) -> list[Path]:
     run_dirs = []
     for seed in seeds:
-        config = load_config(REPO / config_path, [*overrides, f"seed={seed}", f"store={os.environ['EMOTRACE_STORE']}"])
+        settings = [f"seed={seed}", f"store={os.environ['EMOTRACE_STORE']}", f"trainer.jobs={jobs}"]
+        config = load_config(REPO / config_path, [*overrides, *settings])
         run_dirs.append(runs / f"{config.name}-{variant.replace(' + ', '+').replace(' ', '-')}-seed{seed}")
         run_cv(config, run_dirs[-1], progress=False)
     return run_dirs
