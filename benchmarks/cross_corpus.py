@@ -44,7 +44,7 @@ from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, repo_path, write_results
+from common import REPO, RESULTS, repo_path, write_results
 
 CORPORA = ("ravdess", "ased", "nemo")
 LOCO = "configs/multicorpus/roi_attention_loco.yaml"
@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
     extra: dict[str, Any] = {"held_out_corpora": list(CORPORA), "targets": TARGETS}
-    found: dict[str, dict[str, Any]] = {}  # rows by system letter, saved in the order a, b, c
+    found = earlier_rows(set("abc") - set(args.systems))  # rows by system letter, saved in the order a, b, c
 
     def save() -> None:
         rows[:] = [found[letter] for letter in "abc" if letter in found]
@@ -95,7 +95,8 @@ def main() -> None:
     if "b" in args.systems:
         variants = dict(VARIANTS)
         screens = {
-            name: _val_ua(_runs(LOCO, overrides, [0], args.runs, name, args.jobs)) for name, overrides in variants.items()
+            name: _val_ua(_runs(LOCO, overrides, [0], args.runs, name, args.jobs))
+            for name, overrides in variants.items()
         }
         helping = [name for name in VARIANTS if name != "base" and screens[name] > screens["base"]]
         if len(helping) > 1:  # options that each helped, tried together
@@ -121,6 +122,22 @@ def main() -> None:
             f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in row["per_corpus"].items()
         )
         print(f"{row['system']:<62} acc {row['wa_mean']:5.1f}  UA {row['ua_mean']:5.1f}  ({corpora})")
+
+
+def earlier_rows(letters: set[str]) -> dict[str, dict[str, Any]]:
+    """The results file's rows of the systems ``letters`` (those this run does not measure), dated."""
+    path = RESULTS / "cross_corpus.json"
+    if not letters or not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    by_letter = {"a": lambda row: row["method"] == "probe", "b": lambda row: row.get("config") == LOCO}
+    by_letter["c"] = lambda row: row.get("config") == RAVDESS_ONLY
+    return {
+        letter: {"date": earlier["date"], **row}
+        for row in earlier["rows"]
+        for letter in letters
+        if by_letter[letter](row)
+    }
 
 
 def probe_row() -> dict[str, Any]:
