@@ -181,7 +181,8 @@ def test_cli_json_csv_and_table_say_no_speech(models, sounds, fixture_clips, tmp
     for row in rows[:3]:
         assert row["label"] == NO_SPEECH and row["protocol"] == "" and row["end"] == "2.000"
         assert all(row[label] == "" for label in LABELS) and row["regions"] == ""
-    assert rows[3]["protocol"] == UTTERANCE_LEVEL and sum(float(rows[3][label]) for label in LABELS) == pytest.approx(1, abs=1e-4)
+    assert rows[3]["protocol"] == UTTERANCE_LEVEL
+    assert sum(float(rows[3][label]) for label in LABELS) == pytest.approx(1, abs=1e-4)
 
     table = predict(*files, "-m", models / "roi")
     assert table.exit_code == 0, table.output
