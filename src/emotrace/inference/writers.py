@@ -93,9 +93,9 @@ def render(results: Sequence[Result], report: BatchReport, labels: Sequence[str]
         )
         for p in _rows(results):
             if isinstance(p, NoSpeech):
-                no_probabilities = [""] * (len(labels) + 2 + (len(AUDIOVISUAL_COLUMNS) if audiovisual else 0))
+                blank = [""] * (len(labels) + 2 + (len(AUDIOVISUAL_COLUMNS) if audiovisual else 0))  # to transcript
                 writer.writerow(
-                    [printable(p.source), "0.000", f"{p.duration:.3f}", "", p.label, *no_probabilities]
+                    [printable(p.source), "0.000", f"{p.duration:.3f}", "", p.label, *blank]
                     + ([""] if abstention else [])
                 )
                 continue
