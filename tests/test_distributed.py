@@ -32,12 +32,14 @@ from emotrace.corpora.records import Utterance
 from emotrace.distributed.cluster import require_ray
 from emotrace.distributed.extract import extract_corpus_on_ray
 from emotrace.distributed.predict import predict_files_on_ray, prediction_job
-from emotrace.distributed.results import PARTS_SUFFIX, Item, ResultParts, file_state
+from emotrace.distributed.results import PARTS_SUFFIX, Item, ResultParts, file_state, write_results
 from emotrace.errors import BatchReport, EmotraceError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.pipeline import extract_corpus, open_stores
 from emotrace.features.store import SHARDS_DIR, FeatureStore
 from emotrace.features.transforms import InputSpec
+from emotrace.inference.predictions import NoSpeech
+from emotrace.inference.writers import OutputFormat, render
 from emotrace.labels import RAVDESS_8
 from emotrace.models import build_model
 from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
@@ -341,3 +343,29 @@ def test_missing_ray_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(EmotraceError, match=r"pip install 'emotrace\[ray\]'"):
         require_ray()
+
+
+def test_parts_without_speech_assemble_as_the_local_document_and_a_parquet_row(tmp_path):
+    """A no-speech result needs no cluster to check: its part becomes the local JSON (strict) and a row."""
+    import pyarrow.parquet as pq
+
+    beep = tmp_path / "beep.wav"
+    beep.write_bytes(b"a beep")
+    silent = NoSpeech(str(beep), 2.0, 0.0, 0.25)
+    item = Item(0, str(beep), None, None)
+    for output_format in ("json", "parquet"):
+        output = tmp_path / f"out.{output_format}"
+        parts = ResultParts.for_job(output, {"model": "m"})
+        parts.write(item, file_state(item.path), silent.to_dict(), [])
+        assert write_results(output, output_format, parts, [item], BatchReport()) == 1
+    local = render([silent], BatchReport(), RAVDESS_8, OutputFormat.json)
+    assert (tmp_path / "out.json").read_text() == local
+    (row,) = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert (row["source"], row["label"], row["probabilities"], row["protocol"]) == (str(beep), "no speech", None, None)
+
+    output = tmp_path / "nan.json"
+    parts = ResultParts.for_job(output, {"model": "m"})
+    parts.write(item, file_state(item.path), {**silent.to_dict(), "duration": float("nan")}, [])
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write_results(output, "json", parts, [item], BatchReport())
+    assert not output.exists()

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.cli.serve import DEFAULT_MAX_DURATION, DEFAULT_MAX_QUEUE
-from emotrace.inference.sanity import NO_SPEECH
+from emotrace.inference.predictions import NO_SPEECH
 from emotrace.service import create_app
 from emotrace.service.app import DEFAULT_MAX_DURATION as SERVICE_MAX_DURATION
 from emotrace.service.app import DEFAULT_MAX_QUEUE as SERVICE_MAX_QUEUE

@@ -82,20 +82,22 @@ def load_model(
     adaptive: str | Path | None = None,
     asr: bool = False,
     min_confidence: float | None = None,
+    speech_check: bool = True,
 ) -> Predictor:
     """A :class:`~emotrace.inference.predictor.Predictor` for a model name or folder.
 
     ``adaptive`` names a speaker-adaptive companion (name or folder); by default a packaged
     model brings its ``<name>-adaptive`` twin when one is packaged. ``asr`` transcribes
     audio for text models when no transcript is given. With ``min_confidence`` a
-    prediction whose top probability is below it is labelled ``"uncertain"``.
+    prediction whose top probability is below it is labelled ``"uncertain"``. A file
+    without speech gets a ``"no speech"`` result, unless ``speech_check`` is off.
     """
     path = resolve_model(name_or_dir)
     twin = PRETRAINED / f"{path.name}{ADAPTIVE_SUFFIX}"
     if adaptive is None and path.parent == PRETRAINED and is_checkpoint(twin):
         adaptive = twin
     companion = None if adaptive is None else _load(resolve_model(adaptive))
-    return Predictor(_load(path), companion, asr=asr, min_confidence=min_confidence)
+    return Predictor(_load(path), companion, asr=asr, min_confidence=min_confidence, speech_check=speech_check)
 
 
 def load_audiovisual(
@@ -105,18 +107,20 @@ def load_audiovisual(
     *,
     asr: bool = False,
     min_confidence: float | None = None,
+    speech_check: bool = True,
 ) -> AudioVisualPredictor:
     """Two or three models (names or folders) that predict a video together: ``audio`` reads
     the voice (and a transcript, with ``asr`` transcribed when none is given), ``video`` the
     face, ``fusion`` both (method B); see :mod:`emotrace.inference.audiovisual`. With
-    ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``."""
+    ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``;
+    ``speech_check`` as in :func:`load_model`."""
     models = {
         role: load_model(name, asr=asr)
         for role, name in (("audio", audio), ("video", video), ("fusion", fusion))
         if name is not None
     }
     try:
-        return AudioVisualPredictor(**models, min_confidence=min_confidence)
+        return AudioVisualPredictor(**models, min_confidence=min_confidence, speech_check=speech_check)
     except ValueError as error:
         names = ", ".join(
             f"{role} {name}"
@@ -133,18 +137,21 @@ def load_predictor(
     *,
     asr: bool = False,
     min_confidence: float | None = None,
+    speech_check: bool = True,
 ) -> MediaPredictor:
     """What ``emotrace predict``, ``emotrace serve`` and :func:`predict_files` run: ``model``
     alone (the default model when none is named; one that reads face video gets it), or with
     a ``video_model`` and/or a ``fusion_model`` all of them together (:func:`load_audiovisual`,
     ``model`` then being the audio model, if any). ``model`` may also be a model set
-    (:func:`model_set`). ``min_confidence`` makes less sure predictions abstain."""
+    (:func:`model_set`). ``min_confidence`` makes less sure predictions abstain; without
+    ``speech_check`` a file without speech is predicted all the same."""
+    options: dict[str, Any] = {"asr": asr, "min_confidence": min_confidence, "speech_check": speech_check}
     if video_model is None and fusion_model is None:
         roles = None if model is None else model_set(model)
         if roles is not None:
-            return load_audiovisual(**roles, asr=asr, min_confidence=min_confidence)
-        return load_model(DEFAULT_MODEL if model is None else model, asr=asr, min_confidence=min_confidence)
-    return load_audiovisual(model, video_model, fusion_model, asr=asr, min_confidence=min_confidence)
+            return load_audiovisual(**roles, **options)
+        return load_model(DEFAULT_MODEL if model is None else model, **options)
+    return load_audiovisual(model, video_model, fusion_model, **options)
 
 
 def model_set(name_or_dir: str | Path) -> dict[str, Path] | None:
@@ -173,6 +180,7 @@ def predict_files(
     plot: str | Path | None = None,
     progress: BatchProgress | None = None,
     min_confidence: float | None = None,
+    speech_check: bool = True,
 ) -> BatchPredictions:
     """Predict every file that ``inputs`` name (files, folders searched recursively, globs).
 
@@ -186,10 +194,18 @@ def predict_files(
     protocol); ``speakers`` maps file paths to speakers, else a file's folder names its
     speaker. ``plot`` is a folder for a PNG per result. With ``min_confidence`` (a
     probability) a prediction whose top probability is below it is labelled
-    ``"uncertain"`` and says ``"abstained": true``. Bad files are skipped and listed in the
+    ``"uncertain"`` and says ``"abstained": true``. A file without speech (a beep, silence)
+    gets a ``"no speech"`` result (:class:`~emotrace.inference.predictions.NoSpeech`), not an
+    emotion, unless ``speech_check`` is off (for a predictor passed in, load it so:
+    ``load_model(name, speech_check=False)``). Bad files are skipped and listed in the
     result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
     """
-    predictor = model if isinstance(model, MediaPredictor) else load_predictor(model, video_model, fusion_model)
+    if isinstance(model, MediaPredictor):
+        if not speech_check and model.speech_check:
+            raise ValueError("for speech_check=False, load the predictor with it (load_model, load_predictor)")
+        predictor = model
+    else:
+        predictor = load_predictor(model, video_model, fusion_model, speech_check=speech_check)
     return predict_batch(
         predictor,
         [inputs] if isinstance(inputs, (str, Path)) else inputs,

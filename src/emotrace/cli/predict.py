@@ -93,6 +93,14 @@ def predict(
             "its probabilities are still given.",
         ),
     ] = None,
+    speech_check: Annotated[
+        bool,
+        typer.Option(
+            "--speech-check/--no-speech-check",
+            help="Give a file without speech (a beep, silence, noise) a 'no speech' result, not an emotion; "
+            "--no-speech-check predicts an emotion all the same (e.g. for synthetic test audio).",
+        ),
+    ] = True,
     engine: EngineOption = Engine.local,
     address: AddressOption = None,
     actors: ActorsOption = None,
@@ -109,6 +117,10 @@ def predict(
 
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
+    A file in which voice activity detection finds no speech (a beep, silence, noise), and
+    that has no transcript or face for the model to read instead, gets the label "no speech"
+    and no probabilities: a result, not an error (see --no-speech-check).
+
     A bad file is reported and skipped; the exit code is 1 only when nothing could be predicted.
 
     With --engine ray the files are predicted on a Ray cluster into --output (json or parquet);
@@ -119,6 +131,8 @@ def predict(
     _check_output(engine, output_format, output, plot)
     if engine == Engine.ray and min_confidence is not None:
         raise typer.BadParameter("--min-confidence is not available with --engine ray")
+    if engine == Engine.ray and not speech_check:
+        raise typer.BadParameter("--no-speech-check is not available with --engine ray")
     if engine == Engine.ray and (video_model is not None or fusion_model is not None):
         raise typer.BadParameter("--video-model and --fusion-model are not available with --engine ray")
     if sum([text is not None, transcripts is not None, asr]) > 1:
@@ -130,7 +144,7 @@ def predict(
     except ValueError as error:
         fail(console, EmotraceError(str(error)))
     try:
-        predictor = load_predictor(model, video_model, fusion_model, asr=asr)
+        predictor = load_predictor(model, video_model, fusion_model, asr=asr, speech_check=speech_check)
         _check_protocol(predictor, adapt_speaker, model or video_model or fusion_model or DEFAULT_MODEL)
         if engine == Engine.ray and not isinstance(predictor, Predictor):
             raise InputError(str(model), "is a model set, which --engine ray cannot run: use --engine local")
@@ -181,12 +195,15 @@ def predict(
         if output_format == OutputFormat.table and output is None:
             Console().print(predictions_table(batch.results))
         else:
-            written = render(batch.results, report, predictor.labels, output_format)
+            try:
+                written = render(batch.results, report, predictor.labels, output_format)
+            except EmotraceError as error:
+                fail(console, error)
             if output is None:
                 typer.echo(written, nl=False)
             else:
                 write_text_atomically(output, written)
-    say(console, report.summary())
+    say(console, batch.summary())
     if not batch.results:
         raise typer.Exit(1)
 

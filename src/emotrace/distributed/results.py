@@ -164,7 +164,8 @@ def _stream_document(handle: TextIO, predictions: Iterable[dict[str, Any]], repo
         if count:
             handle.write(",\n" + _INDENT)
         # nested two levels deep; JSON strings hold no raw newline, so only the layout's are indented
-        handle.write(json.dumps(prediction, indent=2, ensure_ascii=False).replace("\n", "\n" + _INDENT))
+        text = json.dumps(prediction, indent=2, ensure_ascii=False, allow_nan=False)
+        handle.write(text.replace("\n", "\n" + _INDENT))
         count += 1
     final_head, tail = _layout(report).split(_MARKER)
     if final_head != head:
@@ -238,10 +239,11 @@ def parquet_schema() -> Any:
 
 
 def _utterance_rows(results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Utterance predictions: each result, or each speech segment of a recording's result."""
+    """Utterance predictions: each result, or each speech segment of a recording's result (a
+    result without speech is a row labelled so, without probabilities or modalities)."""
     for result in results:
         for prediction in result.get("timeline", [result]):
-            maps = {name: _map(prediction[name]) for name in ("probabilities", "modalities", "mixture")}
+            maps = {name: _map(prediction.get(name)) for name in ("probabilities", "modalities", "mixture")}
             yield {**prediction, **maps}
 
 

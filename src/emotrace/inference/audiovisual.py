@@ -58,7 +58,8 @@ class AudioVisualPredictor(MediaPredictor):
     ``audio`` reads audio (and perhaps text), not video; ``video`` reads the face video,
     not audio; ``fusion`` reads both. All must have the same labels. A ValueError says
     which model breaks which rule. ``min_confidence`` (a probability, None for never) makes
-    utterances whose fused result is less sure than it abstain.
+    utterances whose fused result is less sure than it abstain. ``speech_check`` off predicts
+    an emotion even for a file without speech or a face to read it from.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class AudioVisualPredictor(MediaPredictor):
         *,
         max_duration: float = MAX_UTTERANCE_SECONDS,
         min_confidence: float | None = None,
+        speech_check: bool = True,
     ):
         self.models: dict[str, Predictor] = {
             role: model for role, model in zip(ROLES, (audio, video, fusion)) if model is not None
@@ -91,6 +93,7 @@ class AudioVisualPredictor(MediaPredictor):
         self.labels = self.models[first].labels
         self.max_duration = max_duration
         self.min_confidence = check_min_confidence(min_confidence)
+        self.speech_check = speech_check
 
     @property
     def protocols(self) -> tuple[str, ...]:

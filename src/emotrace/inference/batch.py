@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotrace.errors import BatchReport, InputError
+from emotrace.errors import BatchReport, InputError, printable
 from emotrace.inference.media import MediaPredictor
-from emotrace.inference.predictions import Result, check_min_confidence
+from emotrace.inference.predictions import NoSpeech, Result, check_min_confidence
 from emotrace.inference.writers import predictions_document
 
 #: what a folder is searched for (any file named explicitly is tried, whatever its name)
@@ -64,6 +64,12 @@ class BatchPredictions:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document ``emotrace predict --format json`` writes."""
         return predictions_document(self.results, self.report)
+
+    def summary(self) -> str:
+        """The report's summary (files done and skipped), and a line per file without speech:
+        done, but with no emotion to show."""
+        silent = [f"  {printable(r.source)}: {r.describe()}" for r in self.results if isinstance(r, NoSpeech)]
+        return "\n".join([self.report.summary(), *silent])
 
 
 def predict_batch(
@@ -130,10 +136,15 @@ def predict_batch(
                 report.done += 1
                 results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
                 if plot is not None and not _plot(result, path, plot, predictor.labels, plot_names, waveform):
-                    why = "no frame-level dynamics" if waveform is not None else "no audio to draw them over"
-                    progress.note(f"no plot for {path}: {why}")
+                    progress.note(f"no plot for {path}: {_no_plot_reason(result, waveform)}")
             progress.advance()
     return BatchPredictions(results, report)
+
+
+def _no_plot_reason(result: Result, waveform: Any) -> str:
+    if isinstance(result, NoSpeech):
+        return "no speech"
+    return "no frame-level dynamics" if waveform is not None else "no audio to draw them over"
 
 
 def unexpected(source: str | Path, error: BaseException) -> InputError:

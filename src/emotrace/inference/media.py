@@ -14,6 +14,15 @@ it (method B can; method A on the face cannot). So can a clip whose face is miss
 tracker's face mask (:func:`~emotrace.features.video.geometry.face_found`) must show a
 face on at least ``MIN_FACE_SHARE`` of its samples, or the clip is left out, since its
 features would describe no face; a face missing from fewer samples is noted.
+
+No speech. A model labels whatever it is given, a beep as some emotion, so a file with
+nothing else to read (no transcript the models read, no video stream for a face model) is
+asked first whether it holds speech (:func:`~emotrace.inference.sanity.speech_presence` on
+the waveform already decoded); without it, or a long recording whose voice activity gives no
+segment, the result is :class:`~emotrace.inference.predictions.NoSpeech`. ``speech_check``
+off skips the question for an utterance (synthetic test audio). Every prediction's
+probabilities are checked (:func:`~emotrace.inference.sanity.check_prediction`): NaN never
+reaches an output.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ from emotrace.errors import BatchReport, InputError
 from emotrace.features.base import Features
 from emotrace.features.video.geometry import face_found
 from emotrace.features.video.reader import VideoClip, VideoInfo, probe_video
-from emotrace.inference.predictions import RecordingPrediction, Result, UtterancePrediction
+from emotrace.inference.predictions import NoSpeech, RecordingPrediction, Result, UtterancePrediction
+from emotrace.inference.sanity import MIN_SPEECH_SECONDS, check_prediction, speech_presence
 from emotrace.inference.segmentation import speech_segments
 from emotrace.spans import Span
 
@@ -161,12 +171,14 @@ class MediaPredictor(ABC):
     A file up to ``max_duration`` seconds is one utterance; a longer one is a recording,
     cut into speech segments by voice activity (read from its audio), each segment read and
     predicted on its own so memory stays bounded. With ``min_confidence`` (None: never) a
-    prediction, and a recording by its shares, abstains when less sure than it.
+    prediction, and a recording by its shares, abstains when less sure than it. With
+    ``speech_check`` a file without speech is :class:`NoSpeech`, not an emotion.
     """
 
     labels: tuple[str, ...]
     max_duration: float = MAX_UTTERANCE_SECONDS
     min_confidence: float | None = None
+    speech_check: bool = True
 
     @property
     @abstractmethod
@@ -209,12 +221,14 @@ class MediaPredictor(ABC):
         self, media: str | Path | Piece, text: str | None = None, *, speaker_moments: Any = None
     ) -> UtterancePrediction:
         """One utterance: a file up to ``max_duration`` seconds long (else an InputError
-        pointing to :meth:`predict_recording`) and optionally its text, or a piece already read."""
+        pointing to :meth:`predict_recording`) and optionally its text, or a piece already read.
+        It is predicted whether or not it holds speech (:meth:`predict_file` asks first); its
+        probabilities are checked (an InputError naming it when they are not finite)."""
         if not isinstance(media, Piece):
             info = self.probe(media)
             self.check_length(info.path, info.duration)
             media = whole_piece(info, text)
-        return self.predict_piece(media, speaker_moments)
+        return check_prediction(self.predict_piece(media, speaker_moments), self.labels)
 
     def predict_recording(
         self,
@@ -223,9 +237,10 @@ class MediaPredictor(ABC):
         speaker_moments: Any = None,
         segments: Sequence[Span] | None = None,
         report: BatchReport | None = None,
-    ) -> RecordingPrediction:
+    ) -> RecordingPrediction | NoSpeech:
         """A recording of any length, by speech segments (voice activity unless ``segments``
-        are given), each read and predicted on its own so memory stays bounded.
+        are given), each read and predicted on its own so memory stays bounded; :class:`NoSpeech`
+        when there is none.
 
         Text models read each segment's ASR transcript when ASR is on. A segment that fails
         goes to ``report`` (named by file and times) and is skipped; without a report it raises.
@@ -239,11 +254,12 @@ class MediaPredictor(ABC):
                 raise InputError(media.path, f"has {media.notes['audio']}, so no speech segments can be found in it")
             segments = speech_segments(path)
         if not segments:
-            raise InputError(media.path, "no speech found")
+            return NoSpeech(media.path, media.duration, 0.0, MIN_SPEECH_SECONDS)
         timeline = []
         for segment in segments:
             try:
-                timeline.append(self.predict_piece(segment_piece(media, segment, self.max_duration), speaker_moments))
+                piece = segment_piece(media, segment, self.max_duration)
+                timeline.append(self.predict(piece, speaker_moments=speaker_moments))
             except InputError as error:
                 report.skip(InputError(f"{media.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem))
         if not timeline:
@@ -260,7 +276,8 @@ class MediaPredictor(ABC):
         report: BatchReport | None = None,
     ) -> Result:
         """A file of any length: one utterance up to ``max_duration``, else a recording
-        predicted by speech segments (whose bad segments go to ``report``)."""
+        predicted by speech segments (whose bad segments go to ``report``); :class:`NoSpeech`
+        for a file without speech (see :meth:`lacks_speech`)."""
         return self.predict_file_with_audio(path, text, speaker_moments=speaker_moments, report=report)[0]
 
     def predict_file_with_audio(
@@ -277,6 +294,9 @@ class MediaPredictor(ABC):
         if media.duration <= self.max_duration:
             piece = whole_piece(media, text)
             self.check_length(media.path, piece.duration)
+            silent = self.lacks_speech(piece, has_video=media.video is not None)
+            if silent is not None:
+                return silent, piece.waveform
             return self.predict(piece, speaker_moments=speaker_moments), piece.waveform
         if text is not None and self.reads("text"):
             raise InputError(
@@ -285,6 +305,20 @@ class MediaPredictor(ABC):
                 "no transcript: leave the text out (with ASR on, each segment is transcribed)",
             )
         return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
+
+    def lacks_speech(self, piece: Piece, has_video: bool) -> NoSpeech | None:
+        """:class:`NoSpeech` when ``piece`` (a whole file, with a video stream or not) has a
+        waveform with too little speech in it and nothing else the models would read an
+        emotion from: a transcript given to a model that reads text, or a video stream for a
+        model that reads faces. None when it holds speech, or ``speech_check`` is off."""
+        reads_text = piece.text is not None and self.reads("text")
+        reads_face = has_video and self.reads("video")
+        if not self.speech_check or piece.waveform is None or reads_text or reads_face:
+            return None
+        presence = speech_presence(piece.waveform)
+        if presence.present:
+            return None
+        return NoSpeech(piece.source, presence.duration, presence.speech_seconds, presence.min_speech)
 
     def pieces(self, path: str | Path, text: str | None) -> Iterator[Piece]:
         """A file the way predictions read it: whole, or by speech segments."""

@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from emotrace.atomic import atomic_path
 from emotrace.audio import SAMPLE_RATE
-from emotrace.inference.predictions import AudioVisualPrediction, Prediction, RecordingPrediction, Result
+from emotrace.inference.predictions import AudioVisualPrediction, NoSpeech, Prediction, RecordingPrediction, Result
 from emotrace.inference.roi_compare import AttentionCurve, plot_roi_comparison
 from emotrace.labels import EMOTION_COLOURS
 
@@ -235,7 +235,7 @@ def write_plots(
     """Every figure of a result: :func:`write_plot`'s, or for an audio-visual utterance the
     audio model's (``<name>.png``) and the video model's (``<name>.video.png``) attention and
     dynamics over ``waveform``, and their attention compared (``<name>.roi.png``). Empty when
-    the result has nothing to draw (no frame-level dynamics, or no audio to draw them over)."""
+    the result has nothing to draw (no speech, no frame-level dynamics, or no audio to draw them over)."""
     if not isinstance(result, AudioVisualPrediction):
         written = write_plot(result, path, folder, labels, names, waveform)
         return [] if written is None else [written]
@@ -268,10 +268,10 @@ def write_plot(
     waveform: np.ndarray | None,
 ) -> Path | None:
     """A timeline PNG for a recording, an attention-and-dynamics PNG for an utterance
-    (drawn over ``waveform``, the audio its prediction decoded); None for an utterance
-    whose model gives no frame-level dynamics. Files are named after ``path``, numbered
-    past the ``names`` already taken (which this adds to)."""
-    if isinstance(result, Prediction) and result.frame_posteriors is None:
+    (drawn over ``waveform``, the audio its prediction decoded); None for a file without
+    speech, and for an utterance whose model gives no frame-level dynamics. Files are named
+    after ``path``, numbered past the ``names`` already taken (which this adds to)."""
+    if isinstance(result, NoSpeech) or (isinstance(result, Prediction) and result.frame_posteriors is None):
         return None
     name = _free_name(path.stem, names)
     if isinstance(result, RecordingPrediction):

@@ -11,6 +11,10 @@ A prediction may abstain: asked for a ``min_confidence``, one whose top probabil
 recording's top share) falls below it is labelled :data:`UNCERTAIN` instead of a class,
 its probabilities still given, and its JSON gains ``"abstained"``. Without a threshold
 there is no ``"abstained"`` key, so the document is what it always was.
+
+A file may hold no speech at all (a beep, a door, silence): its result is :class:`NoSpeech`,
+labelled :data:`NO_SPEECH`, with no probabilities, since a model would label anything it is
+given as some emotion. It is a result, not an error, and has no utterances.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ LATE_FUSION = "late"
 MODEL_FUSION = "model"
 #: the label of a prediction that abstains: its top probability is below the threshold asked for
 UNCERTAIN = "uncertain"
+#: the label of a result without speech to read an emotion from
+NO_SPEECH = "no speech"
 
 
 def check_min_confidence(value: float | None, name: str = "min_confidence") -> float | None:
@@ -285,13 +291,59 @@ class RecordingPrediction:
         }
 
 
-#: what predicting a file gives: an utterance, or a recording by speech segments
-Result = UtterancePrediction | RecordingPrediction
+@dataclass(frozen=True)
+class NoSpeech:
+    """A file in which the voice activity detector heard less than ``min_speech`` seconds of
+    speech (``speech_seconds`` in ``duration``): no emotion is read from it. It is labelled
+    :data:`NO_SPEECH`, has no probabilities and no utterances, and abstains from nothing."""
+
+    source: str
+    duration: float
+    speech_seconds: float
+    min_speech: float
+
+    @property
+    def label(self) -> str:
+        return NO_SPEECH
+
+    def with_min_confidence(self, min_confidence: float | None) -> NoSpeech:
+        """Itself: there is no probability to hold against a threshold (which is still checked)."""
+        check_min_confidence(min_confidence)
+        return self
+
+    def describe(self) -> str:
+        """One line for a person, e.g. in a table, a summary or the service's notice."""
+        return (
+            f"no speech found ({self.speech_seconds:.2f} s of speech in {self.duration:.2f} s; "
+            f"at least {self.min_speech:g} s needed)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": printable(self.source),
+            "start": 0.0,
+            "end": round(self.duration, 3),
+            "duration": round(self.duration, 3),
+            "label": NO_SPEECH,
+            "probabilities": None,
+            "speech": {"present": False, "seconds": round(self.speech_seconds, 3)},
+            "notice": self.describe(),
+        }
+
+
+#: what predicting a file gives: an utterance, a recording by speech segments, or no speech
+Result = UtterancePrediction | RecordingPrediction | NoSpeech
 
 
 def utterances(results: Sequence[Result]) -> list[UtterancePrediction]:
-    """Every prediction: utterances, and each speech segment of the recordings."""
-    return [p for r in results for p in (r.timeline if isinstance(r, RecordingPrediction) else (r,))]
+    """Every prediction: utterances, and each speech segment of the recordings (a result
+    without speech has none)."""
+    return [
+        p
+        for r in results
+        if not isinstance(r, NoSpeech)
+        for p in (r.timeline if isinstance(r, RecordingPrediction) else (r,))
+    ]
 
 
 def _without_source(prediction: Prediction | None) -> dict[str, Any] | None:

@@ -70,8 +70,9 @@ class Predictor(MediaPredictor):
     checkpoint with the same labels, lets an utterance-level model also serve speakers whose
     moments are known. ``asr`` transcribes (Whisper, packaged tiny.en) when a model reads
     text and none is given. ``min_confidence`` (a probability, None for never) makes
-    predictions less sure than it abstain. Extractors are built on first use and shared by
-    both models.
+    predictions less sure than it abstain. ``speech_check`` off predicts an emotion even
+    for a file without speech (see :class:`~emotrace.inference.media.MediaPredictor`).
+    Extractors are built on first use and shared by both models.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class Predictor(MediaPredictor):
         asr: bool = False,
         max_duration: float = MAX_UTTERANCE_SECONDS,
         min_confidence: float | None = None,
+        speech_check: bool = True,
     ):
         check_protocol(checkpoint.protocol)
         if adaptive is not None:
@@ -97,6 +99,7 @@ class Predictor(MediaPredictor):
         self.asr = asr
         self.max_duration = max_duration
         self.min_confidence = check_min_confidence(min_confidence)
+        self.speech_check = speech_check
         self._extractors: dict[str, Extractor] = {}
         self._whisper: WhisperASR | None = None
 
@@ -131,7 +134,8 @@ class Predictor(MediaPredictor):
         except InputError as error:
             raise InputError(source, error.problem) from None
         self.check_length(source, len(waveform) / SAMPLE_RATE)
-        return self.predict_piece(Piece(source, 0.0, len(waveform) / SAMPLE_RATE, waveform, text=text), speaker_moments)
+        piece = Piece(source, 0.0, len(waveform) / SAMPLE_RATE, waveform, text=text)
+        return cast(Prediction, super().predict(piece, speaker_moments=speaker_moments))
 
     def speaker_moments_for(
         self,

@@ -2,10 +2,11 @@
 all, and is what came out a probability distribution.
 
 An emotion model labels whatever it is given: a beep, a door slam or a hum comes out as
-"sad 31 %". :func:`speech_presence` asks silero-vad first, so a prediction can say
-:data:`NO_SPEECH` instead. :func:`check_probabilities` stops NaN or infinite outputs (from
-audio no check upstream caught) before they reach a JSON writer, which would otherwise
-write invalid JSON or fail with a 500.
+"sad 31 %". :func:`speech_presence` asks silero-vad first, so a prediction can be
+:class:`~emotrace.inference.predictions.NoSpeech` instead (the predictors decide:
+:meth:`~emotrace.inference.media.MediaPredictor.predict_file`). :func:`check_prediction`
+stops NaN or infinite outputs (from audio no check upstream caught) before they reach a
+JSON writer, which would otherwise write invalid JSON or fail with a 500.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import numpy as np
 
 from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import InputError
+from emotrace.inference.predictions import AudioVisualPrediction, UtterancePrediction
 from emotrace.inference.segmentation import FRAME, FRAME_SECONDS, frame_probabilities, load_vad, speech_runs
 
-#: the label a prediction takes when there is no speech to read an emotion from
-NO_SPEECH = "no speech"
 #: seconds; less speech than this is a click or a cough, too little to read an emotion from
 MIN_SPEECH_SECONDS = 0.25
 _MIN_SILENCE = 0.3  # seconds; pauses shorter than this stay inside a run of speech, as in segmentation
@@ -41,32 +41,6 @@ class SpeechPresence:
     @property
     def present(self) -> bool:
         return self.speech_seconds >= self.min_speech
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"present": self.present, "seconds": round(self.speech_seconds, 3)}
-
-    def describe(self) -> str:
-        """One line for a person, e.g. in a no-speech notice or error."""
-        return (
-            f"no speech found ({self.speech_seconds:.2f} s of speech in {self.duration:.2f} s; "
-            f"at least {self.min_speech:g} s needed)"
-        )
-
-
-def no_speech_prediction(source: str, presence: SpeechPresence) -> dict[str, Any]:
-    """The JSON of a prediction that found no speech: :data:`NO_SPEECH` as its label, no
-    probabilities, and how much speech there was. (The service returns it now; it is the
-    shape a :class:`~emotrace.inference.predictor.Prediction` without speech should take.)"""
-    return {
-        "source": source,
-        "start": 0.0,
-        "end": round(presence.duration, 3),
-        "duration": round(presence.duration, 3),
-        "label": NO_SPEECH,
-        "probabilities": None,
-        "speech": presence.to_dict(),
-        "notice": presence.describe(),
-    }
 
 
 def speech_presence(
@@ -107,3 +81,14 @@ def check_probabilities(source: str, labels: Sequence[str], probabilities: np.nd
     if abs(values.sum() - 1.0) > 1e-3 or (values < 0).any():
         raise InputError(source, f"the model's output is not a probability distribution (sums to {values.sum():.4g})")
     return probabilities
+
+
+def check_prediction(prediction: UtterancePrediction, labels: Sequence[str]) -> UtterancePrediction:
+    """``prediction`` when its probabilities (and each stream's, for an audio-visual one) pass
+    :func:`check_probabilities`; else an InputError naming its source."""
+    predictions = [prediction]
+    if isinstance(prediction, AudioVisualPrediction):
+        predictions += [p for p in (prediction.audio, prediction.video, prediction.fused) if p is not None]
+    for checked in predictions:
+        check_probabilities(prediction.source, labels, np.array(list(checked.probabilities.values())))
+    return prediction

@@ -2,6 +2,9 @@
 
 The JSON document is one format for every interface: ``emotrace predict --format json``
 writes it, :func:`emotrace.api.predict_files` gives it, the HTTP service answers with it.
+It is strict JSON: a NaN or an infinity is refused, never written. A file without speech
+(:class:`~emotrace.inference.predictions.NoSpeech`) is a row of its own in the CSV and the
+table, labelled ``no speech``, with no probabilities.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emotrace.errors import BatchReport, printable
+from emotrace.errors import BatchReport, EmotraceError, printable
 from emotrace.inference.predictions import (
     AudioVisualPrediction,
+    NoSpeech,
     Prediction,
     RecordingPrediction,
     Result,
@@ -66,7 +70,7 @@ def render(results: Sequence[Result], report: BatchReport, labels: Sequence[str]
     if output_format == OutputFormat.parquet:
         raise ValueError("Parquet is written from result parts by the Ray engine (emotrace.distributed.results)")
     if output_format == OutputFormat.json:
-        return json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False) + "\n"
+        return predictions_json(results, report)
     if output_format == OutputFormat.csv:
         predictions = utterances(results)
         abstention = any(p.abstained is not None for p in predictions)
@@ -87,7 +91,14 @@ def render(results: Sequence[Result], report: BatchReport, labels: Sequence[str]
                 *(["abstained"] if abstention else []),
             ]
         )
-        for p in predictions:
+        for p in _rows(results):
+            if isinstance(p, NoSpeech):
+                blank = [""] * (len(labels) + 2 + (len(AUDIOVISUAL_COLUMNS) if audiovisual else 0))  # to transcript
+                writer.writerow(
+                    [printable(p.source), "0.000", f"{p.duration:.3f}", "", p.label, *blank]
+                    + ([""] if abstention else [])
+                )
+                continue
             writer.writerow(
                 [
                     printable(p.source),
@@ -108,15 +119,24 @@ def render(results: Sequence[Result], report: BatchReport, labels: Sequence[str]
     return buffer.getvalue()
 
 
+def predictions_json(results: Sequence[Result], report: BatchReport) -> str:
+    """The JSON document as text; an EmotraceError, not invalid JSON, if a number in it is not finite."""
+    try:
+        return json.dumps(predictions_document(results, report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as error:
+        raise EmotraceError(f"the predictions cannot be written as JSON ({error}); nothing was written") from None
+
+
 def predictions_table(results: Sequence[Result]) -> Table:
     """A row per utterance and speech segment: time, label, runner-up, regions of
     interest (and transcripts, when any); each recording's shares in the caption. Where
     audio and video models predicted together, the label is the fused one, each model's
     label and regions have columns of their own, and what was not used is in the caption.
-    An abstaining prediction's label reads ``uncertain (best guess and its probability)``."""
+    An abstaining prediction's label reads ``uncertain (best guess and its probability)``;
+    a file without speech is a row labelled ``no speech``, how little speech there was in the caption."""
     predictions = utterances(results)
     protocols = ", ".join(sorted({p.protocol for p in predictions}))
-    table = Table(title=f"{protocols} protocol")
+    table = Table(title=f"{protocols} protocol" if protocols else None)
     table.add_column("file", overflow="fold")
     audiovisual = any(isinstance(p, AudioVisualPrediction) for p in predictions)
     columns = ("voice", "face", "voice–face IoU") if audiovisual else ()
@@ -125,7 +145,11 @@ def predictions_table(results: Sequence[Result]) -> Table:
     with_text = any(p.transcript for p in predictions)
     if with_text:
         table.add_column("transcript")
-    for p in predictions:
+    for p in _rows(results):
+        if isinstance(p, NoSpeech):
+            empty = [""] * (len(columns) + 2 + with_text)  # runner-up, audio-visual columns, regions, transcript
+            table.add_row(escape(printable(p.source)), f"0.00-{p.duration:.2f}", p.label, *empty)
+            continue
         ranked = sorted(p.probabilities, key=p.probabilities.__getitem__, reverse=True)
         best = f"{ranked[0]} {p.probabilities[ranked[0]]:.0%}"
         row = [
@@ -139,7 +163,7 @@ def predictions_table(results: Sequence[Result]) -> Table:
         else:
             row.append(_regions(p.segments))
         table.add_row(*row, *([escape(p.transcript or "")] if with_text else []))
-    captions = []
+    captions = [f"{escape(printable(r.source))}: {r.describe()}" for r in results if isinstance(r, NoSpeech)]
     for p in predictions:
         if isinstance(p, AudioVisualPrediction):
             read = " + ".join(m for m, used in p.modalities.items() if used)
@@ -153,6 +177,11 @@ def predictions_table(results: Sequence[Result]) -> Table:
             captions.append(f"{escape(printable(r.source))}: {len(r.timeline)} speech segments, {shares}{verdict}")
     table.caption = "\n".join(captions) or None
     return table
+
+
+def _rows(results: Sequence[Result]) -> list[UtterancePrediction | NoSpeech]:
+    """A row per utterance and per recording's speech segment, and one per file without speech, in order."""
+    return [row for r in results for row in ((r,) if isinstance(r, NoSpeech) else utterances([r]))]
 
 
 def _regions(spans: Sequence[Span], separator: str = ", ") -> str:

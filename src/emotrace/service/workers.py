@@ -27,15 +27,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import numpy as np
 import torch
 
 from emotrace.api import load_predictor
-from emotrace.audio import load_audio
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.media import MediaPredictor
-from emotrace.inference.predictions import AudioVisualPrediction, RecordingPrediction, Result, utterances
-from emotrace.inference.sanity import check_probabilities, no_speech_prediction, speech_presence
+from emotrace.inference.predictions import AudioVisualPrediction, RecordingPrediction, Result
 from emotrace.inference.writers import predictions_document
 
 logger = logging.getLogger("emotrace.service")
@@ -78,8 +75,9 @@ class Job:
 def predict_upload(predictor: MediaPredictor, job: Job) -> dict[str, Any]:
     """The predictions document for an upload; errors and results name the client's file,
     never the temporary copy. Uploads longer than ``job.max_duration`` are refused from the
-    header; an utterance without speech (and without a transcript the model reads, or a
-    video stream a face-video model reads) gets a ``no speech`` result instead of an emotion."""
+    header. The rest is :meth:`~emotrace.inference.media.MediaPredictor.predict_file`, as
+    everywhere: a file without speech gets a ``no speech`` result instead of an emotion, and
+    probabilities that are not finite are an InputError."""
     path, name = Path(job.path), job.name
     text = job.text.strip() if job.text and job.text.strip() else None
     report = BatchReport()
@@ -91,15 +89,7 @@ def predict_upload(predictor: MediaPredictor, job: Job) -> dict[str, Any]:
                 f"is {info.duration:.1f} s long, over this service's {job.max_duration:g} s limit "
                 "(emotrace serve --max-duration); emotrace predict reads recordings of any length",
             )
-        reads_text = text is not None and predictor.reads("text")  # a transcript carries emotion without speech
-        reads_face = info.video is not None and predictor.reads("video")  # and so does a face
-        if info.audio is not None and info.duration <= predictor.max_duration and not (reads_text or reads_face):
-            presence = speech_presence(load_audio(path, max_duration=None))
-            if not presence.present:
-                return {"predictions": [no_speech_prediction(name, presence)], "skipped": []}
         result = predictor.predict_file(path, text, report=report).with_min_confidence(job.min_confidence)
-        for prediction in utterances([result]):
-            check_probabilities(str(path), predictor.labels, np.array(list(prediction.probabilities.values())))
     except InputError as error:
         raise InputError(error.source.replace(str(path), name), error.problem) from None
     skipped = [InputError(e.source.replace(str(path), name), e.problem) for e in report.skipped]
