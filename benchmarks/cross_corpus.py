@@ -12,7 +12,10 @@ accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
   validation speakers' UA (mean over the three folds) says so; the test corpora are never
   used to choose;
 * (c) method A trained on RAVDESS alone, today's recipe (configs/multicorpus/
-  roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there).
+  roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there);
+* (d) (b) with the options validation chose, under the speaker-adaptive protocol: each
+  speaker's features normalised by the moments of all of that speaker's unlabelled clips, test
+  speakers included (what a user with several clips of a speaker can do, ``predict --adapt-speaker``).
 
     EMOTRACE_DATA=../shared/data python benchmarks/cross_corpus.py [--store DIR] [--seeds 3] [--jobs 2]
 
@@ -39,6 +42,7 @@ from emotrace.corpora.folds import CROSS_CORPUS
 from emotrace.features.pipeline import resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.labels import CROSS_CORPUS_4
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.training.classic import run_classic
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
@@ -47,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, RESULTS, repo_path, write_results
 
 CORPORA = ("ravdess", "ased", "nemo")
+LETTERS = "abcd"
+RESULT_FILE = RESULTS / "cross_corpus.json"
 LOCO = "configs/multicorpus/roi_attention_loco.yaml"
 RAVDESS_ONLY = "configs/multicorpus/roi_attention_ravdess_only.yaml"
 #: robustness options screened on validation speakers, as config overrides
@@ -74,14 +80,17 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "benchmarks" / "cross_corpus")
     parser.add_argument("--seeds", type=int, default=3, help="trainings per trained system (seeds 0..N-1)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
-    parser.add_argument("--systems", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument("--systems", nargs="+", default=list(LETTERS), choices=list(LETTERS))
     args = parser.parse_args()
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
     extra: dict[str, Any] = {"held_out_corpora": list(CORPORA), "targets": TARGETS}
-    found = earlier_rows(set("abc") - set(args.systems))  # rows by system letter, saved in the order a, b, c
+    earlier = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.exists() else {"rows": []}
+    found = earlier_rows(earlier, set(LETTERS) - set(args.systems))  # rows by system letter, saved in order
+    if "b" not in args.systems and "screens" in earlier:
+        extra["screens"] = earlier["screens"]
 
     def save() -> None:
-        rows[:] = [found[letter] for letter in "abc" if letter in found]
+        rows[:] = [found[letter] for letter in LETTERS if letter in found]
         write_results("cross_corpus", PROTOCOL_TEXT.format(seeds=args.seeds), rows, **extra)
 
     rows: list[dict[str, Any]] = []
@@ -117,6 +126,14 @@ def main() -> None:
             f"method A, trained on the two other corpora ({chosen})", run_dirs, LOCO, variants[chosen]
         )
         save()
+    if "d" in args.systems:
+        chosen = extra["screens"]["chosen"]  # KeyError: run b first
+        overrides = [override for name in chosen.split(" + ") for override in VARIANTS.get(name, [])]
+        adaptive = [*overrides, f"protocol={SPEAKER_ADAPTIVE}"]
+        run_dirs = _runs(LOCO, adaptive, list(range(args.seeds)), args.runs, f"{chosen} adaptive", args.jobs)
+        system = f"method A, trained on the two other corpora ({chosen}), speaker-adaptive"
+        found["d"] = trained_row(system, run_dirs, LOCO, adaptive, SPEAKER_ADAPTIVE)
+        save()
     for row in rows:
         corpora = "  ".join(
             f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in row["per_corpus"].items()
@@ -124,14 +141,15 @@ def main() -> None:
         print(f"{row['system']:<62} acc {row['wa_mean']:5.1f}  UA {row['ua_mean']:5.1f}  ({corpora})")
 
 
-def earlier_rows(letters: set[str]) -> dict[str, dict[str, Any]]:
-    """The results file's rows of the systems ``letters`` (those this run does not measure), dated."""
-    path = RESULTS / "cross_corpus.json"
-    if not letters or not path.exists():
-        return {}
-    earlier = json.loads(path.read_text())
-    by_letter = {"a": lambda row: row["method"] == "probe", "b": lambda row: row.get("config") == LOCO}
-    by_letter["c"] = lambda row: row.get("config") == RAVDESS_ONLY
+def earlier_rows(earlier: dict[str, Any], letters: set[str]) -> dict[str, dict[str, Any]]:
+    """The rows of the ``earlier`` results of the systems ``letters`` (those this run does not
+    measure), dated."""
+    by_letter = {
+        "a": lambda row: row["method"] == "probe",
+        "b": lambda row: row.get("config") == LOCO and row["protocol"] == UTTERANCE_LEVEL,
+        "c": lambda row: row.get("config") == RAVDESS_ONLY,
+        "d": lambda row: row.get("config") == LOCO and row["protocol"] == SPEAKER_ADAPTIVE,
+    }
     return {
         letter: {"date": earlier["date"], **row}
         for row in earlier["rows"]
@@ -149,7 +167,7 @@ def probe_row() -> dict[str, Any]:
     extractor = resolve_extractor("whisper-base")
     store_root = os.environ["EMOTRACE_STORE"]
     with FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version) as store:
-        result = run_classic("probe", store, corpus, "utterance-level", layers=[2, 3, 4, 5])
+        result = run_classic("probe", store, corpus, UTTERANCE_LEVEL, layers=[2, 3, 4, 5])
     per_corpus = {}
     for name in CORPORA:
         metrics = result["per_fold"][name]
@@ -167,7 +185,9 @@ def probe_row() -> dict[str, Any]:
     return row
 
 
-def trained_row(system: str, run_dirs: list[Path], config: str, overrides: list[str]) -> dict[str, Any]:
+def trained_row(
+    system: str, run_dirs: list[Path], config: str, overrides: list[str], protocol: str = UTTERANCE_LEVEL
+) -> dict[str, Any]:
     """A trained system's row: per held-out corpus, its figures averaged over the seeds' runs."""
     summaries = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
     figures: dict[str, dict[str, list[float]]] = {}
@@ -188,7 +208,7 @@ def trained_row(system: str, run_dirs: list[Path], config: str, overrides: list[
         top, share = shares[corpus].most_common(1)[0]
         per_corpus[corpus] = {name: round(float(np.mean(values)), 2) for name, values in figures[corpus].items()}
         per_corpus[corpus]["largest_share"] = f"{top} {share / len(summaries):.0f}%"
-    row = _row(system, summaries[0]["method"], per_corpus)
+    row = _row(system, summaries[0]["method"], per_corpus, protocol)
     row["seeds"] = len(summaries)
     row["ua_by_seed"] = [round(s["ua_mean"], 2) for s in summaries]
     row["val_ua"] = round(float(np.mean([f["val_ua"] for s in summaries for f in s["per_fold"].values()])), 2)
@@ -200,12 +220,14 @@ def trained_row(system: str, run_dirs: list[Path], config: str, overrides: list[
     return row
 
 
-def _row(system: str, method: str, per_corpus: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _row(
+    system: str, method: str, per_corpus: dict[str, dict[str, Any]], protocol: str = UTTERANCE_LEVEL
+) -> dict[str, Any]:
     """Mean, std and minimum over the held-out corpora, and whether the targets are met."""
     row: dict[str, Any] = {
         "system": system,
         "method": method,
-        "protocol": "utterance-level",
+        "protocol": protocol,
         "folds": len(per_corpus),
         "folds_protocol": CROSS_CORPUS,
     }
