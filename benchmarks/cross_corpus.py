@@ -11,7 +11,7 @@ accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
   normalisation, corpus-balanced sampling) are screened with one seed and kept only when the
   validation speakers' UA (mean over the three folds) says so; the test corpora are never
   used to choose;
-* (c) method A trained on RAVDESS alone, today's recipe (configs/multicorpus/
+* (c) method A trained on RAVDESS alone with the RAVDESS recipe's schedule (configs/multicorpus/
   roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there);
 * (d) (b) with the options validation chose, under the speaker-adaptive protocol: each
   speaker's features normalised by the moments of all of that speaker's unlabelled clips, test
@@ -99,7 +99,7 @@ def main() -> None:
         save()
     if "c" in args.systems:  # before b: its inputs are b's base inputs, read once
         run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base", args.jobs)
-        found["c"] = trained_row("method A, trained on RAVDESS only (today's recipe)", run_dirs, RAVDESS_ONLY, [])
+        found["c"] = trained_row("method A, trained on RAVDESS only", run_dirs, RAVDESS_ONLY, [])
         save()
     if "b" in args.systems:
         variants = dict(VARIANTS)
