@@ -26,6 +26,11 @@ from emotrace.inference.segmentation import FRAME, FRAME_SECONDS, frame_probabil
 
 #: seconds; less speech than this is a click or a cough, too little to read an emotion from
 MIN_SPEECH_SECONDS = 0.25
+#: silero's frame probability that counts as speech here: lower than segmentation's 0.5, since
+#: a quiet or sobbing emotional clip must not be refused. benchmarks/speech_check.py chose it as
+#: the lowest threshold of its grid at which no synthetic non-speech (tones, beeps, hum, noise,
+#: clicks, chords) counts as speech, and reports what each threshold misses on real speech.
+SPEECH_THRESHOLD = 0.35
 _MIN_SILENCE = 0.3  # seconds; pauses shorter than this stay inside a run of speech, as in segmentation
 _vad_lock = threading.Lock()  # the VAD is recurrent: one waveform at a time through it
 
@@ -44,21 +49,37 @@ class SpeechPresence:
 
 
 def speech_presence(
-    waveform: np.ndarray, *, threshold: float = 0.5, min_speech: float = MIN_SPEECH_SECONDS
+    waveform: np.ndarray, *, threshold: float = SPEECH_THRESHOLD, min_speech: float = MIN_SPEECH_SECONDS
 ) -> SpeechPresence:
     """Seconds of speech in ``waveform`` (16 kHz mono float32), counting only runs of at
     least ``min_speech`` seconds, under silero's hysteresis (as :mod:`segmentation` does)."""
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    return presence_from_probabilities(
+        speech_probabilities(waveform), len(waveform) / SAMPLE_RATE, threshold=threshold, min_speech=min_speech
+    )
+
+
+def speech_probabilities(waveform: np.ndarray) -> np.ndarray:
+    """silero-vad's speech probability of each frame of ``waveform`` (16 kHz mono)."""
     audio = np.asarray(waveform, dtype=np.float32)
     padded = np.pad(audio, (0, -len(audio) % FRAME))
     with _vad_lock:
         vad = _shared_vad()
         vad.reset_states()
-        probabilities = frame_probabilities(vad, padded)
+        return frame_probabilities(vad, padded)
+
+
+def presence_from_probabilities(
+    probabilities: np.ndarray,
+    duration: float,
+    *,
+    threshold: float = SPEECH_THRESHOLD,
+    min_speech: float = MIN_SPEECH_SECONDS,
+) -> SpeechPresence:
+    """:func:`speech_presence` from frame probabilities already computed (to try thresholds)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     runs = speech_runs(probabilities, threshold, round(_MIN_SILENCE / FRAME_SECONDS))
     frames = sum(end - start for start, end in runs if (end - start) * FRAME_SECONDS >= min_speech)
-    duration = len(audio) / SAMPLE_RATE
     return SpeechPresence(min(frames * FRAME_SECONDS, duration), duration, min_speech)
 
 
