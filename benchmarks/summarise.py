@@ -37,7 +37,7 @@ def accuracy_table(result: dict) -> list[str]:
         pooled = f"{row['ua_pooled']:.1f} [{row['ua_ci'][0]:.1f}, {row['ua_ci'][1]:.1f}]" if "ua_ci" in row else "–"
         validation = f"{row['val_ua_mean']:.1f}" if row.get("val_ua_mean") is not None else "–"
         lines.append(
-            f"| {row['system']}{extra} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
+            f"| {row['system']}{extra}{_dated(row)} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
             f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
             f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
@@ -144,10 +144,10 @@ def cross_corpus_table(result: dict) -> list[str]:
     """One row per system: accuracy / UA on each held-out corpus, their mean and minimum."""
     corpora = result["held_out_corpora"]
     lines = [
-        "| system | "
+        "| system | protocol | "
         + " | ".join(f"{name} acc / UA" for name in corpora)
         + " | mean acc / UA | min acc / UA | seeds |",
-        "|---" * (len(corpora) + 4) + "|",
+        "|---" * (len(corpora) + 5) + "|",
     ]
     for row in result["rows"]:
         cells = [
@@ -157,8 +157,9 @@ def cross_corpus_table(result: dict) -> list[str]:
             for name in corpora
         ]
         lines.append(
-            f"| {row['system']} | {' | '.join(cells)} | {row['wa_mean']:.1f} / {row['ua_mean']:.1f} | "
-            f"{row['wa_min']:.1f} / {row['ua_min']:.1f} | {row.get('seeds', '–')} |"
+            f"| {row['system']}{_dated(row)} | {row['protocol']} | {' | '.join(cells)} | "
+            f"{row['wa_mean']:.1f} / {row['ua_mean']:.1f} | {row['wa_min']:.1f} / {row['ua_min']:.1f} | "
+            f"{row.get('seeds', '–')} |"
         )
     if "screens" in result:
         screens = result["screens"]
@@ -171,6 +172,31 @@ def cross_corpus_table(result: dict) -> list[str]:
     return lines
 
 
+def speech_check_table(result: dict) -> list[str]:
+    """Per threshold: real clips refused as 'no speech', per corpus, and non-speech let through."""
+    corpora = list(result["rows"][0]["per_corpus"])
+    lines = [
+        "| silero threshold | "
+        + " | ".join(f"{name} refused % (worst emotion)" for name in corpora)
+        + " | synthetic non-speech let through | |",
+        "|---" * (len(corpora) + 3) + "|",
+    ]
+    for row in result["rows"]:
+        cells = [
+            f"{row['per_corpus'][name]['missed']:.1f} ({row['per_corpus'][name]['worst_emotion']})" for name in corpora
+        ]
+        through = f"{len(row['synthetic_through'])} of {row['synthetic']}"
+        if row["synthetic_through"]:
+            through += f": {', '.join(row['synthetic_through'])}"
+        lines.append(f"| {row['threshold']} | {' | '.join(cells)} | {through} | {'used' if row['chosen'] else ''} |")
+    return lines
+
+
+def _dated(row: dict) -> str:
+    """A row kept from an earlier run of its benchmark says when it was measured."""
+    return f" (measured {row['date']})" if "date" in row else ""
+
+
 def tables() -> str:
     out = []
     for path in sorted(RESULTS.glob("*.json")):
@@ -180,6 +206,8 @@ def tables() -> str:
         out.append(f"{result['protocol']}\n")
         if "held_out_corpora" in result:
             out.extend(cross_corpus_table(result))
+        elif rows and "synthetic_through" in rows[0]:
+            out.extend(speech_check_table(result))
         elif rows and "extraction_seconds" in rows[0]:
             out.extend(real_length_table(result))
         elif rows and "clients" in rows[0]:
