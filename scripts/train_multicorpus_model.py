@@ -29,6 +29,7 @@ import numpy as np
 from emotrace.api import PRETRAINED
 from emotrace.atomic import write_text_atomically
 from emotrace.checkpoint import load_checkpoint
+from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv, train_final
 from emotrace.training.report import write_report
@@ -36,6 +37,7 @@ from emotrace.training.report import write_report
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "multicorpus" / "roi_attention.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "cross_corpus.json"
+LOCO_CONFIG = "roi_attention_loco.yaml"
 NAME = "multicorpus-whisper-base"
 CORPORA = {
     "ravdess": (
@@ -65,25 +67,45 @@ def main() -> None:
     parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "multicorpus_model")
     parser.add_argument("--out", type=Path, default=PRETRAINED / NAME)
+    parser.add_argument(
+        "--options",
+        nargs="*",
+        default=None,
+        help="config overrides of the robustness options (default: those of cross_corpus.json's "
+        "leave-one-corpus-out row); the model is packaged only once that row exists and agrees",
+    )
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text())
-    multi = next(row for row in results["rows"] if row.get("config", "").endswith("roi_attention_loco.yaml"))
-    overrides = [*multi["overrides"], f"store={os.path.expanduser(args.store)}"]
-    config = load_config(CONFIG, overrides)
+    multi = next(
+        (
+            row
+            for row in results["rows"]
+            if row.get("config", "").endswith(LOCO_CONFIG) and row["protocol"] == UTTERANCE_LEVEL
+        ),
+        None,
+    )
+    options = args.options if args.options is not None else multi["overrides"] if multi else None
+    if options is None:
+        raise SystemExit(f"{RESULTS} has no leave-one-corpus-out row yet: finish benchmarks/cross_corpus.py")
+    config = load_config(CONFIG, [*options, f"store={os.path.expanduser(args.store)}"])
     run_dir = args.runs / config.name
     run_cv(config, run_dir, progress=False)
     summary = write_report(run_dir)
     model_dir = train_final(config, run_dir, progress=False)
-    package(model_dir, args.out, summary, results, multi["overrides"])
+    if multi is None or sorted(multi["overrides"]) != sorted(options):
+        raise SystemExit(
+            f"trained {model_dir}; not packaged: {RESULTS} has no leave-one-corpus-out row with these options "
+            "yet. Run this again once benchmarks/cross_corpus.py has finished (nothing is trained again)."
+        )
+    package(model_dir, args.out, summary, results, multi)
     print(f"{NAME}: leave-one-corpus-out accuracy {multi['wa_mean']:.1f}, UA {multi['ua_mean']:.1f} -> {args.out}")
 
 
 def package(
-    model_dir: Path, target: Path, summary: dict[str, Any], results: dict[str, Any], overrides: list[str]
+    model_dir: Path, target: Path, summary: dict[str, Any], results: dict[str, Any], multi: dict[str, Any]
 ) -> None:
     """Copy the final model into the package with its figures and card."""
     checkpoint = load_checkpoint(model_dir)
-    multi = next(row for row in results["rows"] if row.get("config", "").endswith("roi_attention_loco.yaml"))
     per_corpus = summary["pooled"]["per_corpus"]
     checkpoint.info = {
         **checkpoint.info,
@@ -108,7 +130,7 @@ def package(
         "training_data": "; ".join(f"{title} ({language}, {size})" for title, language, size, _ in CORPORA.values()),
         "data_licence": DATA_LICENCE,
         "encoder": "Whisper base encoder (faster-whisper-base weights, MIT), frozen",
-        "options": overrides,
+        "options": multi["overrides"],
         "trained": datetime.date.today().isoformat(),
         "command": "python scripts/train_multicorpus_model.py",
     }
