@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from emotrace.api import DEFAULT_MODEL, load_predictor
+from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, available_models, load_predictor
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
@@ -295,6 +295,12 @@ class _Notes(BatchProgress):
 
 def _check_protocol(predictor: MediaPredictor, adapt_speaker: bool, model: str) -> None:
     if adapt_speaker and SPEAKER_ADAPTIVE not in predictor.protocols:
-        raise InputError(model, "has no speaker-adaptive variant, so --adapt-speaker cannot be used with it")
+        names = {info.name for info in available_models()}
+        twins = ", ".join(name for name in sorted(names) if name + ADAPTIVE_SUFFIX in names)
+        raise InputError(
+            model,
+            "has no speaker-adaptive variant, so --adapt-speaker cannot be used with it"
+            + (f" (packaged models with one: {twins})" if twins else ""),
+        )
     if not adapt_speaker and UTTERANCE_LEVEL not in predictor.protocols:
         raise InputError(model, "is speaker-adaptive: use --adapt-speaker with several recordings per speaker")
