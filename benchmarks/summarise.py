@@ -37,7 +37,7 @@ def accuracy_table(result: dict) -> list[str]:
         pooled = f"{row['ua_pooled']:.1f} [{row['ua_ci'][0]:.1f}, {row['ua_ci'][1]:.1f}]" if "ua_ci" in row else "–"
         validation = f"{row['val_ua_mean']:.1f}" if row.get("val_ua_mean") is not None else "–"
         lines.append(
-            f"| {row['system']}{extra}{_dated(row)} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
+            f"| {row['system']}{extra}{_dated(row, result)} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
             f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
             f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
@@ -157,7 +157,7 @@ def cross_corpus_table(result: dict) -> list[str]:
             for name in corpora
         ]
         lines.append(
-            f"| {row['system']}{_dated(row)} | {row['protocol']} | {' | '.join(cells)} | "
+            f"| {row['system']}{_dated(row, result)} | {row['protocol']} | {' | '.join(cells)} | "
             f"{row['wa_mean']:.1f} / {row['ua_mean']:.1f} | {row['wa_min']:.1f} / {row['ua_min']:.1f} | "
             f"{row.get('seeds', '–')} |"
         )
@@ -192,9 +192,9 @@ def speech_check_table(result: dict) -> list[str]:
     return lines
 
 
-def _dated(row: dict) -> str:
+def _dated(row: dict, result: dict) -> str:
     """A row kept from an earlier run of its benchmark says when it was measured."""
-    return f" (measured {row['date']})" if "date" in row else ""
+    return f" (measured {row['date']})" if row.get("date", result["date"]) != result["date"] else ""
 
 
 def tables() -> str:
