@@ -37,8 +37,8 @@ def accuracy_table(result: dict) -> list[str]:
         pooled = f"{row['ua_pooled']:.1f} [{row['ua_ci'][0]:.1f}, {row['ua_ci'][1]:.1f}]" if "ua_ci" in row else "–"
         validation = f"{row['val_ua_mean']:.1f}" if row.get("val_ua_mean") is not None else "–"
         lines.append(
-            f"| {row['system']}{extra}{_dated(row, result)} | {row['protocol']} | {figure(row, 'ua')} | {figure(row, 'wa')} | "
-            f"{figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
+            f"| {row['system']}{extra}{_dated(row, result)} | {row['protocol']} | {figure(row, 'ua')} | "
+            f"{figure(row, 'wa')} | {figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
             f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
     return lines
