@@ -38,7 +38,8 @@ def accuracy_table(result: dict) -> list[str]:
         validation = f"{row['val_ua_mean']:.1f}" if row.get("val_ua_mean") is not None else "–"
         lines.append(
             f"| {row['system']}{extra}{_dated(row, result)} | {row['protocol']} | {figure(row, 'ua')} | "
-            f"{figure(row, 'wa')} | {figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | {validation} | {seeds} | "
+            f"{figure(row, 'wa')} | {figure(row, 'macro_f1')} | {figure(row, 'weighted_f1')} | {pooled} | "
+            f"{validation} | {seeds} | "
             f"{row.get('seconds_per_fold', '–')} | {row.get('peak_mb', '–')} |"
         )
     return lines
