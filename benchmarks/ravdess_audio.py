@@ -145,17 +145,25 @@ def main() -> None:
 
 def earlier_rows(systems: list[str] | None, protocols: list[str]) -> list[dict]:
     """The rows of the last results file that this run does not measure again, dated (rows of
-    systems no longer in this script are dropped)."""
+    systems no longer in this script are dropped, and so are their comparisons with a row this
+    run measures again: those would compare with figures that are gone)."""
     path = RESULTS / "ravdess_audio.json"
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    return [
-        {"date": earlier["date"], **row}
-        for row in earlier["rows"]
-        if row["system"] in (*TRAINED, *CLASSIC)
-        and not ((systems is None or row["system"] in systems) and row["protocol"] in protocols)
-    ]
+
+    def remeasured(system: str, protocol: str) -> bool:
+        return (systems is None or system in systems) and protocol in protocols
+
+    kept = []
+    for row in earlier["rows"]:
+        if row["system"] not in (*TRAINED, *CLASSIC) or remeasured(row["system"], row["protocol"]):
+            continue
+        comparisons = [c for c in row.get("comparisons", []) if not remeasured(c["against"], row["protocol"])]
+        kept.append({"date": earlier["date"], **row} | ({"comparisons": comparisons} if comparisons else {}))
+        if not comparisons:
+            kept[-1].pop("comparisons", None)
+    return kept
 
 
 def deletion_figures(run_dirs: list[Path], draws: int) -> dict:
