@@ -59,8 +59,10 @@ def test_a_folder_appears_whole_and_replaces_the_old_one(tmp_path: Path) -> None
         (temp / "nested" / "weights.bin").write_bytes(b"old")
     with atomic_directory(target) as temp:
         (temp / "weights.bin").write_bytes(b"new")
+        (temp / "weights.bin").chmod(0o600)  # as safetensors writes its files
     assert sorted(path.name for path in target.iterdir()) == ["weights.bin"]
     assert target.stat().st_mode & 0o777 == 0o755
+    assert (target / "weights.bin").stat().st_mode & 0o777 == 0o644
     with pytest.raises(Interrupted), atomic_directory(target) as temp:
         (temp / "weights.bin").write_bytes(b"half")
         raise Interrupted

@@ -127,6 +127,8 @@ def atomic_directory(path: str | Path, *, replace: bool = True) -> Iterator[Path
     try:
         yield temp
         temp.chmod(0o755)  # mkdtemp makes folders only their owner can read
+        for inner in temp.rglob("*"):  # and some writers (safetensors) files only their owner can
+            inner.chmod(0o755 if inner.is_dir() else 0o644)
         _fsync_tree(temp)
         if replace and path.exists():
             old = path.with_name(f"{_owned(f'old-{path.name}-')}{uuid.uuid4().hex[:8]}")
