@@ -34,7 +34,13 @@ def machine() -> str:
 
 
 def command() -> str:
-    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    """How the results were made, without ``--store DIR``: where features are cached changes no
+    figure, and a machine's paths mean nothing to a reader."""
+    arguments = sys.argv[1:]
+    if "--store" in arguments:
+        at = arguments.index("--store")
+        arguments = arguments[:at] + arguments[at + 2 :]
+    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *arguments])
 
 
 def write_results(

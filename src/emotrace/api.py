@@ -31,7 +31,7 @@ from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictor import Predictor
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
-DEFAULT_MODEL = "ravdess-whisper-base"
+DEFAULT_MODEL = "multicorpus-whisper-base"
 ADAPTIVE_SUFFIX = "-adaptive"
 
 
