@@ -6,6 +6,7 @@ off; and a model that outputs NaN gives a one-line error, never invalid JSON."""
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import math
@@ -23,9 +24,10 @@ from emotrace.api import load_model, predict_files
 from emotrace.audio import SAMPLE_RATE
 from emotrace.cli import app
 from emotrace.errors import BatchReport, InputError
+from emotrace.inference import sanity, segmentation
 from emotrace.inference.batch import predict_batch
 from emotrace.inference.predictions import NO_SPEECH, NoSpeech, Prediction, RecordingPrediction
-from emotrace.inference.sanity import MIN_SPEECH_SECONDS
+from emotrace.inference.segmentation import MIN_SILENCE_SECONDS, MIN_SPEECH_SECONDS
 from emotrace.inference.writers import OutputFormat, render
 from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.service import create_app
@@ -139,6 +141,8 @@ def test_a_long_recording_without_speech_is_no_speech_not_an_error(models, sound
     for result in (predictor.predict_file(sounds["long"]), predictor.predict_recording(sounds["long"])):
         assert isinstance(result, NoSpeech) and result.speech_seconds == 0.0
         check_no_speech_document(result.to_dict(), sounds["long"].name, 40.0)
+    unchecked = load_model(models / "roi", speech_check=False).predict_file(sounds["long"])
+    assert isinstance(unchecked, NoSpeech)  # no segment, nothing to predict: the check is an utterance's
     with_speech = tmp_path / "with_speech.flac"  # the same noise with a clip inside: a recording again
     noise, _ = sf.read(sounds["long"], dtype="float32")
     clip, _ = sf.read(fixture_clips[0], dtype="float32")
@@ -154,6 +158,17 @@ def test_real_ravdess_speech_gets_an_emotion(models, shared_data):
     batch = predict_files(clips, models / "roi")
     assert len(batch.results) == len(clips) and not batch.report.skipped
     assert all(isinstance(r, Prediction) and r.label in LABELS for r in batch.results)
+
+
+def test_the_speech_check_and_segmentation_share_their_vad_durations():
+    """One home for how long speech and silence must last: the check counts speech as the
+    segmenter cuts it."""
+    defaults = inspect.signature(segmentation.speech_segments).parameters
+    assert defaults["min_speech"].default == MIN_SPEECH_SECONDS == 0.25
+    assert defaults["min_silence"].default == MIN_SILENCE_SECONDS == 0.3
+    assert inspect.signature(sanity.speech_presence).parameters["min_speech"].default == MIN_SPEECH_SECONDS
+    assert not hasattr(sanity, "_MIN_SILENCE")
+    assert sanity.MIN_SPEECH_SECONDS is segmentation.MIN_SPEECH_SECONDS
 
 
 # ---------- the command line ----------

@@ -97,8 +97,9 @@ def predict(
         bool,
         typer.Option(
             "--speech-check/--no-speech-check",
-            help="Give a file without speech (a beep, silence, noise) a 'no speech' result, not an emotion; "
-            "--no-speech-check predicts an emotion all the same (e.g. for synthetic test audio).",
+            help="Give a file up to 30 s without speech (a beep, silence, noise) a 'no speech' result, not an "
+            "emotion; --no-speech-check predicts an emotion all the same (e.g. for synthetic test audio). "
+            "A longer recording in which no speech segment is found is 'no speech' either way.",
         ),
     ] = True,
     engine: EngineOption = Engine.local,
@@ -117,9 +118,11 @@ def predict(
 
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
-    A file in which voice activity detection finds no speech (a beep, silence, noise), and
-    that has no transcript or face for the model to read instead, gets the label "no speech"
-    and no probabilities: a result, not an error (see --no-speech-check).
+    A file up to 30 s in which voice activity detection finds no speech (a beep, silence,
+    noise), and that has no transcript or usable face for the model to read instead, gets the
+    label "no speech" and no probabilities: a result, not an error (see --no-speech-check). A
+    longer recording in which voice activity finds no speech segment is "no speech" too,
+    whatever --no-speech-check says.
 
     A bad file is reported and skipped; the exit code is 1 only when nothing could be predicted.
 

@@ -22,17 +22,22 @@ import numpy as np
 from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import InputError
 from emotrace.inference.predictions import AudioVisualPrediction, UtterancePrediction
-from emotrace.inference.segmentation import FRAME, FRAME_SECONDS, frame_probabilities, load_vad, speech_runs
+from emotrace.inference.segmentation import (
+    FRAME,
+    FRAME_SECONDS,
+    MIN_SILENCE_SECONDS,
+    MIN_SPEECH_SECONDS,
+    frame_probabilities,
+    load_vad,
+    speech_runs,
+)
 
-#: seconds; less speech than this is a click or a cough, too little to read an emotion from
-MIN_SPEECH_SECONDS = 0.25
 #: silero's frame probability that counts as speech here: lower than segmentation's 0.5, since
 #: a quiet or sobbing emotional clip must not be refused. benchmarks/speech_check.py chose it:
 #: one step (0.05) above the lowest threshold of its grid at which no synthetic non-speech
 #: (tones, beeps, hum, noise, clicks, chords) counts as speech; it reports what each threshold
 #: refuses of real speech (0.35: 0.7 % of RAVDESS, 3.5 % of ASED, 0 of nEMO; 0.5: 0.9, 4.7, 0).
 SPEECH_THRESHOLD = 0.35
-_MIN_SILENCE = 0.3  # seconds; pauses shorter than this stay inside a run of speech, as in segmentation
 _vad_lock = threading.Lock()  # the VAD is recurrent: one waveform at a time through it
 
 
@@ -79,7 +84,7 @@ def presence_from_probabilities(
     """:func:`speech_presence` from frame probabilities already computed (to try thresholds)."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    runs = speech_runs(probabilities, threshold, round(_MIN_SILENCE / FRAME_SECONDS))
+    runs = speech_runs(probabilities, threshold, round(MIN_SILENCE_SECONDS / FRAME_SECONDS))
     frames = sum(end - start for start, end in runs if (end - start) * FRAME_SECONDS >= min_speech)
     return SpeechPresence(min(frames * FRAME_SECONDS, duration), duration, min_speech)
 
