@@ -366,6 +366,7 @@ def test_parts_without_speech_assemble_as_the_local_document_and_a_parquet_row(t
     output = tmp_path / "nan.json"
     parts = ResultParts.for_job(output, {"model": "m"})
     parts.write(item, file_state(item.path), {**silent.to_dict(), "duration": float("nan")}, [])
-    with pytest.raises(ValueError, match="not JSON compliant"):
+    with pytest.raises(EmotraceError, match=rf"^{re.escape(str(beep))}: .*NaN.*nothing was written$") as raised:
         write_results(output, "json", parts, [item], BatchReport())
+    assert "\n" not in str(raised.value)
     assert not output.exists()

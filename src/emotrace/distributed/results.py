@@ -164,7 +164,13 @@ def _stream_document(handle: TextIO, predictions: Iterable[dict[str, Any]], repo
         if count:
             handle.write(",\n" + _INDENT)
         # nested two levels deep; JSON strings hold no raw newline, so only the layout's are indented
-        text = json.dumps(prediction, indent=2, ensure_ascii=False, allow_nan=False)
+        try:
+            text = json.dumps(prediction, indent=2, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise EmotraceError(
+                f"{prediction.get('source', 'a prediction')}: its result holds NaN or infinite numbers, "
+                "which JSON cannot hold; nothing was written"
+            ) from None
         handle.write(text.replace("\n", "\n" + _INDENT))
         count += 1
     final_head, tail = _layout(report).split(_MARKER)
