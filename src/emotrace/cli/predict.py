@@ -18,7 +18,14 @@ from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.inference.batch import BatchProgress, expand_inputs, group_by_speaker, predict_batch, read_pairs
+from emotrace.inference.batch import (
+    BatchProgress,
+    batch_summary,
+    expand_inputs,
+    group_by_speaker,
+    predict_batch,
+    read_pairs,
+)
 from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictions import check_min_confidence
 from emotrace.inference.predictor import Predictor
@@ -266,6 +273,7 @@ def _predict_on_ray(
     files = expand_inputs(paths, report)
     notes = _Notes(console)
     groups = group_by_speaker(files, speaker_of, report, notes) if adapt_speaker else {None: files}
+    no_speech: list[tuple[str, str]] = []
     try:
         count = predict_files_on_ray(
             model,
@@ -280,10 +288,11 @@ def _predict_on_ray(
             actors=actors,
             threads=threads,
             console=console,
+            no_speech=no_speech,
         )
     except EmotraceError as error:
         fail(console, error)
-    say(console, report.summary())
+    say(console, batch_summary(report, no_speech))
     if not count:
         raise typer.Exit(1)
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from emotrace.atomic import atomic_path, write_json_atomically
 from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.inference.predictions import NO_SPEECH
 from emotrace.inference.writers import predictions_document
 
 JOB_FILE = "job.json"
@@ -125,6 +126,12 @@ def assembled(parts: ResultParts, items: Sequence[Item], report: BatchReport) ->
         if part["result"] is not None:
             report.done += 1
             yield part["result"]
+
+
+def no_speech_notices(parts: ResultParts, items: Sequence[Item]) -> list[tuple[str, str]]:
+    """(source, notice) of each recorded result without speech, in input order, for the summary."""
+    results = [part["result"] if (part := parts.read(item)) is not None else None for item in items]
+    return [(r["source"], r["notice"]) for r in results if r is not None and r["label"] == NO_SPEECH]
 
 
 def write_results(
