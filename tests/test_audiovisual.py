@@ -31,7 +31,7 @@ from emotrace.features.video.reader import VideoClip
 from emotrace.inference.audiovisual import AudioVisualPredictor, late_fusion
 from emotrace.inference.media import MissingStreamError
 from emotrace.inference.plots import write_plot
-from emotrace.inference.predictions import AudioVisualPrediction, RecordingPrediction
+from emotrace.inference.predictions import NO_SPEECH, AudioVisualPrediction, NoSpeech, RecordingPrediction
 from emotrace.inference.predictor import Predictor
 from emotrace.inference.roi_compare import AttentionCurve, compare_clip
 from emotrace.inference.writers import OutputFormat, render
@@ -89,7 +89,9 @@ def cremad(shared_data: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
     """1.6 s clips: the fixture face with a tone, a scene without a face, the face without an
-    audio track, and the face missing from its first ten frames of forty."""
+    audio track, and the face missing from its first ten frames of forty. A tone holds no
+    speech: where only the audio is read (no face), tests stand it for a voice with the
+    speech check off."""
     root = tmp_path_factory.mktemp("clips")
     faceless, _ = scene(40, faces=())
     moving, _ = scene(40)
@@ -98,6 +100,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "faceless": write_video(root / "faceless.mp4", faceless, 25, tone(1.6, 22050), 22050),
         "silent": write_video(root / "silent.mp4", moving, 25),
         "partly": face_clip(root / "partly.mp4", frames=40, blank=range(10)),
+        "faceless_beep": write_video(root / "faceless_beep.mp4", faceless, 25, tone(1.6, 22050, 1000.0), 22050),
     }
 
 
@@ -190,7 +193,7 @@ def test_a_fusion_model_gives_the_fused_result(models, cremad):
 
 
 def test_a_video_without_a_face_is_predicted_from_its_audio_and_says_so(models, clips):
-    predictor = load_audiovisual(models / "audio", models / "video", models / "fusion")
+    predictor = load_audiovisual(models / "audio", models / "video", models / "fusion", speech_check=False)
     result = predictor.predict_file(clips["faceless"])
     document = result.to_dict()
     assert document["modalities"] == {"audio": True, "video": False} and document["notes"] == [NO_FACE]
@@ -200,10 +203,44 @@ def test_a_video_without_a_face_is_predicted_from_its_audio_and_says_so(models, 
     assert document["fused"]["description"] == "the fusion model (query_fusion) over audio"
     assert document["fused"]["notes"] == [NO_FACE]
 
-    late = load_audiovisual(models / "audio", models / "video").predict_file(clips["faceless"])
+    late = load_audiovisual(models / "audio", models / "video", speech_check=False).predict_file(clips["faceless"])
     assert late.fusion is None and late.label == late.audio.label and late.probabilities == late.audio.probabilities
     with pytest.raises(MissingStreamError, match=re.escape(f"faceless.mp4: the model needs video ({NO_FACE})")):
         load_model(models / "video").predict(clips["faceless"])
+
+
+def test_a_beep_in_a_video_without_a_usable_face_is_no_speech(models, clips):
+    """The face is found unusable only as a model reads it; what then reads only the beep
+    (an audio model, method B without the face) must not label it an emotion."""
+    for predictor in (
+        load_audiovisual(models / "audio", models / "video", models / "fusion"),
+        load_audiovisual(models / "audio", models / "video"),
+        load_audiovisual(None, models / "video", models / "fusion"),
+    ):
+        for name in ("faceless_beep", "faceless"):
+            result = predictor.predict_file(clips[name])
+            assert isinstance(result, NoSpeech) and result.label == NO_SPEECH, (name, list(predictor.models))
+            assert result.duration == pytest.approx(1.6, abs=0.1)
+        talking = predictor.predict_file(clips["talking"])  # the same tone with a face: the face carries it
+        assert isinstance(talking, AudioVisualPrediction) and talking.modalities["video"]
+    batch = predict_files([clips["faceless_beep"]], models / "audio", video_model=models / "video")
+    assert [r.label for r in batch.results] == [NO_SPEECH] and not batch.report.skipped
+    unchecked = load_audiovisual(models / "audio", models / "video", speech_check=False)
+    assert isinstance(unchecked.predict_file(clips["faceless_beep"]), AudioVisualPrediction)
+
+
+def test_a_file_without_speech_adds_nothing_to_the_speakers_moments(models, clips, fixture_clips, tmp_path):
+    beep = tmp_path / "beep.wav"
+    sf.write(beep, tone(2.0, SAMPLE_RATE, 1000.0), SAMPLE_RATE)
+    audio = load_model(models / "audio-adaptive")
+    speech = audio.speaker_moments_for(fixture_clips[:2])["audio"]
+    with_beep = audio.speaker_moments_for([fixture_clips[0], beep, fixture_clips[1], clips["faceless_beep"]])["audio"]
+    assert with_beep.recordings == speech.recordings == 2 and with_beep.frames == speech.frames
+    assert np.array_equal(with_beep.mean, speech.mean) and np.array_equal(with_beep.std, speech.std)
+    unchecked = load_model(models / "audio-adaptive", speech_check=False)
+    assert unchecked.speaker_moments_for([*fixture_clips[:2], beep])["audio"].recordings == 3
+    predictor = load_audiovisual(models / "audio-adaptive", models / "video-adaptive", speech_check=False)
+    assert [model.speech_check for model in predictor.models.values()] == [False, False]
 
 
 def test_a_video_without_audio_is_predicted_from_its_face_and_says_so(models, clips, tmp_path):
@@ -266,7 +303,9 @@ def test_a_face_missing_from_some_frames_is_noted_and_the_video_used(models, cli
 
 
 def test_csv_and_table_name_each_stream_the_fusion_and_the_notes(models, clips):
-    batch = predict_files([clips["talking"], clips["faceless"]], models / "audio", video_model=models / "video")
+    batch = predict_files(
+        [clips["talking"], clips["faceless"]], models / "audio", video_model=models / "video", speech_check=False
+    )
     rows = render(batch.results, batch.report, LABELS, OutputFormat.csv).splitlines()
     header = rows[0].split(",")
     assert header[-10:] == [
@@ -328,12 +367,12 @@ def test_a_speaker_adaptive_face_model_normalises_by_the_speakers_faces(models, 
 
 
 def test_audio_and_video_models_adapt_to_the_speaker_each_by_its_own_features(models, clips):
-    predictor = load_audiovisual(models / "audio-adaptive", models / "video-adaptive")
+    predictor = load_audiovisual(models / "audio-adaptive", models / "video-adaptive", speech_check=False)
     assert predictor.protocols == (SPEAKER_ADAPTIVE,)
     recordings = [clips["talking"], clips["partly"]]
     batch = predict_files(recordings, predictor, adapt_speaker=True, speakers=dict.fromkeys(recordings, "anna"))
     assert [result.protocol for result in batch.results] == [SPEAKER_ADAPTIVE] * 2
-    audio = load_model(models / "audio-adaptive")
+    audio = load_model(models / "audio-adaptive", speech_check=False)
     moments = audio.speaker_moments_for(recordings)
     assert batch.results[0].audio.probabilities == pytest.approx(
         audio.predict(recordings[0], speaker_moments=moments).probabilities

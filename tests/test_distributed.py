@@ -32,12 +32,20 @@ from emotrace.corpora.records import Utterance
 from emotrace.distributed.cluster import require_ray
 from emotrace.distributed.extract import extract_corpus_on_ray
 from emotrace.distributed.predict import predict_files_on_ray, prediction_job
-from emotrace.distributed.results import PARTS_SUFFIX, Item, ResultParts, file_state, write_results
+from emotrace.distributed.results import (
+    PARTS_SUFFIX,
+    Item,
+    ResultParts,
+    file_state,
+    no_speech_notices,
+    write_results,
+)
 from emotrace.errors import BatchReport, EmotraceError
 from emotrace.features.asr import WhisperASR
 from emotrace.features.pipeline import extract_corpus, open_stores
 from emotrace.features.store import SHARDS_DIR, FeatureStore
 from emotrace.features.transforms import InputSpec
+from emotrace.inference.batch import BatchPredictions, batch_summary
 from emotrace.inference.predictions import NoSpeech
 from emotrace.inference.writers import OutputFormat, render
 from emotrace.labels import RAVDESS_8
@@ -360,12 +368,18 @@ def test_parts_without_speech_assemble_as_the_local_document_and_a_parquet_row(t
         assert write_results(output, output_format, parts, [item], BatchReport()) == 1
     local = render([silent], BatchReport(), RAVDESS_8, OutputFormat.json)
     assert (tmp_path / "out.json").read_text() == local
+    report = BatchReport()
+    report.done = 1
+    summary = batch_summary(report, no_speech_notices(parts, [item]))  # as `--engine ray` prints it
+    assert summary == BatchPredictions([silent], report).summary()
+    assert summary.endswith(f"{beep}: {silent.describe()}")
     (row,) = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert (row["source"], row["label"], row["probabilities"], row["protocol"]) == (str(beep), "no speech", None, None)
 
     output = tmp_path / "nan.json"
     parts = ResultParts.for_job(output, {"model": "m"})
     parts.write(item, file_state(item.path), {**silent.to_dict(), "duration": float("nan")}, [])
-    with pytest.raises(ValueError, match="not JSON compliant"):
+    with pytest.raises(EmotraceError, match=rf"^{re.escape(str(beep))}: .*NaN.*nothing was written$") as raised:
         write_results(output, "json", parts, [item], BatchReport())
+    assert "\n" not in str(raised.value)
     assert not output.exists()

@@ -6,6 +6,7 @@ off; and a model that outputs NaN gives a one-line error, never invalid JSON."""
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import math
@@ -23,9 +24,10 @@ from emotrace.api import load_model, predict_files
 from emotrace.audio import SAMPLE_RATE
 from emotrace.cli import app
 from emotrace.errors import BatchReport, InputError
+from emotrace.inference import sanity, segmentation
 from emotrace.inference.batch import predict_batch
 from emotrace.inference.predictions import NO_SPEECH, NoSpeech, Prediction, RecordingPrediction
-from emotrace.inference.sanity import MIN_SPEECH_SECONDS
+from emotrace.inference.segmentation import MIN_SILENCE_SECONDS, MIN_SPEECH_SECONDS
 from emotrace.inference.writers import OutputFormat, render
 from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.service import create_app
@@ -139,6 +141,8 @@ def test_a_long_recording_without_speech_is_no_speech_not_an_error(models, sound
     for result in (predictor.predict_file(sounds["long"]), predictor.predict_recording(sounds["long"])):
         assert isinstance(result, NoSpeech) and result.speech_seconds == 0.0
         check_no_speech_document(result.to_dict(), sounds["long"].name, 40.0)
+    unchecked = load_model(models / "roi", speech_check=False).predict_file(sounds["long"])
+    assert isinstance(unchecked, NoSpeech)  # no segment, nothing to predict: the check is an utterance's
     with_speech = tmp_path / "with_speech.flac"  # the same noise with a clip inside: a recording again
     noise, _ = sf.read(sounds["long"], dtype="float32")
     clip, _ = sf.read(fixture_clips[0], dtype="float32")
@@ -154,6 +158,17 @@ def test_real_ravdess_speech_gets_an_emotion(models, shared_data):
     batch = predict_files(clips, models / "roi")
     assert len(batch.results) == len(clips) and not batch.report.skipped
     assert all(isinstance(r, Prediction) and r.label in LABELS for r in batch.results)
+
+
+def test_the_speech_check_and_segmentation_share_their_vad_durations():
+    """One home for how long speech and silence must last: the check counts speech as the
+    segmenter cuts it."""
+    defaults = inspect.signature(segmentation.speech_segments).parameters
+    assert defaults["min_speech"].default == MIN_SPEECH_SECONDS == 0.25
+    assert defaults["min_silence"].default == MIN_SILENCE_SECONDS == 0.3
+    assert inspect.signature(sanity.speech_presence).parameters["min_speech"].default == MIN_SPEECH_SECONDS
+    assert not hasattr(sanity, "_MIN_SILENCE")
+    assert sanity.MIN_SPEECH_SECONDS is segmentation.MIN_SPEECH_SECONDS
 
 
 # ---------- the command line ----------
@@ -298,3 +313,65 @@ def test_the_json_writer_refuses_nan(models, fixture_clips):
     broken = replace(prediction, probabilities=dict.fromkeys(LABELS, math.nan))
     with pytest.raises(EmotraceError, match="cannot be written as JSON"):
         render([broken], BatchReport(), LABELS, OutputFormat.json)
+
+
+def test_nan_in_attention_dynamics_or_mixture_skips_the_file_not_the_output(models, fixture_clips, monkeypatch):
+    from emotrace.inference.predictor import Predictor
+    from emotrace.inference.sanity import check_prediction
+
+    prediction = load_model(models / "roi").predict_file(fixture_clips[0])
+    assert prediction.attention is not None and prediction.mixture is not None
+    broken = {
+        "attention": replace(prediction, attention=prediction.attention * math.nan),
+        "frame posteriors": replace(prediction, frame_posteriors=prediction.frame_posteriors * math.inf),
+        "mixture": replace(prediction, mixture=dict.fromkeys(LABELS, math.nan)),
+    }
+    for name, bad in broken.items():
+        with pytest.raises(InputError, match=rf"^\S+\.flac: the model's {name} holds NaN") as raised:
+            check_prediction(bad, LABELS)
+        assert "\n" not in str(raised.value)
+    assert check_prediction(prediction, LABELS) is prediction
+
+    real = Predictor.predict_piece
+    calls: list[int] = []
+
+    def nan_attention_on_the_second(self, piece, speaker_moments=None):
+        calls.append(1)
+        made = real(self, piece, speaker_moments)
+        return replace(made, attention=made.attention * math.nan) if len(calls) == 2 else made
+
+    monkeypatch.setattr(Predictor, "predict_piece", nan_attention_on_the_second)
+    batch = predict_files(fixture_clips, models / "roi")
+    assert [Path(r.source).name for r in batch.results] == [fixture_clips[0].name, fixture_clips[2].name]
+    (error,) = batch.report.skipped
+    assert error.source == str(fixture_clips[1]) and "attention holds NaN" in error.problem
+    strict_json(render(batch.results, batch.report, LABELS, OutputFormat.json))
+
+
+def test_nan_in_an_audio_visual_comparison_is_caught(models, fixture_clips):
+    """The streams' predictions and their comparison, as AudioVisualPredictor builds them."""
+    from emotrace.inference.audiovisual import attention_curve
+    from emotrace.inference.predictions import AudioVisualPrediction
+    from emotrace.inference.roi_compare import compare_clip
+    from emotrace.inference.sanity import check_prediction
+
+    prediction = load_model(models / "roi").predict_file(fixture_clips[0])
+    comparison = compare_clip(attention_curve(prediction), attention_curve(prediction))
+    fused = AudioVisualPrediction(
+        prediction.source,
+        0.0,
+        prediction.duration,
+        prediction.label,
+        prediction.probabilities,
+        prediction.protocol,
+        {"audio": True, "video": True},
+        audio=prediction,
+        video=prediction,
+        comparison=comparison,
+    )
+    assert check_prediction(fused, LABELS) is fused
+    for bad in (replace(comparison, pearson=math.nan), replace(comparison, audio_regions=((0.0, math.inf),))):
+        with pytest.raises(InputError, match="ROI comparison's .* holds NaN"):
+            check_prediction(replace(fused, comparison=bad), LABELS)
+    with pytest.raises(InputError, match="attention holds NaN"):
+        check_prediction(replace(fused, video=replace(prediction, attention=prediction.attention * math.nan)), LABELS)

@@ -115,7 +115,7 @@ def load_audiovisual(
     ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``;
     ``speech_check`` as in :func:`load_model`."""
     models = {
-        role: load_model(name, asr=asr)
+        role: load_model(name, asr=asr, speech_check=speech_check)
         for role, name in (("audio", audio), ("video", video), ("fusion", fusion))
         if name is not None
     }

@@ -18,7 +18,14 @@ from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
 from emotrace.errors import BatchReport, EmotraceError, InputError
-from emotrace.inference.batch import BatchProgress, expand_inputs, group_by_speaker, predict_batch, read_pairs
+from emotrace.inference.batch import (
+    BatchProgress,
+    batch_summary,
+    expand_inputs,
+    group_by_speaker,
+    predict_batch,
+    read_pairs,
+)
 from emotrace.inference.media import MediaPredictor
 from emotrace.inference.predictions import check_min_confidence
 from emotrace.inference.predictor import Predictor
@@ -97,8 +104,9 @@ def predict(
         bool,
         typer.Option(
             "--speech-check/--no-speech-check",
-            help="Give a file without speech (a beep, silence, noise) a 'no speech' result, not an emotion; "
-            "--no-speech-check predicts an emotion all the same (e.g. for synthetic test audio).",
+            help="Give a file up to 30 s without speech (a beep, silence, noise) a 'no speech' result, not an "
+            "emotion; --no-speech-check predicts an emotion all the same (e.g. for synthetic test audio). "
+            "A longer recording in which no speech segment is found is 'no speech' either way.",
         ),
     ] = True,
     engine: EngineOption = Engine.local,
@@ -117,9 +125,11 @@ def predict(
 
     Every output says which protocol ran: utterance-level, or speaker-adaptive with --adapt-speaker.
 
-    A file in which voice activity detection finds no speech (a beep, silence, noise), and
-    that has no transcript or face for the model to read instead, gets the label "no speech"
-    and no probabilities: a result, not an error (see --no-speech-check).
+    A file up to 30 s in which voice activity detection finds no speech (a beep, silence,
+    noise), and that has no transcript or usable face for the model to read instead, gets the
+    label "no speech" and no probabilities: a result, not an error (see --no-speech-check). A
+    longer recording in which voice activity finds no speech segment is "no speech" too,
+    whatever --no-speech-check says.
 
     A bad file is reported and skipped; the exit code is 1 only when nothing could be predicted.
 
@@ -263,6 +273,7 @@ def _predict_on_ray(
     files = expand_inputs(paths, report)
     notes = _Notes(console)
     groups = group_by_speaker(files, speaker_of, report, notes) if adapt_speaker else {None: files}
+    no_speech: list[tuple[str, str]] = []
     try:
         count = predict_files_on_ray(
             model,
@@ -277,10 +288,11 @@ def _predict_on_ray(
             actors=actors,
             threads=threads,
             console=console,
+            no_speech=no_speech,
         )
     except EmotraceError as error:
         fail(console, error)
-    say(console, report.summary())
+    say(console, batch_summary(report, no_speech))
     if not count:
         raise typer.Exit(1)
 

@@ -35,7 +35,7 @@ from emotrace.distributed.cluster import (
     require_ray,
     working_directory,
 )
-from emotrace.distributed.results import Item, ResultParts, file_state, write_results
+from emotrace.distributed.results import Item, ResultParts, file_state, no_speech_notices, write_results
 from emotrace.errors import BatchReport, InputError
 from emotrace.inference.predictor import SpeakerMoments
 
@@ -58,6 +58,7 @@ def predict_files_on_ray(
     batch_size: int = 4,
     progress: bool = True,
     console: Console | None = None,
+    no_speech: list[tuple[str, str]] | None = None,
 ) -> int:
     """Predict every file of ``groups`` into ``output``; returns how many results it holds.
 
@@ -66,6 +67,7 @@ def predict_files_on_ray(
     resolved path. ``batch_size`` files go to an actor at once. See
     :func:`~emotrace.distributed.extract.extract_corpus_on_ray` for ``address``, ``actors``
     and ``threads``. Results of a killed run in ``OUTPUT.parts/`` are kept and reused.
+    ``no_speech``, when given, gets (source, notice) of each file without speech, for the summary.
     """
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format {output_format!r} is not one of {OUTPUT_FORMATS}")
@@ -92,6 +94,8 @@ def predict_files_on_ray(
                 moments = {speaker: found for speaker, found in outcomes.items() if not isinstance(found, list)}
                 _predict(pending, {**worker, "parts": str(parts.directory), "moments": moments}, pool, batch_size, bar)
     count = write_results(output, output_format, parts, items, report)
+    if no_speech is not None:
+        no_speech += no_speech_notices(parts, items)
     parts.remove()
     return count
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from emotrace.atomic import atomic_path, write_json_atomically
 from emotrace.errors import BatchReport, EmotraceError, InputError
+from emotrace.inference.predictions import NO_SPEECH
 from emotrace.inference.writers import predictions_document
 
 JOB_FILE = "job.json"
@@ -127,6 +128,12 @@ def assembled(parts: ResultParts, items: Sequence[Item], report: BatchReport) ->
             yield part["result"]
 
 
+def no_speech_notices(parts: ResultParts, items: Sequence[Item]) -> list[tuple[str, str]]:
+    """(source, notice) of each recorded result without speech, in input order, for the summary."""
+    results = [part["result"] if (part := parts.read(item)) is not None else None for item in items]
+    return [(r["source"], r["notice"]) for r in results if r is not None and r["label"] == NO_SPEECH]
+
+
 def write_results(
     output: Path, output_format: str, parts: ResultParts, items: Sequence[Item], report: BatchReport
 ) -> int:
@@ -164,7 +171,13 @@ def _stream_document(handle: TextIO, predictions: Iterable[dict[str, Any]], repo
         if count:
             handle.write(",\n" + _INDENT)
         # nested two levels deep; JSON strings hold no raw newline, so only the layout's are indented
-        text = json.dumps(prediction, indent=2, ensure_ascii=False, allow_nan=False)
+        try:
+            text = json.dumps(prediction, indent=2, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise EmotraceError(
+                f"{prediction.get('source', 'a prediction')}: its result holds NaN or infinite numbers, "
+                "which JSON cannot hold; nothing was written"
+            ) from None
         handle.write(text.replace("\n", "\n" + _INDENT))
         count += 1
     final_head, tail = _layout(report).split(_MARKER)

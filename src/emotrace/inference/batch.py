@@ -15,7 +15,7 @@ import csv
 import glob
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,14 @@ class BatchPredictions:
     def summary(self) -> str:
         """The report's summary (files done and skipped), and a line per file without speech:
         done, but with no emotion to show."""
-        silent = [f"  {printable(r.source)}: {r.describe()}" for r in self.results if isinstance(r, NoSpeech)]
-        return "\n".join([self.report.summary(), *silent])
+        silent = [(printable(r.source), r.describe()) for r in self.results if isinstance(r, NoSpeech)]
+        return batch_summary(self.report, silent)
+
+
+def batch_summary(report: BatchReport, no_speech: Iterable[tuple[str, str]]) -> str:
+    """``report``'s summary and a line per file without speech, given as (source, notice), as
+    :class:`BatchPredictions` and the Ray engine (from results' JSON) both print it."""
+    return "\n".join([report.summary(), *(f"  {source}: {notice}" for source, notice in no_speech)])
 
 
 def predict_batch(

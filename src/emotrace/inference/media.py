@@ -15,14 +15,18 @@ tracker's face mask (:func:`~emotrace.features.video.geometry.face_found`) must 
 face on at least ``MIN_FACE_SHARE`` of its samples, or the clip is left out, since its
 features would describe no face; a face missing from fewer samples is noted.
 
-No speech. A model labels whatever it is given, a beep as some emotion, so a file with
-nothing else to read (no transcript the models read, no video stream for a face model) is
-asked first whether it holds speech (:func:`~emotrace.inference.sanity.speech_presence` on
-the waveform already decoded); without it, or a long recording whose voice activity gives no
-segment, the result is :class:`~emotrace.inference.predictions.NoSpeech`. ``speech_check``
-off skips the question for an utterance (synthetic test audio). Every prediction's
-probabilities are checked (:func:`~emotrace.inference.sanity.check_prediction`): NaN never
-reaches an output.
+No speech. A model labels whatever it is given, a beep as some emotion, so an utterance
+(a whole file up to ``max_duration``) with nothing else to read (no transcript the models
+read, no video stream for a face model) is asked first whether it holds speech
+(:func:`~emotrace.inference.sanity.speech_presence` on the waveform already decoded); one
+whose face turns out unusable is asked after its prediction, if that went on without the
+video. Without speech the result is :class:`~emotrace.inference.predictions.NoSpeech`, and
+the file adds nothing to a speaker's moments. ``speech_check`` off skips the question (synthetic
+test audio). It is an utterance's question only: a longer recording is cut by voice activity
+(:func:`~emotrace.inference.segmentation.speech_segments` at its own threshold), and one with
+no segment is :class:`~emotrace.inference.predictions.NoSpeech` whatever ``speech_check`` says.
+Every prediction (its probabilities and every other figure) is checked
+(:func:`~emotrace.inference.sanity.check_prediction`): NaN never reaches an output.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from emotrace.features.base import Features
 from emotrace.features.video.geometry import face_found
 from emotrace.features.video.reader import VideoClip, VideoInfo, probe_video
 from emotrace.inference.predictions import NoSpeech, RecordingPrediction, Result, UtterancePrediction
-from emotrace.inference.sanity import MIN_SPEECH_SECONDS, check_prediction, speech_presence
-from emotrace.inference.segmentation import speech_segments
+from emotrace.inference.sanity import check_prediction, speech_presence
+from emotrace.inference.segmentation import MIN_SPEECH_SECONDS, speech_segments
 from emotrace.spans import Span
 
 #: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
@@ -172,7 +176,8 @@ class MediaPredictor(ABC):
     cut into speech segments by voice activity (read from its audio), each segment read and
     predicted on its own so memory stays bounded. With ``min_confidence`` (None: never) a
     prediction, and a recording by its shares, abstains when less sure than it. With
-    ``speech_check`` a file without speech is :class:`NoSpeech`, not an emotion.
+    ``speech_check`` an utterance without speech is :class:`NoSpeech`, not an emotion; a
+    recording without speech segments is, with or without it.
     """
 
     labels: tuple[str, ...]
@@ -240,7 +245,8 @@ class MediaPredictor(ABC):
     ) -> RecordingPrediction | NoSpeech:
         """A recording of any length, by speech segments (voice activity unless ``segments``
         are given), each read and predicted on its own so memory stays bounded; :class:`NoSpeech`
-        when there is none.
+        when voice activity finds none, whether or not ``speech_check`` is on (it is an
+        utterance's question: see :meth:`lacks_speech`).
 
         Text models read each segment's ASR transcript when ASR is on. A segment that fails
         goes to ``report`` (named by file and times) and is skipped; without a report it raises.
@@ -294,10 +300,15 @@ class MediaPredictor(ABC):
         if media.duration <= self.max_duration:
             piece = whole_piece(media, text)
             self.check_length(media.path, piece.duration)
-            silent = self.lacks_speech(piece, has_video=media.video is not None)
-            if silent is not None:
-                return silent, piece.waveform
-            return self.predict(piece, speaker_moments=speaker_moments), piece.waveform
+            reads_face = media.video is not None and self.reads("video")
+            silent = self.lacks_speech(piece, reads_face=reads_face)
+            if silent is None:
+                prediction = self.predict(piece, speaker_moments=speaker_moments)
+                if reads_face and not prediction.modalities.get("video", False):
+                    silent = self.lacks_speech(piece, reads_face=False)  # the face was left out: audio alone spoke
+                if silent is None:
+                    return prediction, piece.waveform
+            return silent, piece.waveform
         if text is not None and self.reads("text"):
             raise InputError(
                 path,
@@ -306,13 +317,16 @@ class MediaPredictor(ABC):
             )
         return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
 
-    def lacks_speech(self, piece: Piece, has_video: bool) -> NoSpeech | None:
-        """:class:`NoSpeech` when ``piece`` (a whole file, with a video stream or not) has a
-        waveform with too little speech in it and nothing else the models would read an
-        emotion from: a transcript given to a model that reads text, or a video stream for a
-        model that reads faces. None when it holds speech, or ``speech_check`` is off."""
+    def lacks_speech(self, piece: Piece, reads_face: bool) -> NoSpeech | None:
+        """:class:`NoSpeech` when ``piece`` (a whole file) has a waveform with too little
+        speech in it and nothing else the models would read an emotion from: a transcript
+        given to a model that reads text, or (``reads_face``) a face video a model reads.
+        None when it holds speech, or ``speech_check`` is off.
+
+        Whether the face is usable is known only once a model has tracked it, so
+        :meth:`predict_file_with_audio` asks again, with ``reads_face`` False, when the
+        prediction went on without the video (as method B or an audio model does)."""
         reads_text = piece.text is not None and self.reads("text")
-        reads_face = has_video and self.reads("video")
         if not self.speech_check or piece.waveform is None or reads_text or reads_face:
             return None
         presence = speech_presence(piece.waveform)
@@ -321,10 +335,14 @@ class MediaPredictor(ABC):
         return NoSpeech(piece.source, presence.duration, presence.speech_seconds, presence.min_speech)
 
     def pieces(self, path: str | Path, text: str | None) -> Iterator[Piece]:
-        """A file the way predictions read it: whole, or by speech segments."""
+        """A file the way predictions read it: whole, or by speech segments; nothing from a
+        whole file without speech (:meth:`lacks_speech`), whose features would describe a
+        beep or a hum, not the speaker (as in :meth:`~emotrace.inference.predictor.Predictor.speaker_moments_for`)."""
         media = self.probe(path)
         if media.duration <= self.max_duration:
-            yield whole_piece(media, text)
+            piece = whole_piece(media, text)
+            if self.lacks_speech(piece, reads_face=media.video is not None and self.reads("video")) is None:
+                yield piece
             return
         if text is not None:
             raise InputError(media.path, "a long recording takes no transcript (its segments use ASR)")

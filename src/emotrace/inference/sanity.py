@@ -21,18 +21,23 @@ import numpy as np
 
 from emotrace.audio import SAMPLE_RATE
 from emotrace.errors import InputError
-from emotrace.inference.predictions import AudioVisualPrediction, UtterancePrediction
-from emotrace.inference.segmentation import FRAME, FRAME_SECONDS, frame_probabilities, load_vad, speech_runs
+from emotrace.inference.predictions import AudioVisualPrediction, Prediction, UtterancePrediction
+from emotrace.inference.segmentation import (
+    FRAME,
+    FRAME_SECONDS,
+    MIN_SILENCE_SECONDS,
+    MIN_SPEECH_SECONDS,
+    frame_probabilities,
+    load_vad,
+    speech_runs,
+)
 
-#: seconds; less speech than this is a click or a cough, too little to read an emotion from
-MIN_SPEECH_SECONDS = 0.25
 #: silero's frame probability that counts as speech here: lower than segmentation's 0.5, since
 #: a quiet or sobbing emotional clip must not be refused. benchmarks/speech_check.py chose it:
 #: one step (0.05) above the lowest threshold of its grid at which no synthetic non-speech
 #: (tones, beeps, hum, noise, clicks, chords) counts as speech; it reports what each threshold
 #: refuses of real speech (0.35: 0.7 % of RAVDESS, 3.5 % of ASED, 0 of nEMO; 0.5: 0.9, 4.7, 0).
 SPEECH_THRESHOLD = 0.35
-_MIN_SILENCE = 0.3  # seconds; pauses shorter than this stay inside a run of speech, as in segmentation
 _vad_lock = threading.Lock()  # the VAD is recurrent: one waveform at a time through it
 
 
@@ -79,7 +84,7 @@ def presence_from_probabilities(
     """:func:`speech_presence` from frame probabilities already computed (to try thresholds)."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    runs = speech_runs(probabilities, threshold, round(_MIN_SILENCE / FRAME_SECONDS))
+    runs = speech_runs(probabilities, threshold, round(MIN_SILENCE_SECONDS / FRAME_SECONDS))
     frames = sum(end - start for start, end in runs if (end - start) * FRAME_SECONDS >= min_speech)
     return SpeechPresence(min(frames * FRAME_SECONDS, duration), duration, min_speech)
 
@@ -107,10 +112,42 @@ def check_probabilities(source: str, labels: Sequence[str], probabilities: np.nd
 
 def check_prediction(prediction: UtterancePrediction, labels: Sequence[str]) -> UtterancePrediction:
     """``prediction`` when its probabilities (and each stream's, for an audio-visual one) pass
-    :func:`check_probabilities`; else an InputError naming its source."""
-    predictions = [prediction]
+    :func:`check_probabilities` and every other figure it carries (attention, frame
+    posteriors, mixture, the streams' comparison) is finite; else an InputError naming its
+    source, so that one file is skipped rather than a JSON writer failing for them all."""
+    streams = [prediction]
+    figures: list[tuple[str, Any]] = []
     if isinstance(prediction, AudioVisualPrediction):
-        predictions += [p for p in (prediction.audio, prediction.video, prediction.fused) if p is not None]
-    for checked in predictions:
-        check_probabilities(prediction.source, labels, np.array(list(checked.probabilities.values())))
+        streams += [p for p in (prediction.audio, prediction.video, prediction.fused) if p is not None]
+        if prediction.comparison is not None:
+            comparison = prediction.comparison
+            figures += [(f"ROI comparison's {name}", getattr(comparison, name)) for name in _COMPARISON_FIGURES]
+    for stream in streams:
+        check_probabilities(prediction.source, labels, np.array(list(stream.probabilities.values())))
+        if isinstance(stream, Prediction):
+            figures += [
+                ("attention", stream.attention),
+                ("frame posteriors", stream.frame_posteriors),
+                ("mixture", None if stream.mixture is None else list(stream.mixture.values())),
+            ]
+    for name, value in figures:
+        if not _finite(value):
+            raise InputError(
+                prediction.source,
+                f"the model's {name} holds NaN or infinite numbers, so the input drove it out of range; "
+                "no prediction is given",
+            )
     return prediction
+
+
+#: the numbers of a :class:`~emotrace.inference.roi_compare.ClipAgreement` that reach an output
+_COMPARISON_FIGURES = ("seconds", "roi_iou", "pearson", "lag", "lag_correlation", "audio_regions", "video_regions")
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (None, a number, an array, nested lists or tuples) is finite."""
+    if value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_finite(item) for item in value)
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())

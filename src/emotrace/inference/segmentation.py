@@ -27,14 +27,18 @@ FRAME = 512  # samples per VAD frame at 16 kHz: the only size silero-vad accepts
 FRAME_SECONDS = FRAME / SAMPLE_RATE
 HYSTERESIS = 0.15  # speech ends below threshold - HYSTERESIS, as in silero-vad
 MIN_MAX_SEGMENT = 1.0  # seconds; shorter pieces leave a model too little to read
+#: seconds; less speech than this is a click or a cough, too little to read an emotion from
+MIN_SPEECH_SECONDS = 0.25
+#: seconds; pauses shorter than this stay inside a run of speech
+MIN_SILENCE_SECONDS = 0.3
 
 
 def speech_segments(
     path: str | Path,
     *,
     threshold: float = 0.5,
-    min_speech: float = 0.25,
-    min_silence: float = 0.3,
+    min_speech: float = MIN_SPEECH_SECONDS,
+    min_silence: float = MIN_SILENCE_SECONDS,
     padding: float = 0.1,
     max_segment: float = 10.0,
     block_seconds: float = 30.0,
