@@ -1,13 +1,16 @@
-"""Modality ablation: test finished fold models again with some of their inputs absent."""
+"""Analyses of a run's finished fold models: tested again with some of their inputs absent
+(:func:`evaluate_without`); :func:`finished_fold_models` also serves the deletion test."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from emotrace.checkpoint import load_checkpoint
-from emotrace.training.config import load_config
+from emotrace.corpora import CorpusData, Fold
+from emotrace.models.base import EmotionModel
+from emotrace.training.config import ExperimentConfig, load_config
 from emotrace.training.cv import CONFIG_FILE, METRICS_FILE, load_experiment_corpus, prepare, selected_folds
 from emotrace.training.data import FeatureDataset
 from emotrace.training.metrics import classification_metrics, summarise_folds
@@ -29,11 +32,7 @@ def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, A
         raise ValueError(f"can leave out some of {sorted(experiment.inputs)}, not {sorted(missing)}")
     kept = {m: inputs for m, inputs in experiment.inputs.items() if m not in missing}
     per_fold = {}
-    for fold in selected_folds(config, corpus):
-        fold_dir = run_dir / "folds" / fold.name
-        if not (fold_dir / METRICS_FILE).exists():
-            continue
-        model = load_checkpoint(fold_dir / "model").model
+    for fold, model in finished_fold_models(run_dir, config, corpus):
         _, _, test_part = fold.split(experiment.corpus.utterances)
         labels = [experiment.corpus.label_set.index(u.label) for u in test_part]
         test = FeatureDataset([u.id for u in test_part], labels, kept, config.data)
@@ -42,3 +41,14 @@ def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, A
     if not per_fold:
         raise ValueError(f"{run_dir}: no finished folds")
     return {"missing": sorted(missing), "per_fold": per_fold, **summarise_folds(per_fold, experiment.labels)}
+
+
+def finished_fold_models(
+    run_dir: Path, config: ExperimentConfig, corpus: CorpusData
+) -> Iterator[tuple[Fold, EmotionModel]]:
+    """Each selected fold that has finished (its ``metrics.json`` exists) with its model: what
+    analyses of a run's fold models (ablation, faithfulness) read."""
+    for fold in selected_folds(config, corpus):
+        fold_dir = run_dir / "folds" / fold.name
+        if (fold_dir / METRICS_FILE).exists():
+            yield fold, load_checkpoint(fold_dir / "model").model

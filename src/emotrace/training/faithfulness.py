@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emotrace.checkpoint import load_checkpoint
 from emotrace.models.base import EmotionModel
+from emotrace.training.ablation import finished_fold_models
 from emotrace.training.config import load_config
-from emotrace.training.cv import CONFIG_FILE, METRICS_FILE, load_experiment_corpus, prepare, selected_folds
+from emotrace.training.cv import CONFIG_FILE, load_experiment_corpus, prepare
 from emotrace.training.data import FeatureDataset, collate, training_moments
 
 
@@ -195,11 +195,7 @@ def run_deletion_test(
     intact: list[dict[str, str]] = []
     tests = {name: {"top": [], "control": [[] for _ in range(draws)], "deleted": []} for name in names.values()}
     decisions = []
-    for fold in selected_folds(config, corpus):
-        fold_dir = run_dir / "folds" / fold.name
-        if not (fold_dir / METRICS_FILE).exists():
-            continue
-        model = load_checkpoint(fold_dir / "model").model
+    for fold, model in finished_fold_models(run_dir, config, corpus):
         train_part, _, test_part = fold.split(experiment.corpus.utterances)
         values = None
         if fill == "mean":
