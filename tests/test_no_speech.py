@@ -375,3 +375,17 @@ def test_nan_in_an_audio_visual_comparison_is_caught(models, fixture_clips):
             check_prediction(replace(fused, comparison=bad), LABELS)
     with pytest.raises(InputError, match="attention holds NaN"):
         check_prediction(replace(fused, video=replace(prediction, attention=prediction.attention * math.nan)), LABELS)
+
+
+def test_presence_stops_early_but_answers_as_the_whole_clip(sounds, fixture_clips):
+    """The check stops reading once a run of speech is long enough; its answer must be the
+    one of the full pass, for speech that starts late as well as for non-speech."""
+    from emotrace.audio import load_audio
+
+    speech = load_audio(fixture_clips[0])
+    late = np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32), speech])
+    waves = [speech, late, *(load_audio(path) for path in sounds.values())]
+    for wave in waves:
+        full = sanity.presence_from_probabilities(sanity.speech_probabilities(wave), len(wave) / SAMPLE_RATE)
+        assert sanity.speech_presence(wave).present == full.present
+    assert sanity.speech_presence(late).present and not full.present  # the last sound is not speech

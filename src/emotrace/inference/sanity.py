@@ -38,6 +38,7 @@ from emotrace.inference.segmentation import (
 #: (tones, beeps, hum, noise, clicks, chords) counts as speech; it reports what each threshold
 #: refuses of real speech (0.35: 0.7 % of RAVDESS, 3.5 % of ASED, 0 of nEMO; 0.5: 0.9, 4.7, 0).
 SPEECH_THRESHOLD = 0.35
+_PRESENCE_STEP_FRAMES = 16  # 0.5 s of audio through the VAD between looks at its runs
 _vad_lock = threading.Lock()  # the VAD is recurrent: one waveform at a time through it
 
 
@@ -58,10 +59,27 @@ def speech_presence(
     waveform: np.ndarray, *, threshold: float = SPEECH_THRESHOLD, min_speech: float = MIN_SPEECH_SECONDS
 ) -> SpeechPresence:
     """Seconds of speech in ``waveform`` (16 kHz mono float32), counting only runs of at
-    least ``min_speech`` seconds, under silero's hysteresis (as :mod:`segmentation` does)."""
-    return presence_from_probabilities(
-        speech_probabilities(waveform), len(waveform) / SAMPLE_RATE, threshold=threshold, min_speech=min_speech
-    )
+    least ``min_speech`` seconds, under silero's hysteresis (as :mod:`segmentation` does).
+
+    The VAD reads the clip a little at a time and stops once a run of speech is long enough:
+    a run can only grow with more audio, so the answer is the whole clip's, while a clip that
+    speaks early costs a fraction of the pass (``speech_seconds`` then counts the audio read).
+    """
+    audio = np.asarray(waveform, dtype=np.float32)
+    frames = np.pad(audio, (0, -len(audio) % FRAME)).reshape(-1, FRAME)
+    duration = len(audio) / SAMPLE_RATE
+    probabilities: list[np.ndarray] = []
+    with _vad_lock:
+        vad = _shared_vad()
+        vad.reset_states()
+        for start in range(0, max(len(frames), 1), _PRESENCE_STEP_FRAMES):
+            probabilities.append(frame_probabilities(vad, frames[start : start + _PRESENCE_STEP_FRAMES].ravel()))
+            presence = presence_from_probabilities(
+                np.concatenate(probabilities), duration, threshold=threshold, min_speech=min_speech
+            )
+            if presence.present:
+                break
+    return presence
 
 
 def speech_probabilities(waveform: np.ndarray) -> np.ndarray:
