@@ -1,4 +1,4 @@
-"""Train the packaged default model and write its model card.
+"""Train the packaged RAVDESS models (the default before the multi-corpus one) and write their cards.
 
 Method A (ROI attention) on Whisper-base frames of RAVDESS speech (8 classes), by
 ``configs/ravdess/roi_attention.yaml``, under both protocols: ``ravdess-whisper-base``

@@ -10,8 +10,8 @@ seeded share of each one's speakers, who choose the epoch.
 
     EMOTRACE_DATA=../shared/data python scripts/train_multicorpus_model.py [--store DIR]
 
-It writes ``src/emotrace/pretrained/multicorpus-whisper-base/`` beside the packaged default,
-which it does not replace. Runs resume (``runs/multicorpus_model/``).
+It writes ``src/emotrace/pretrained/multicorpus-whisper-base/``, the packaged default model
+(``emotrace.api.DEFAULT_MODEL``). Runs resume (``runs/multicorpus_model/``).
 """
 
 from __future__ import annotations
