@@ -63,6 +63,18 @@ def write_results(
     return path
 
 
+def earlier_results(name: str) -> dict[str, Any]:
+    """The committed ``results/NAME.json`` with every row dated (a row it kept from an older run
+    keeps that run's date), for a rerun of part of a benchmark to keep the rest; no rows when
+    there is no file."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {"rows": []}
+    earlier = json.loads(path.read_text())
+    earlier["rows"] = [{"date": earlier["date"], **row} for row in earlier["rows"]]
+    return earlier
+
+
 def seed_average(per_fold_by_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per fold, the headline figures and per-class recalls averaged over seeds."""
     folds = [sorted(seed) for seed in per_fold_by_seed]

@@ -48,11 +48,10 @@ from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, RESULTS, repo_path, write_results
+from common import REPO, earlier_results, repo_path, write_results
 
 CORPORA = ("ravdess", "ased", "nemo")
 LETTERS = "abcd"
-RESULT_FILE = RESULTS / "cross_corpus.json"
 LOCO = "configs/multicorpus/roi_attention_loco.yaml"
 RAVDESS_ONLY = "configs/multicorpus/roi_attention_ravdess_only.yaml"
 #: robustness options screened on validation speakers, as config overrides
@@ -85,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["EMOTRACE_STORE"] = os.path.expanduser(args.store)
     extra: dict[str, Any] = {"held_out_corpora": list(CORPORA), "targets": TARGETS}
-    earlier = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.exists() else {"rows": []}
+    earlier = earlier_results("cross_corpus")
     found = earlier_rows(earlier, set(LETTERS) - set(args.systems))  # rows by system letter, saved in order
     if "b" not in args.systems and "screens" in earlier:
         extra["screens"] = earlier["screens"]
@@ -153,12 +152,7 @@ def earlier_rows(earlier: dict[str, Any], letters: set[str]) -> dict[str, dict[s
         "c": lambda row: row.get("config") == RAVDESS_ONLY,
         "d": lambda row: row.get("config") == LOCO and row["protocol"] == SPEAKER_ADAPTIVE,
     }
-    return {
-        letter: {"date": earlier["date"], **row}
-        for row in earlier["rows"]
-        for letter in letters
-        if by_letter[letter](row)
-    }
+    return {letter: row for row in earlier["rows"] for letter in letters if by_letter[letter](row)}
 
 
 def probe_row() -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, write_results
+from common import earlier_results, write_results
 
 HOUR = 3600.0
 
@@ -142,8 +142,7 @@ def main() -> None:
     rows = []
     earlier = {}
     if args.only_emotrace:
-        previous = json.loads((RESULTS / "predict_speed.json").read_text())
-        earlier = {row["system"]: {"date": row.get("date", previous["date"]), **row} for row in previous["rows"]}
+        earlier = {row["system"]: row for row in earlier_results("predict_speed")["rows"]}
     with tempfile.TemporaryDirectory() as temp:
         hour = Path(temp) / "hour.flac"
         make_hour(clips, hour)

@@ -30,7 +30,6 @@ with the ``date`` it was measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -46,7 +45,7 @@ from emotrace.training.faithfulness import run_deletion_test
 from emotrace.training.metrics import speaker_bootstrap
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, RESULTS, comparison, row_from_runs, write_results
+from common import REPO, comparison, earlier_results, row_from_runs, write_results
 
 PAPER = "method A: ROI attention, the paper's pooling"
 HYBRID = "method A hybrid: attention + mean pooling"
@@ -147,10 +146,7 @@ def earlier_rows(systems: list[str] | None, protocols: list[str]) -> list[dict]:
     """The rows of the last results file that this run does not measure again, dated (rows of
     systems no longer in this script are dropped, and so are their comparisons with a row this
     run measures again: those would compare with figures that are gone)."""
-    path = RESULTS / "ravdess_audio.json"
-    if not path.exists():
-        return []
-    earlier = json.loads(path.read_text())
+    earlier = earlier_results("ravdess_audio")
 
     def remeasured(system: str, protocol: str) -> bool:
         return (systems is None or system in systems) and protocol in protocols
@@ -160,9 +156,9 @@ def earlier_rows(systems: list[str] | None, protocols: list[str]) -> list[dict]:
         if row["system"] not in (*TRAINED, *CLASSIC) or remeasured(row["system"], row["protocol"]):
             continue
         comparisons = [c for c in row.get("comparisons", []) if not remeasured(c["against"], row["protocol"])]
-        kept.append({"date": earlier["date"], **row} | ({"comparisons": comparisons} if comparisons else {}))
-        if not comparisons:
-            kept[-1].pop("comparisons", None)
+        kept.append({key: value for key, value in row.items() if key != "comparisons"})
+        if comparisons:
+            kept[-1]["comparisons"] = comparisons
     return kept
 
 

@@ -17,6 +17,7 @@ from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, available_models, load_
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
+from emotrace.cli.options import FusionModelOption, ModelOption, VideoModelOption
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.batch import (
     BatchProgress,
@@ -35,33 +36,9 @@ from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Audio or video files, folders (searched recursively) and globs.")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
-            f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
-            "--fusion-model is given: then the audio model, if any].",
-            show_default=False,
-        ),
-    ] = None,
-    video_model: Annotated[
-        str | None,
-        typer.Option(
-            "--video-model",
-            help="A face-video model (name or folder): videos get the audio, the video and the fused "
-            "prediction, and where the audio and video attention agree.",
-        ),
-    ] = None,
-    fusion_model: Annotated[
-        str | None,
-        typer.Option(
-            "--fusion-model",
-            help="A model reading audio and video (method B) that fuses them; without it, --model and "
-            "--video-model are fused late (product of their posteriors, renormalised).",
-        ),
-    ] = None,
+    model: ModelOption = None,
+    video_model: VideoModelOption = None,
+    fusion_model: FusionModelOption = None,
     text: Annotated[str | None, typer.Option(help="Transcript of every input, for models that read text.")] = None,
     transcripts: Annotated[
         Path | None,

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from emotrace.api import DEFAULT_MODEL
+from emotrace.cli.options import FusionModelOption, ModelOption, VideoModelOption
 from emotrace.errors import EmotraceError
 
 #: the service's own defaults, repeated so that --help works without the extra
@@ -26,33 +27,9 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 
 
 def serve(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Packaged model name, checkpoint folder, training run folder, or a model set (a folder of "
-            f"audio/, video/, fusion/ models) [default: {DEFAULT_MODEL}, unless --video-model or "
-            "--fusion-model is given: then the audio model, if any].",
-            show_default=False,
-        ),
-    ] = None,
-    video_model: Annotated[
-        str | None,
-        typer.Option(
-            "--video-model",
-            help="A face-video model: video uploads then get the audio (--model), "
-            "video and fused predictions and their ROI comparison.",
-        ),
-    ] = None,
-    fusion_model: Annotated[
-        str | None,
-        typer.Option(
-            "--fusion-model",
-            help="A model reading audio and video (method B) that fuses them "
-            "(else --model and --video-model are fused late).",
-        ),
-    ] = None,
+    model: ModelOption = None,
+    video_model: VideoModelOption = None,
+    fusion_model: FusionModelOption = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service to this machine.")
     ] = "127.0.0.1",

@@ -50,8 +50,26 @@ def check_min_confidence(value: float | None, name: str = "min_confidence") -> f
     return value
 
 
+class _Scored:
+    """What an utterance's prediction derives from its times and probabilities."""
+
+    start: float
+    duration: float
+    probabilities: dict[str, float]
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def top_label(self) -> str:
+        """The most probable class (the fused one for audio and video), whether or not the
+        prediction abstains."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+
 @dataclass(frozen=True, eq=False)
-class Prediction:
+class Prediction(_Scored):
     """What a model made of one utterance. Every time is in seconds of ``source``.
 
     ``mixture`` is the attention-weighted mixture of frame posteriors (ROI models; else
@@ -84,15 +102,6 @@ class Prediction:
     frame_posteriors: np.ndarray | None = None
     notes: tuple[str, ...] = ()
     abstained: bool | None = None
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-    @property
-    def top_label(self) -> str:
-        """The most probable class, whether or not the prediction abstains."""
-        return max(self.probabilities, key=self.probabilities.__getitem__)
 
     def with_min_confidence(self, min_confidence: float | None) -> Prediction:
         """This prediction under an abstention threshold (None: none, the top class is the label)."""
@@ -134,7 +143,7 @@ class Prediction:
 
 
 @dataclass(frozen=True, eq=False)
-class AudioVisualPrediction:
+class AudioVisualPrediction(_Scored):
     """What an audio model, a face-video model and their fusion made of one utterance.
 
     ``label`` and ``probabilities`` are the fused result: ``fused``, the fusion model's own
@@ -162,15 +171,6 @@ class AudioVisualPrediction:
     fused: Prediction | None = None
     comparison: ClipAgreement | None = None
     abstained: bool | None = None
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-    @property
-    def top_label(self) -> str:
-        """The most probable fused class, whether or not the prediction abstains."""
-        return max(self.probabilities, key=self.probabilities.__getitem__)
 
     def with_min_confidence(self, min_confidence: float | None) -> AudioVisualPrediction:
         """This prediction and each stream's under an abstention threshold (None: none); the
