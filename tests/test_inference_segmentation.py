@@ -121,3 +121,24 @@ def test_options_are_checked(recording_file):
 
 def test_segment_duration():
     assert Span(1.5, 4.0).duration == 2.5
+
+
+def test_vad_stream_matches_silero_and_keeps_rows_apart(recording):
+    """The direct ONNX calls give silero's own wrapper's numbers, block by block, and a row
+    read beside others gets the numbers it gets alone."""
+    import torch
+    from silero_vad import load_silero_vad
+
+    from emotrace.inference.segmentation import FRAME, VadStream, frame_probabilities
+
+    audio = recording[0][: 400 * FRAME]
+    wrapper = load_silero_vad(onnx=True)
+    expected = np.array([wrapper(frame, SAMPLE_RATE).item() for frame in torch.from_numpy(audio).reshape(-1, FRAME)])
+    stream = VadStream()
+    blocks = [
+        stream.probabilities(audio[None, start : start + 96 * FRAME])[0] for start in range(0, len(audio), 96 * FRAME)
+    ]
+    np.testing.assert_allclose(np.concatenate(blocks), expected, atol=1e-6)
+    np.testing.assert_allclose(frame_probabilities(audio), expected, atol=1e-6)
+    rows = np.stack([audio, audio[::-1].copy(), np.zeros_like(audio)])
+    np.testing.assert_allclose(VadStream(3).probabilities(rows)[0], expected, atol=1e-6)

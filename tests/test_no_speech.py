@@ -389,3 +389,22 @@ def test_presence_stops_early_but_answers_as_the_whole_clip(sounds, fixture_clip
         full = sanity.presence_from_probabilities(sanity.speech_probabilities(wave), len(wave) / SAMPLE_RATE)
         assert sanity.speech_presence(wave).present == full.present
     assert sanity.speech_presence(late).present and not full.present  # the last sound is not speech
+
+
+def test_batched_presences_answer_as_each_clip_alone(sounds, fixture_clips):
+    """Clips read side by side (different lengths, speech and not, more than one batch of rows)
+    get the answer each gets on its own."""
+    from emotrace.audio import load_audio
+
+    speech = [load_audio(path) for path in fixture_clips]
+    waves = [*speech, *(load_audio(path) for path in sounds.values())]
+    waves += [np.concatenate([np.zeros(2 * SAMPLE_RATE, np.float32), wave]) for wave in speech]
+    waves = (waves * (sanity.VAD_ROWS // len(waves) + 2))[: sanity.VAD_ROWS + 3]
+    alone = [sanity.speech_presence(wave) for wave in waves]
+    together = sanity.speech_presences(waves)
+    assert [p.present for p in together] == [p.present for p in alone]
+    for batched, single in zip(together, alone):
+        if not single.present:
+            assert batched == single  # read to the end either way
+    assert any(p.present for p in together) and not all(p.present for p in together)
+    assert sanity.speech_presences([]) == []
