@@ -175,3 +175,52 @@ def test_query_fusion_runs_on_audio_alone(models, fixture_clips):
     prediction = load_model(models / "fusion").predict(fixture_clips[0])
     assert prediction.modalities == {"audio": True, "text": False}
     assert prediction.segments and prediction.attention.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_files_read_ahead_get_what_each_gets_alone(models, fixture_clips, tmp_path, monkeypatch):
+    """Short files are read ahead, checked for speech and encoded together; each result is the
+    one it gets alone, each file is decoded once, and a bad file, a beep and a long recording
+    among them go their own ways."""
+    import numpy as np
+    import soundfile as sf
+
+    import emotrace.inference.batch as batch
+    from emotrace.inference.predictor import Predictor
+
+    beep = tmp_path / "beep.wav"
+    sf.write(beep, 0.3 * np.sin(2 * np.pi * 1000 * np.arange(2 * 16000) / 16000), 16000)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk")
+    clips = [audio.load_audio(clip) for clip in fixture_clips]
+    gap = np.zeros(16000, np.float32)
+    long = tmp_path / "long.flac"
+    sf.write(long, np.concatenate([gap, *[part for clip in clips * 4 for part in (clip, gap)]]), 16000)
+    files = [fixture_clips[0], corrupt, fixture_clips[1], beep, long, fixture_clips[2]]
+
+    sizes: list[int] = []
+    extractor_of = Predictor._extractor
+
+    def counting(self, spec):
+        extractor = extractor_of(self, spec)
+
+        class Counting:
+            def extract(self, inputs):
+                sizes.append(len(inputs))
+                return extractor.extract(inputs)
+
+        return Counting()
+
+    monkeypatch.setattr(Predictor, "_extractor", counting)
+    decoded = count_decoding(monkeypatch)
+    together = predict_files(files, models / "roi").to_dict()
+    assert sizes[0] == 3  # the three clips at once; the beep is not encoded
+    assert sorted(decoded).count(str(fixture_clips[0])) == 1
+    monkeypatch.setattr(batch, "READ_AHEAD", 1)
+    alone = predict_files(files, models / "roi").to_dict()
+    assert together["skipped"] == alone["skipped"] and len(together["skipped"]) == 1
+    assert len(together["predictions"]) == len(alone["predictions"]) == 5
+    for ahead, single in zip(together["predictions"], alone["predictions"]):
+        assert ahead.keys() == single.keys() and ahead.get("label") == single.get("label")
+        assert ahead.get("source") == single.get("source")
+        if "probabilities" in ahead:
+            assert ahead["probabilities"] == pytest.approx(single["probabilities"], abs=1e-5)

@@ -111,6 +111,12 @@ class AudioVisualPredictor(MediaPredictor):
     def check_streams(self, media: Media, adaptive: bool) -> None:
         """Nothing: what one model lacks, another may have (the probe refuses a file with neither stream)."""
 
+    def encode_ahead(self, pieces: Sequence[Piece]) -> None:
+        """Each model's audio features ahead (:meth:`Predictor.encode_ahead`); the face video is
+        read piece by piece, as its tracker follows the face from frame to frame."""
+        for model in self.models.values():
+            model.encode_ahead(pieces)
+
     def speaker_moments_for(
         self,
         paths: Sequence[str | Path],

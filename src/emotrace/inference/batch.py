@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emotrace.errors import BatchReport, InputError, printable
-from emotrace.inference.media import MediaPredictor
+from emotrace.inference.media import READ_AHEAD, MediaPredictor, Piece
 from emotrace.inference.predictions import NoSpeech, Result, check_min_confidence
 from emotrace.inference.writers import predictions_document
 
@@ -129,22 +129,34 @@ def predict_batch(
                 progress.advance(len(group))
                 continue
             progress.stage(f"speaker {speaker}: predicting")
-        for path, path_text in zip(group, texts):
-            try:
-                result, waveform = predictor.predict_file_with_audio(
-                    path, path_text, speaker_moments=moments, report=report
-                )
-            except InputError as error:
-                skip(error)
-            except Exception as error:  # one file's failure, whatever it is, must not end the batch
-                skip(unexpected(path, error))
-            else:
-                report.done += 1
-                results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
-                if plot is not None and not _plot(result, path, plot, predictor.labels, plot_names, waveform):
-                    progress.note(f"no plot for {path}: {_no_plot_reason(result, waveform)}")
-            progress.advance()
+        files = list(zip(group, texts))
+        for first in range(0, len(files), READ_AHEAD):
+            chunk = files[first : first + READ_AHEAD]
+            for (path, path_text), ahead in zip(chunk, _read_ahead(predictor, chunk)):
+                try:
+                    result, waveform = predictor.predict_file_with_audio(
+                        path, path_text, speaker_moments=moments, report=report, read_ahead=ahead
+                    )
+                except InputError as error:
+                    skip(error)
+                except Exception as error:  # one file's failure, whatever it is, must not end the batch
+                    skip(unexpected(path, error))
+                else:
+                    report.done += 1
+                    results.append(result if min_confidence is None else result.with_min_confidence(min_confidence))
+                    if plot is not None and not _plot(result, path, plot, predictor.labels, plot_names, waveform):
+                        progress.note(f"no plot for {path}: {_no_plot_reason(result, waveform)}")
+                progress.advance()
     return BatchPredictions(results, report)
+
+
+def _read_ahead(predictor: MediaPredictor, files: list[tuple[Path, str | None]]) -> list[Piece | None]:
+    """:meth:`~emotrace.inference.media.MediaPredictor.read_ahead`, or nothing read ahead when it
+    fails in a way no check foresaw: each file is then read, and fails, on its own."""
+    try:
+        return predictor.read_ahead(files)
+    except Exception:
+        return [None] * len(files)
 
 
 def _no_plot_reason(result: Result, waveform: Any) -> str:

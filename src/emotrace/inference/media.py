@@ -45,12 +45,15 @@ from emotrace.features.base import Features
 from emotrace.features.video.geometry import face_found
 from emotrace.features.video.reader import VideoClip, VideoInfo, probe_video
 from emotrace.inference.predictions import NoSpeech, RecordingPrediction, Result, UtterancePrediction
-from emotrace.inference.sanity import check_prediction, speech_presence
+from emotrace.inference.sanity import SpeechPresence, check_prediction, speech_presence, speech_presences
 from emotrace.inference.segmentation import MIN_SPEECH_SECONDS, speech_segments
 from emotrace.spans import Span
 
 #: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
 MAX_UTTERANCE_SECONDS = 30.0
+#: utterances (files of a batch, segments of a recording) read ahead and encoded together: one
+#: encoder call and one VAD pass over several cost far less than one each (predict_speed.py)
+READ_AHEAD = 16
 #: the share of a clip's samples that must show a face for its video to be used
 MIN_FACE_SHARE = 0.5
 NO_AUDIO_TRACK = "no audio track"
@@ -70,7 +73,8 @@ class Piece:
     video, with the reason in ``notes``. ``features`` holds what extractors made of the
     piece, by modality and extractor spec, so models reading the same features share them.
     Both are filled in as models read the piece: a model that finds no face leaves the clip
-    out for the models after it.
+    out for the models after it, or ahead of it (:meth:`MediaPredictor.read_ahead`), with the
+    speech check's ``presence``.
     """
 
     source: str
@@ -81,6 +85,7 @@ class Piece:
     text: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
     features: dict[tuple[str, str], Features] = field(default_factory=dict)
+    presence: SpeechPresence | None = None  # the speech check's answer, when found ahead
 
     def leave_out_video(self, note: str) -> None:
         self.clip = None
@@ -262,12 +267,19 @@ class MediaPredictor(ABC):
         if not segments:
             return NoSpeech(media.path, media.duration, 0.0, MIN_SPEECH_SECONDS)
         timeline = []
-        for segment in segments:
-            try:
-                piece = segment_piece(media, segment, self.max_duration)
-                timeline.append(self.predict(piece, speaker_moments=speaker_moments))
-            except InputError as error:
-                report.skip(InputError(f"{media.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem))
+        for first in range(0, len(segments), READ_AHEAD):
+            pieces: list[tuple[Span, Piece]] = []
+            for segment in segments[first : first + READ_AHEAD]:
+                try:
+                    pieces.append((segment, segment_piece(media, segment, self.max_duration)))
+                except InputError as error:
+                    report.skip(_segment_error(media, segment, error))
+            self.encode_ahead([piece for _, piece in pieces])
+            for segment, piece in pieces:
+                try:
+                    timeline.append(self.predict(piece, speaker_moments=speaker_moments))
+                except InputError as error:
+                    report.skip(_segment_error(media, segment, error))
         if not timeline:
             raise InputError(media.path, "none of its speech segments could be predicted")
         recording = RecordingPrediction.of(media.path, media.duration, timeline)
@@ -293,22 +305,17 @@ class MediaPredictor(ABC):
         *,
         speaker_moments: Any = None,
         report: BatchReport | None = None,
+        read_ahead: Piece | None = None,
     ) -> tuple[Result, np.ndarray | None]:
         """:meth:`predict_file`, and the utterance's waveform it decoded, for a plot to reuse
-        (None for a recording, read one speech segment at a time, or a file without audio)."""
+        (None for a recording, read one speech segment at a time, or a file without audio).
+        ``read_ahead`` is the file's piece from :meth:`read_ahead`, read with its text."""
+        if read_ahead is not None:
+            return self._predict_utterance(read_ahead, speaker_moments, reads_face=False)
         media = self.probe(path)
         if media.duration <= self.max_duration:
-            piece = whole_piece(media, text)
-            self.check_length(media.path, piece.duration)
             reads_face = media.video is not None and self.reads("video")
-            silent = self.lacks_speech(piece, reads_face=reads_face)
-            if silent is None:
-                prediction = self.predict(piece, speaker_moments=speaker_moments)
-                if reads_face and not prediction.modalities.get("video", False):
-                    silent = self.lacks_speech(piece, reads_face=False)  # the face was left out: audio alone spoke
-                if silent is None:
-                    return prediction, piece.waveform
-            return silent, piece.waveform
+            return self._predict_utterance(whole_piece(media, text), speaker_moments, reads_face)
         if text is not None and self.reads("text"):
             raise InputError(
                 path,
@@ -316,6 +323,53 @@ class MediaPredictor(ABC):
                 "no transcript: leave the text out (with ASR on, each segment is transcribed)",
             )
         return self.predict_recording(path, speaker_moments=speaker_moments, report=report), None
+
+    def _predict_utterance(
+        self, piece: Piece, speaker_moments: Any, reads_face: bool
+    ) -> tuple[Result, np.ndarray | None]:
+        """A whole file's piece: its prediction, or :class:`NoSpeech`, and its waveform."""
+        self.check_length(piece.source, piece.duration)
+        silent = self.lacks_speech(piece, reads_face=reads_face)
+        if silent is None:
+            prediction = self.predict(piece, speaker_moments=speaker_moments)
+            if reads_face and not prediction.modalities.get("video", False):
+                silent = self.lacks_speech(piece, reads_face=False)  # the face was left out: audio alone spoke
+            if silent is None:
+                return prediction, piece.waveform
+        return silent, piece.waveform
+
+    def read_ahead(self, files: Sequence[tuple[str | Path, str | None]]) -> list[Piece | None]:
+        """The pieces of several files (path and text), read together before they are predicted:
+        decoded, asked for speech in one VAD pass and encoded in one call
+        (:meth:`encode_ahead`). None for a file that is not a short audio utterance
+        (a recording, a video for a face model) or that cannot be read: it is predicted the
+        usual way, and a bad file fails there, on its own."""
+        pieces: list[Piece | None] = [None] * len(files)
+        if self.reads("video"):
+            return pieces
+        for index, (path, text) in enumerate(files):
+            try:
+                media = self.probe(path)
+                if media.duration <= self.max_duration:
+                    pieces[index] = whole_piece(media, text)
+            except InputError:
+                continue
+        read = [piece for piece in pieces if piece is not None]
+        asked = [piece for piece in read if self._asks_for_speech(piece, reads_face=False)]
+        for piece, presence in zip(asked, speech_presences([piece.waveform for piece in asked])):
+            piece.presence = presence
+        self.encode_ahead([piece for piece in read if self.lacks_speech(piece, reads_face=False) is None])
+        return pieces
+
+    @abstractmethod
+    def encode_ahead(self, pieces: Sequence[Piece]) -> None:
+        """Extract what the models will read of several pieces at once, where a batch is
+        cheaper than one piece at a time, and keep it on the pieces."""
+
+    def _asks_for_speech(self, piece: Piece, reads_face: bool) -> bool:
+        """Whether :meth:`lacks_speech` asks the VAD about ``piece``."""
+        reads_text = piece.text is not None and self.reads("text")
+        return self.speech_check and piece.waveform is not None and not reads_text and not reads_face
 
     def lacks_speech(self, piece: Piece, reads_face: bool) -> NoSpeech | None:
         """:class:`NoSpeech` when ``piece`` (a whole file) has a waveform with too little
@@ -326,10 +380,9 @@ class MediaPredictor(ABC):
         Whether the face is usable is known only once a model has tracked it, so
         :meth:`predict_file_with_audio` asks again, with ``reads_face`` False, when the
         prediction went on without the video (as method B or an audio model does)."""
-        reads_text = piece.text is not None and self.reads("text")
-        if not self.speech_check or piece.waveform is None or reads_text or reads_face:
+        if not self._asks_for_speech(piece, reads_face):
             return None
-        presence = speech_presence(piece.waveform)
+        presence = piece.presence if piece.presence is not None else speech_presence(piece.waveform)  # type: ignore[arg-type]
         if presence.present:
             return None
         return NoSpeech(piece.source, presence.duration, presence.speech_seconds, presence.min_speech)
@@ -359,6 +412,10 @@ class MediaPredictor(ABC):
                 f"is {seconds:.1f} s long, over the {self.max_duration:g} s limit for one utterance; "
                 "use predict_recording, which predicts its speech segments",
             )
+
+
+def _segment_error(media: Media, segment: Span, error: InputError) -> InputError:
+    return InputError(f"{media.path} [{segment.start:.2f}-{segment.end:.2f} s]", error.problem)
 
 
 def _percent(share: float) -> str:

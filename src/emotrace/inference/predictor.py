@@ -293,12 +293,39 @@ class Predictor(MediaPredictor):
         key = (modality, extractor_spec)
         if key in piece.features:
             return piece.features[key]
-        if extractor_spec not in self._extractors:
-            self._extractors[extractor_spec] = get_extractor(extractor_spec)
         try:
-            (features,) = self._extractors[extractor_spec].extract([value])
+            (features,) = self._extractor(extractor_spec).extract([value])
         except InputError as error:
             raise InputError(piece.source, error.problem) from None
         if modality != "text":
             piece.features[key] = features
         return features
+
+    def encode_ahead(self, pieces: Sequence[Piece]) -> None:
+        """The audio features of ``pieces`` in one call per extractor, kept on them for
+        :meth:`predict_piece`: an encoder runs several times faster on a batch than clip by
+        clip, for the same numbers (padding is masked). A batch that fails leaves the pieces
+        as they were, and each meets its problem on its own."""
+        specs = {
+            spec_for_layers(spec.features, spec.layers)
+            for checkpoint in self.checkpoints.values()
+            for modality, spec in checkpoint.inputs.items()
+            if modality == "audio"
+        }
+        for extractor_spec in sorted(specs):
+            key = ("audio", extractor_spec)
+            todo = [piece for piece in pieces if piece.waveform is not None and key not in piece.features]
+            if len(todo) < 2:
+                continue  # nothing to gain: the piece is encoded when predicted
+            try:
+                features = self._extractor(extractor_spec).extract([piece.waveform for piece in todo])
+            except InputError:
+                continue
+            for piece, value in zip(todo, features):
+                piece.features[key] = value
+
+    def _extractor(self, extractor_spec: str) -> Extractor:
+        """The extractor ``extractor_spec`` names, built on first use and shared by both models."""
+        if extractor_spec not in self._extractors:
+            self._extractors[extractor_spec] = get_extractor(extractor_spec)
+        return self._extractors[extractor_spec]
