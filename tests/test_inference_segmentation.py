@@ -142,3 +142,60 @@ def test_vad_stream_matches_silero_and_keeps_rows_apart(recording):
     np.testing.assert_allclose(frame_probabilities(audio), expected, atol=1e-6)
     rows = np.stack([audio, audio[::-1].copy(), np.zeros_like(audio)])
     np.testing.assert_allclose(VadStream(3).probabilities(rows)[0], expected, atol=1e-6)
+
+
+def _segments_at_once(probabilities, duration, threshold, min_speech, padding, max_segment):
+    """The rule :func:`speech_segments` states, over all frame probabilities at once."""
+    from emotrace.inference.segmentation import FRAME_SECONDS, MIN_SILENCE_SECONDS, _split, speech_runs
+
+    spans: list[list[float]] = []
+    for start, end in speech_runs(probabilities, threshold, round(MIN_SILENCE_SECONDS / FRAME_SECONDS)):
+        if (end - start) * FRAME_SECONDS < min_speech:
+            continue
+        begin, finish = max(0.0, start * FRAME_SECONDS - padding), min(duration, end * FRAME_SECONDS + padding)
+        if spans and begin <= spans[-1][1]:
+            spans[-1][1] = finish
+        else:
+            spans.append([begin, finish])
+    return [piece for begin, finish in spans for piece in _split(begin, finish, probabilities, max_segment)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_segments_settled_block_by_block_are_those_of_the_whole(seed):
+    """Random speech-like probabilities fed in random blocks: the segments yielded as they settle
+    are, in order, the segments of the whole, for paddings that make neighbours merge or not."""
+    from emotrace.inference.segmentation import FRAME_SECONDS, MIN_SILENCE_SECONDS, MIN_SPEECH_SECONDS, _Segmenter
+
+    rng = np.random.default_rng(seed)
+    levels = rng.choice([0.05, 0.3, 0.45, 0.6, 0.9], size=rng.integers(50, 400))
+    probabilities = np.repeat(levels, rng.integers(1, 25, size=len(levels))).astype(np.float32)
+    duration = len(probabilities) * FRAME_SECONDS - rng.uniform(0, FRAME_SECONDS)
+    padding, max_segment = [(0.1, 10.0), (0.5, 2.0), (0.0, 1.0)][seed % 3]
+    segmenter = _Segmenter(0.5, MIN_SPEECH_SECONDS, MIN_SILENCE_SECONDS, padding, max_segment)
+    streamed, position = [], 0
+    while position < len(probabilities):
+        step = int(rng.integers(1, 200))
+        streamed += segmenter.add(probabilities[position : position + step])
+        position += step
+    early = len(streamed)
+    streamed += segmenter.finish(duration)
+    assert streamed == _segments_at_once(probabilities, duration, 0.5, MIN_SPEECH_SECONDS, padding, max_segment)
+    assert streamed, "the probabilities hold speech"
+    if seed % 3 == 0:
+        assert early > 0  # most segments settle before the end
+
+
+def test_segments_ahead_come_from_a_thread_that_ends_with_them(recording_file, tmp_path):
+    import threading
+
+    from emotrace.inference.segmentation import speech_segments_ahead
+
+    assert list(speech_segments_ahead(recording_file, block_seconds=0.7)) == speech_segments(recording_file)
+    ahead = speech_segments_ahead(recording_file, block_seconds=0.5)
+    next(ahead)
+    ahead.close()  # a caller that stops early stops the reader
+    assert not any(thread.name == "emotrace-vad" for thread in threading.enumerate())
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"these are not samples\n" * 50)
+    with pytest.raises(InputError, match=r"notes\.wav"):
+        list(speech_segments_ahead(bad))

@@ -31,8 +31,9 @@ Every prediction (its probabilities and every other figure) is checked
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from emotrace.features.video.geometry import face_found
 from emotrace.features.video.reader import VideoClip, VideoInfo, probe_video
 from emotrace.inference.predictions import NoSpeech, RecordingPrediction, Result, UtterancePrediction
 from emotrace.inference.sanity import SpeechPresence, check_prediction, speech_presence, speech_presences
-from emotrace.inference.segmentation import MIN_SPEECH_SECONDS, speech_segments
+from emotrace.inference.segmentation import MIN_SPEECH_SECONDS, speech_segments, speech_segments_ahead
 from emotrace.spans import Span
 
 #: seconds; longer audio is a recording, predicted by speech segments (models train on clips)
@@ -249,7 +250,8 @@ class MediaPredictor(ABC):
         report: BatchReport | None = None,
     ) -> RecordingPrediction | NoSpeech:
         """A recording of any length, by speech segments (voice activity unless ``segments``
-        are given), each read and predicted on its own so memory stays bounded; :class:`NoSpeech`
+        are given), read :data:`READ_AHEAD` at a time so memory stays bounded, while the voice
+        activity detector reads on in a background thread; :class:`NoSpeech`
         when voice activity finds none, whether or not ``speech_check`` is on (it is an
         utterance's question: see :meth:`lacks_speech`).
 
@@ -260,30 +262,44 @@ class MediaPredictor(ABC):
         media = self.probe(path)
         self.require_protocol(adaptive=speaker_moments is not None)  # fail before the VAD runs
         self.check_streams(media, adaptive=speaker_moments is not None)
-        if segments is None:
-            if media.audio is None:
-                raise InputError(media.path, f"has {media.notes['audio']}, so no speech segments can be found in it")
-            segments = speech_segments(path)
-        if not segments:
+        if segments is None and media.audio is None:
+            raise InputError(media.path, f"has {media.notes['audio']}, so no speech segments can be found in it")
+        # without segments given, the VAD reads on in a thread while the first ones are predicted
+        spans = speech_segments_ahead(path) if segments is None else iter(segments)
+        timeline: list[UtterancePrediction] = []
+        found = 0
+        try:
+            while chunk := list(itertools.islice(spans, READ_AHEAD)):
+                found += len(chunk)
+                timeline += self._predict_segments(media, chunk, speaker_moments, report)
+        finally:
+            if isinstance(spans, Generator):
+                spans.close()  # stops the VAD's thread when a segment's error ends the recording
+        if not found:
             return NoSpeech(media.path, media.duration, 0.0, MIN_SPEECH_SECONDS)
-        timeline = []
-        for first in range(0, len(segments), READ_AHEAD):
-            pieces: list[tuple[Span, Piece]] = []
-            for segment in segments[first : first + READ_AHEAD]:
-                try:
-                    pieces.append((segment, segment_piece(media, segment, self.max_duration)))
-                except InputError as error:
-                    report.skip(_segment_error(media, segment, error))
-            self.encode_ahead([piece for _, piece in pieces])
-            for segment, piece in pieces:
-                try:
-                    timeline.append(self.predict(piece, speaker_moments=speaker_moments))
-                except InputError as error:
-                    report.skip(_segment_error(media, segment, error))
         if not timeline:
             raise InputError(media.path, "none of its speech segments could be predicted")
         recording = RecordingPrediction.of(media.path, media.duration, timeline)
         return recording if self.min_confidence is None else recording.with_min_confidence(self.min_confidence)
+
+    def _predict_segments(
+        self, media: Media, segments: Sequence[Span], speaker_moments: Any, report: BatchReport
+    ) -> list[UtterancePrediction]:
+        """Segments read together and encoded in one call (:meth:`encode_ahead`), then predicted."""
+        pieces: list[tuple[Span, Piece]] = []
+        for segment in segments:
+            try:
+                pieces.append((segment, segment_piece(media, segment, self.max_duration)))
+            except InputError as error:
+                report.skip(_segment_error(media, segment, error))
+        self.encode_ahead([piece for _, piece in pieces])
+        predictions = []
+        for segment, piece in pieces:
+            try:
+                predictions.append(self.predict(piece, speaker_moments=speaker_moments))
+            except InputError as error:
+                report.skip(_segment_error(media, segment, error))
+        return predictions
 
     def predict_file(
         self,

@@ -12,6 +12,10 @@ utterance-level model was trained on clips of a few seconds.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import queue
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -56,6 +60,32 @@ def speech_segments(
     ``block_seconds`` block of audio. Unreadable files raise
     :class:`~emotrace.errors.InputError`.
     """
+    return list(
+        stream_speech_segments(
+            path,
+            threshold=threshold,
+            min_speech=min_speech,
+            min_silence=min_silence,
+            padding=padding,
+            max_segment=max_segment,
+            block_seconds=block_seconds,
+        )
+    )
+
+
+def stream_speech_segments(
+    path: str | Path,
+    *,
+    threshold: float = 0.5,
+    min_speech: float = MIN_SPEECH_SECONDS,
+    min_silence: float = MIN_SILENCE_SECONDS,
+    padding: float = 0.1,
+    max_segment: float = 10.0,
+    block_seconds: float = 30.0,
+) -> Iterator[Span]:
+    """:func:`speech_segments`, each yielded as soon as no later audio can change it (its
+    speech has ended and the VAD has read past where a next one could join it), so a
+    caller can predict the first segments of a long file while the VAD reads on."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     for name, value in (("min_speech", min_speech), ("min_silence", min_silence), ("padding", padding)):
@@ -63,20 +93,47 @@ def speech_segments(
             raise ValueError(f"{name} must not be negative, got {value}")
     if max_segment < MIN_MAX_SEGMENT:
         raise ValueError(f"max_segment must be at least {MIN_MAX_SEGMENT:g} s, got {max_segment}")
+    segmenter = _Segmenter(threshold, min_speech, min_silence, padding, max_segment)
+    read = 0
+    for probabilities, samples in _speech_probabilities(path, block_seconds):
+        read = samples
+        yield from segmenter.add(probabilities)
+    yield from segmenter.finish(read / SAMPLE_RATE)
 
-    probabilities, duration = _speech_probabilities(path, block_seconds)
-    runs = speech_runs(probabilities, threshold, round(min_silence / FRAME_SECONDS))
-    spans: list[list[float]] = []
-    for start, end in runs:
-        if (end - start) * FRAME_SECONDS < min_speech:
-            continue
-        begin = max(0.0, start * FRAME_SECONDS - padding)
-        finish = min(duration, end * FRAME_SECONDS + padding)
-        if spans and begin <= spans[-1][1]:
-            spans[-1][1] = finish
-        else:
-            spans.append([begin, finish])
-    return [piece for begin, finish in spans for piece in _split(begin, finish, probabilities, max_segment)]
+
+def speech_segments_ahead(path: str | Path, **options: Any) -> Iterator[Span]:
+    """:func:`stream_speech_segments` run by a background thread, which reads on while the
+    caller works on the segments it has (the VAD's ONNX calls and the emotion model's
+    encoder share the cores). The VAD's errors raise here; the thread ends with the iterator."""
+    found: queue.Queue[Any] = queue.Queue(maxsize=256)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for segment in stream_speech_segments(path, **options):
+                if stop.is_set():
+                    return
+                found.put(segment)
+            found.put(_END)
+        except BaseException as error:
+            found.put(error)
+
+    thread = threading.Thread(target=read, name="emotrace-vad", daemon=True)
+    thread.start()
+    try:
+        while (item := found.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # a reader blocked on a full queue must see the stop
+            with contextlib.suppress(queue.Empty):
+                found.get(timeout=0.05)
+        thread.join()
+
+
+_END = object()  # the background reader's last word
 
 
 def segment_audio(path: str | Path, segments: Sequence[Span]) -> Iterator[tuple[Span, np.ndarray]]:
@@ -137,45 +194,120 @@ def vad_session() -> Any:
         return load_silero_vad(onnx=True).session
 
 
-def _speech_probabilities(path: str | Path, block_seconds: float) -> tuple[np.ndarray, float]:
-    """Speech probability of every 32 ms frame of the file, and its duration in seconds.
+def _speech_probabilities(path: str | Path, block_seconds: float) -> Iterator[tuple[np.ndarray, int]]:
+    """Speech probability of every 32 ms frame of the file, block by block, each with the
+    samples read so far.
 
     The VAD keeps its state from block to block; samples left over at the end of a block
     wait for the next block. The last frame is zero-padded.
     """
     vad = VadStream()
-    probabilities = [np.zeros(0, np.float32)]
     pending = np.zeros(0, np.float32)
     samples = 0
     for _, block in stream_audio(path, block_seconds):
         samples += len(block)
         pending = np.concatenate([pending, block])
         whole = len(pending) // FRAME * FRAME
-        probabilities.append(vad.probabilities(pending[None, :whole])[0])
+        yield vad.probabilities(pending[None, :whole])[0], samples
         pending = pending[whole:]
     if len(pending):
-        probabilities.append(vad.probabilities(np.pad(pending, (0, FRAME - len(pending)))[None])[0])
-    return np.concatenate(probabilities), samples / SAMPLE_RATE
+        yield vad.probabilities(np.pad(pending, (0, FRAME - len(pending)))[None])[0], samples
 
 
 def speech_runs(probabilities: np.ndarray, threshold: float, min_silence_frames: int) -> list[tuple[int, int]]:
     """``[start, end)`` frame runs of speech under silero's hysteresis rule."""
-    off = max(threshold - HYSTERESIS, 0.01)
-    runs = []
-    start = silent_since = None
-    for frame, probability in enumerate(probabilities.tolist()):
-        if probability >= threshold:
-            if start is None:
-                start = frame
-            silent_since = None
-        elif start is not None and probability < off and silent_since is None:
-            silent_since = frame
-        if silent_since is not None and frame + 1 - silent_since >= min_silence_frames:
-            runs.append((start, silent_since))
-            start = silent_since = None
-    if start is not None:
-        runs.append((start, len(probabilities) if silent_since is None else silent_since))
-    return runs
+    hysteresis = _Hysteresis(threshold, min_silence_frames)
+    runs = hysteresis.feed(probabilities)
+    return runs if hysteresis.open_run is None else [*runs, hysteresis.open_run]
+
+
+class _Hysteresis:
+    """silero's rule over frame probabilities fed a block at a time: speech starts at a frame
+    at or above ``threshold`` and ends once ``min_silence_frames`` frames in a row fall below
+    ``threshold - HYSTERESIS`` (louder frames between them do not end the silence)."""
+
+    def __init__(self, threshold: float, min_silence_frames: int):
+        self.on, self.off = threshold, max(threshold - HYSTERESIS, 0.01)
+        self.min_silence_frames = min_silence_frames
+        self.frames = 0
+        self.start: int | None = None
+        self.silent_since: int | None = None
+
+    def feed(self, probabilities: np.ndarray) -> list[tuple[int, int]]:
+        """The runs that these frames end."""
+        runs = []
+        for frame, probability in enumerate(probabilities.tolist(), start=self.frames):
+            if probability >= self.on:
+                if self.start is None:
+                    self.start = frame
+                self.silent_since = None
+            elif self.start is not None and probability < self.off and self.silent_since is None:
+                self.silent_since = frame
+            if self.silent_since is not None and frame + 1 - self.silent_since >= self.min_silence_frames:
+                runs.append((self.start, self.silent_since))
+                self.start = self.silent_since = None
+        self.frames += len(probabilities)
+        return runs
+
+    @property
+    def open_run(self) -> tuple[int, int] | None:
+        """The run under way, as it would end here."""
+        if self.start is None:
+            return None
+        return self.start, self.frames if self.silent_since is None else self.silent_since
+
+
+class _Segmenter:
+    """Speech segments from frame probabilities as the VAD gives them (see
+    :func:`speech_segments`). A span of runs is settled once a next run could no longer join
+    it: any later run starts at the run under way, or after the frames read, and joins only
+    if its padded start reaches the span's padded end."""
+
+    def __init__(self, threshold: float, min_speech: float, min_silence: float, padding: float, max_segment: float):
+        self.hysteresis = _Hysteresis(threshold, round(min_silence / FRAME_SECONDS))
+        self.min_speech, self.padding, self.max_segment = min_speech, padding, max_segment
+        self.probabilities: list[np.ndarray] = []
+        self.spans: list[list[float]] = []  # [begin, end) in seconds, padded, not yet settled
+
+    def add(self, probabilities: np.ndarray) -> list[Span]:
+        """The segments settled by these frames."""
+        self.probabilities.append(probabilities)
+        for run in self.hysteresis.feed(probabilities):
+            self._join(run)
+        horizon = self.hysteresis.start if self.hysteresis.start is not None else self.hysteresis.frames
+        return self._settled(horizon * FRAME_SECONDS - self.padding)
+
+    def finish(self, duration: float) -> list[Span]:
+        """The remaining segments, ends within the file's ``duration``."""
+        if self.hysteresis.open_run is not None:
+            self._join(self.hysteresis.open_run)
+        for span in self.spans:
+            span[1] = min(span[1], duration)
+        return self._settled(math.inf)
+
+    def _join(self, run: tuple[int, int]) -> None:
+        start, end = run
+        if (end - start) * FRAME_SECONDS < self.min_speech:
+            return
+        begin = max(0.0, start * FRAME_SECONDS - self.padding)
+        finish = end * FRAME_SECONDS + self.padding
+        if self.spans and begin <= self.spans[-1][1]:
+            self.spans[-1][1] = finish
+        else:
+            self.spans.append([begin, finish])
+
+    def _settled(self, earliest_join: float) -> list[Span]:
+        """The spans no run starting at ``earliest_join`` seconds (padded) or later can join, split."""
+        count = 0
+        while count < len(self.spans) and self.spans[count][1] < earliest_join:
+            count += 1
+        if not count:
+            return []
+        settled, self.spans = self.spans[:count], self.spans[count:]
+        self.probabilities = [np.concatenate(self.probabilities)]
+        return [
+            piece for begin, end in settled for piece in _split(begin, end, self.probabilities[0], self.max_segment)
+        ]
 
 
 def _split(begin: float, end: float, probabilities: np.ndarray, max_segment: float) -> list[Span]:
