@@ -41,36 +41,10 @@ MIN_SPEECH_SECONDS = 0.25
 MIN_SILENCE_SECONDS = 0.3
 
 
-def speech_segments(
-    path: str | Path,
-    *,
-    threshold: float = 0.5,
-    min_speech: float = MIN_SPEECH_SECONDS,
-    min_silence: float = MIN_SILENCE_SECONDS,
-    padding: float = 0.1,
-    max_segment: float = 10.0,
-    block_seconds: float = 30.0,
-) -> list[Span]:
-    """The speech segments of the file at ``path``, in order and without overlap.
-
-    Speech shorter than ``min_speech`` seconds is dropped; pauses shorter than
-    ``min_silence`` stay inside a segment. Each segment is widened by ``padding`` seconds
-    on both sides (within the file; segments that then touch are merged), and segments
-    longer than ``max_segment`` are split (``math.inf``: never). Memory stays at about one
-    ``block_seconds`` block of audio. Unreadable files raise
-    :class:`~emotrace.errors.InputError`.
-    """
-    return list(
-        stream_speech_segments(
-            path,
-            threshold=threshold,
-            min_speech=min_speech,
-            min_silence=min_silence,
-            padding=padding,
-            max_segment=max_segment,
-            block_seconds=block_seconds,
-        )
-    )
+def speech_segments(path: str | Path, **options: Any) -> list[Span]:
+    """The speech segments of the file at ``path``, in order and without overlap (``options``:
+    those of :func:`stream_speech_segments`)."""
+    return list(stream_speech_segments(path, **options))
 
 
 def stream_speech_segments(
@@ -83,9 +57,18 @@ def stream_speech_segments(
     max_segment: float = 10.0,
     block_seconds: float = 30.0,
 ) -> Iterator[Span]:
-    """:func:`speech_segments`, each yielded as soon as no later audio can change it (its
-    speech has ended and the VAD has read past where a next one could join it), so a
-    caller can predict the first segments of a long file while the VAD reads on."""
+    """The speech segments of the file at ``path``, in order and without overlap, each yielded
+    as soon as no later audio can change it (its speech has ended and the VAD has read past
+    where a next one could join it), so a caller can predict the first segments of a long
+    file while the VAD reads on.
+
+    Speech shorter than ``min_speech`` seconds is dropped; pauses shorter than
+    ``min_silence`` stay inside a segment. Each segment is widened by ``padding`` seconds
+    on both sides (within the file; segments that then touch are merged), and segments
+    longer than ``max_segment`` are split (``math.inf``: never). Memory stays at about one
+    ``block_seconds`` block of audio. Unreadable files raise
+    :class:`~emotrace.errors.InputError`.
+    """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     for name, value in (("min_speech", min_speech), ("min_silence", min_silence), ("padding", padding)):
