@@ -104,6 +104,9 @@ class OptimConfig:
     # step, e.g. 0.99 averages about the last 100 steps): smoother than any one step's
     # weights, which matters when a few validation speakers pick the epoch.
     ema_decay: float | None = None
+    # The learning rate of weights initialised from a pretrained encoder (a model's fine-tuned
+    # top layers); None: ``lr``.
+    encoder_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:

@@ -79,7 +79,12 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW; linear warm-up, then cosine decay to zero over the remaining steps."""
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        pretrained = {id(parameter) for parameter in self.model.pretrained_parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in pretrained]}]
+        if pretrained:
+            encoder_lr = self.optim.lr if self.optim.encoder_lr is None else self.optim.encoder_lr
+            groups.append({"params": self.model.pretrained_parameters(), "lr": encoder_lr})
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs)
         warmup = min(total - 1, round(self.optim.warmup_epochs * steps_per_epoch))
