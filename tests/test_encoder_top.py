@@ -15,6 +15,7 @@ from emotrace.features.whisper import PACKAGED_WHISPER, WhisperEncoderExtractor,
 from emotrace.models import model_config, model_from_config
 from emotrace.models.encoder_top import pool_frames
 from emotrace.training.config import OptimConfig
+from emotrace.training.faithfulness import attention_deletion
 from emotrace.training.module import EmotionModule
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -113,3 +114,8 @@ def test_a_fine_tuned_checkpoint_predicts_as_the_model_did(cached, tmp_path) -> 
         expected = model(audio=batch, audio_lengths=lengths)
         got = loaded(audio=batch, audio_lengths=lengths)
     assert torch.equal(got.logits, expected.logits) and torch.equal(got.attention, expected.attention)
+
+
+def test_the_deletion_test_refuses_a_model_that_pools_inside(cached) -> None:
+    with pytest.raises(ValueError, match="pool inside"):
+        attention_deletion(_model(pooling=4), dataset=None)  # refused before any frame is read
