@@ -12,7 +12,7 @@ accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
   validation speakers' UA (mean over the three folds) says so; the test corpora are never
   used to choose;
   a seed ensemble of the chosen options (three trainings on the same validation speakers,
-  calibrated probabilities averaged) is screened the same way against its members' mean and
+  calibrated probabilities averaged) is screened the same way against its best member and
   its predict-time cost (heads against the Whisper encoder, ms per clip) recorded;
 * (c) method A trained on RAVDESS alone with the RAVDESS recipe's schedule (configs/multicorpus/
   roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there);
@@ -283,13 +283,12 @@ def _choose(screens: dict[str, float]) -> str:
 def ensemble_screen(overrides: list[str], chosen: str, runs: Path, jobs: int) -> dict[str, Any]:
     """The chosen options' seed ensemble: its screened seed-0 run and ``ENSEMBLE_SEEDS``' other
     trainings on the same validation speakers (``data.split_seed``), judged on validation
-    against its members' mean; held-out figures and the predict-time cost only reported."""
+    against its best member; held-out figures and the predict-time cost only reported."""
     members = [
         *_runs(LOCO, overrides, [0], runs, chosen, jobs),
         *_runs(LOCO, [*overrides, "data.split_seed=0"], ENSEMBLE_SEEDS[1:], runs, f"{chosen} split0", jobs),
     ]
     result = evaluate_ensemble(members)
-    member_mean = float(np.mean(result["member_val_ua"]))
     summaries = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in members]
     held_out = {}
     for fold, scores in result["per_fold"].items():
@@ -304,8 +303,11 @@ def ensemble_screen(overrides: list[str], chosen: str, runs: Path, jobs: int) ->
         "members": f"{chosen}, seeds {', '.join(map(str, ENSEMBLE_SEEDS))}, validation speakers of seed 0",
         "val_ua": round(result["val_ua"], 2),
         "member_val_ua": [round(ua, 2) for ua in result["member_val_ua"]],
-        "kept": result["val_ua"] > member_mean,
-        "rule": "kept when its validation UA beats its members' mean (what one training gives)",
+        "kept": result["val_ua"] > max(result["member_val_ua"]),
+        "rule": (
+            "kept when its validation UA beats its best member's: the K trainings are paid for either way, and "
+            "shipping the member validation prefers costs one head at predict time"
+        ),
         "held_out_ua_mean": round(float(np.mean([entry["ua"] for entry in held_out.values()])), 2),
         "members_held_out_ua_mean": round(float(np.mean([np.mean(e["members_ua"]) for e in held_out.values()])), 2),
         "held_out": held_out,
