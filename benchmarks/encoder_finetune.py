@@ -4,7 +4,8 @@
 The option's screen would be cross_corpus.py's: three leave-one-corpus-out folds, one seed, the
 base's schedule, judged on the validation speakers' UA. This script measures its cost first
 (training steps of the base and of the option on the LOCO config's batches, and the head's
-predict time per clip) and from it the hours a screen takes here. It then trains one fold of
+predict time per clip) and from it the hours a screen's training steps take here (validation
+passes not counted). It then trains one fold of
 the option, with the options cross_corpus.py chose, for at most ``--minutes`` (resumable: a
 rerun continues from the last epoch) and sets the validation UA it reaches epoch by epoch beside
 that of the chosen run's same fold at the same epochs. Not a screen: one fold, maybe unfinished.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +70,8 @@ def main() -> None:
     run_dir = reference.with_name(reference.name.replace("-seed0", "+finetune-top-layer-seed0"))
     cost = training_cost(config.model)
     train_items = _fold_metrics(reference, args.fold)["train"]
+    folds = json.loads((reference / "metrics.json").read_text())["per_fold"].values()
+    screen_steps = sum(fold["train"] for fold in folds) / 32 * config.optim.max_epochs
     epoch_minutes = {name: train_items / 32 * seconds / 60 for name, seconds in cost["step_seconds"].items()}
     finished = train(overrides, args, run_dir)
     row = {
@@ -79,7 +83,7 @@ def main() -> None:
         "train_items": train_items,
         "step_seconds": cost["step_seconds"],
         "epoch_minutes": {name: round(minutes, 1) for name, minutes in epoch_minutes.items()},
-        "screen_hours": round(3 * config.optim.max_epochs * epoch_minutes["fine-tuned"] / 60, 1),
+        "screen_hours": round(screen_steps * cost["step_seconds"]["fine-tuned"] / 3600, 1),
         "head_ms_per_clip": cost["head_ms_per_clip"],
         "overrides": [*overrides, *FINETUNE],
         "runs": [repo_path(run_dir), repo_path(reference)],
@@ -88,6 +92,10 @@ def main() -> None:
         metrics = _fold_metrics(run_dir, args.fold)
         row["held_out_ua"] = round(metrics["ua"], 2)
         row["base_held_out_ua"] = round(_fold_metrics(reference, args.fold)["ua"], 2)
+        row["fold_minutes"] = {
+            "base": round(_fold_metrics(reference, args.fold)["seconds"] / 60, 1),
+            "fine-tuned": round(metrics["seconds"] / 60, 1),
+        }
     write_results("encoder_finetune", PROTOCOL, [row], screened=False)
     print(row)
 
@@ -140,8 +148,6 @@ def train(overrides: list[str], args: argparse.Namespace, run_dir: Path) -> bool
 
 
 def _fold_metrics(run_dir: Path, fold: str) -> dict[str, Any]:
-    import json
-
     return json.loads((run_dir / "folds" / fold / "metrics.json").read_text())
 
 
