@@ -170,6 +170,48 @@ def cross_corpus_table(result: dict) -> list[str]:
             f"Options screened on validation speakers (seed {screens['seed']}, {screens['selection']}): "
             f"{tried}; kept: {screens['chosen']}.",
         ]
+    if "ensemble" in screens:
+        lines += ["", ensemble_line(screens["ensemble"])]
+    return lines
+
+
+def ensemble_line(ensemble: dict) -> str:
+    """The seed ensemble's screen: validation against its members, then (reported only) held out and cost."""
+    cost = ensemble["predict_cost"]
+    speed = next(value for key, value in cost.items() if key.startswith("ensemble_"))
+    members = " / ".join(f"{ua:.1f}" for ua in ensemble["member_val_ua"])
+    return (
+        f"Seed ensemble ({ensemble['members']}; calibrated probabilities averaged): validation UA "
+        f"{ensemble['val_ua']:.1f} against its members' {members}: {'kept' if ensemble['kept'] else 'dropped'} "
+        f"({ensemble['rule']}). Held out, reported only: mean UA {ensemble['held_out_ua_mean']:.1f} against "
+        f"{ensemble['members_held_out_ua_mean']:.1f} for its members. Predict cost per clip "
+        f"({cost['clips']} RAVDESS clips, median {cost['median_clip_seconds']} s): Whisper encoder "
+        f"{cost['encoder_ms']} ms, one head {cost['head_ms']} ms; {cost['single_x_real_time']}x real time with one "
+        f"head, {speed}x with the ensemble."
+    )
+
+
+def finetune_table(result: dict) -> list[str]:
+    """Fine-tuned encoder layers: cost, and validation UA per epoch beside the base's on one fold."""
+    lines = [
+        "| system | finished | val UA by epoch | base val UA by epoch | s / step (base, fine-tuned) "
+        "| min / epoch (base, fine-tuned) | screen hours | head ms / clip (base, fine-tuned) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        by_epoch = {
+            name: " / ".join(f"{ua:.1f}" for ua in row[name]) or "–"
+            for name in ("val_ua_by_epoch", "base_val_ua_by_epoch")
+        }
+        pair = {
+            name: " / ".join(str(value) for value in row[name].values())
+            for name in ("step_seconds", "epoch_minutes", "head_ms_per_clip")
+        }
+        lines.append(
+            f"| {row['system']} | {'yes' if row['finished'] else 'no'} | {by_epoch['val_ua_by_epoch']} | "
+            f"{by_epoch['base_val_ua_by_epoch']} | {pair['step_seconds']} | {pair['epoch_minutes']} | "
+            f"{row['screen_hours']} | {pair['head_ms_per_clip']} |"
+        )
     return lines
 
 
@@ -207,6 +249,8 @@ def tables() -> str:
         out.append(f"{result['protocol']}\n")
         if "held_out_corpora" in result:
             out.extend(cross_corpus_table(result))
+        elif rows and "val_ua_by_epoch" in rows[0]:
+            out.extend(finetune_table(result))
         elif rows and "synthetic_through" in rows[0]:
             out.extend(speech_check_table(result))
         elif rows and "extraction_seconds" in rows[0]:

@@ -162,6 +162,11 @@ def encode_layers(
     return torch.stack([states[index] for index in layers], dim=1)
 
 
+def load_whisper_encoder(source: str | Path) -> WhisperEncoder:
+    """The pretrained encoder at ``source`` (folder or hub id), float32, eval mode."""
+    return load_pretrained(WhisperEncoder, source, key_mapping=_ENCODER_KEYS)
+
+
 class WhisperEncoderExtractor(Extractor):
     """Whisper encoder hidden states: ``(layers, ceil(samples / 320), d_model)`` at 50 Hz."""
 
@@ -198,11 +203,15 @@ class WhisperEncoderExtractor(Extractor):
             "window_overlap_seconds": WINDOW_OVERLAP_SECONDS,
         }
 
+    @property
+    def source(self) -> str | Path:
+        """Where its weights load from: the packaged or local folder, else the hub id."""
+        return self._folder or self.model
+
     @cached_property
     def _loaded(self) -> tuple[WhisperEncoder, WhisperFeatureExtractor, tuple[int, ...]]:
-        source = self._folder or self.model
-        encoder = load_pretrained(WhisperEncoder, source, key_mapping=_ENCODER_KEYS)
-        mel = load_processor(WhisperFeatureExtractor, source)
+        encoder = load_whisper_encoder(self.source)
+        mel = load_processor(WhisperFeatureExtractor, self.source)
         depth = encoder.config.encoder_layers
         layers = self.requested_layers if self.requested_layers is not None else tuple(range(depth + 1))
         if not layers or any(not 0 <= layer <= depth for layer in layers):

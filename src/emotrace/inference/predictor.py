@@ -219,7 +219,7 @@ class Predictor(MediaPredictor):
             stacked = model.config.layers_in(modality) > 1
             inputs[modality] = (frames if stacked else frames[0])[None].to(device)
             inputs[f"{modality}_lengths"] = torch.tensor([frames.shape[1]], device=device)
-            rates[modality] = frame_rate(features, spec)
+            rates[modality] = frame_rate(features, spec) / model.input_frames_per_output(modality)
         with torch.inference_mode():
             output = model(**inputs)
 

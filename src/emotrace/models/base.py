@@ -101,6 +101,15 @@ class EmotionModel(nn.Module):
         super().__init__()
         self.config = config
 
+    def input_frames_per_output(self, modality: str) -> int:
+        """How many input frames of ``modality`` make one frame of the model's per-frame
+        outputs (attention, frame posteriors): more than 1 for a model that pools inside."""
+        return 1
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """Parameters initialised from a pretrained encoder (trained at ``optim.encoder_lr``)."""
+        return []
+
     def missing_modalities(self, given: Collection[str]) -> tuple[str, ...]:
         """The modalities the model cannot do without that are not in ``given``."""
         absent = tuple(modality for modality in self.config.modalities if modality not in given)

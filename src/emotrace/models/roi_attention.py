@@ -42,6 +42,10 @@ decision is built from the frames. The paper's model on one plain stream is
 ``num_layers_in={}, input_norm=False, input_dropout=0, projection_dim=None,
 output_dropout=0``. Augmentation (time masking, random crops) is training code's business,
 not the model's.
+
+``finetune_top_layers`` (not in the paper, which trains on fixed features) fine-tunes the
+pretrained encoder's top layers on the cached states of its frozen lower ones: see
+:mod:`emotrace.models.encoder_top`.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from emotrace.models.base import EmotionModel, ModelConfig
+from emotrace.models.encoder_top import EncoderTop
 from emotrace.models.layers import lengths_to_mask, masked_mean, run_lstm
 from emotrace.models.outputs import ROIOutput
 
@@ -72,11 +77,28 @@ class ROIAttentionConfig(ModelConfig):
     output_dropout: float = 0.3  # on the LSTM outputs, before attention and classifier
     attention_dim: int = 128  # rows of W in v · tanh(W h_t + b)
     join_mean_pool: bool = False  # True: the hybrid that also classifies the mean-pooled states
+    # Fine-tuning the encoder's top layers (emotrace.models.encoder_top): this many of the
+    # stacked input's top states, the top one being state `encoder_top_layer` of `encoder`,
+    # are recomputed by trainable copies of the encoder's layers from the cached state below
+    # them; the input is then read unpooled and pooled here by `frame_pooling`.
+    finetune_top_layers: int = 0
+    encoder: str = "whisper-base"
+    encoder_top_layer: int = 5
+    frame_pooling: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.modalities) != 1:
             raise ValueError(f"ROI attention reads one stream, got modalities {self.modalities}")
+        if self.finetune_top_layers < 0 or self.frame_pooling < 1:
+            raise ValueError("finetune_top_layers must be at least 0 and frame_pooling at least 1")
+        if self.finetune_top_layers and self.layers_in(self.modalities[0]) <= self.finetune_top_layers:
+            raise ValueError(
+                f"fine-tuning {self.finetune_top_layers} top layers needs the cached state below them: "
+                f"at least {self.finetune_top_layers + 1} stacked input layers"
+            )
+        if self.frame_pooling > 1 and not self.finetune_top_layers:
+            raise ValueError("frame_pooling in the model is for fine-tuned top layers; otherwise the input spec pools")
 
 
 class AdditiveAttention(nn.Module):
@@ -100,6 +122,11 @@ class ROIAttention(EmotionModel):
     def __init__(self, config: ROIAttentionConfig):
         super().__init__(config)
         (modality,) = config.modalities
+        self.encoder_top = (
+            EncoderTop(config.encoder, config.encoder_top_layer, config.finetune_top_layers, config.frame_pooling)
+            if config.finetune_top_layers
+            else None
+        )
         self.front_end = config.front_end(modality)
         self.lstm = nn.LSTM(
             self.front_end.output_dim,
@@ -119,6 +146,8 @@ class ROIAttention(EmotionModel):
         """``(states (B, T, H), mask (B, T), lengths (B,), attention (B, T))``."""
         (modality,) = self.config.modalities
         features, lengths = self.streams(inputs)[modality]
+        if self.encoder_top is not None:
+            features, lengths = self.encoder_top(features, lengths)
         mask = lengths_to_mask(lengths, features.shape[-2])
         states, _ = run_lstm(self.lstm, self.front_end(features), lengths)
         states = self.output_dropout(states)
@@ -140,6 +169,12 @@ class ROIAttention(EmotionModel):
             mixture=torch.einsum("bt,btc->bc", attention, frame_posteriors),
             lengths=lengths,
         )
+
+    def input_frames_per_output(self, modality: str) -> int:
+        return self.config.frame_pooling
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        return [] if self.encoder_top is None else list(self.encoder_top.parameters())
 
     def logit_parts(self, **inputs: Tensor | None) -> dict[str, Tensor]:
         """The utterance logits ``(B, C)`` split by the path they come through:

@@ -60,7 +60,7 @@ class CorpusConfig:
     speaker_dependent: bool = False  # only on explicit request; every report says so
     subset: int | None = None  # at most this many utterances per speaker (quick trials, tests)
     # What a built corpus draws when read (the text paired with each clip in ravdess-meld);
-    # None: the experiment's seed, which also draws the validation speakers.
+    # None: the experiment's seed.
     read_seed: int | None = None
 
 
@@ -82,6 +82,10 @@ class DataConfig:
     # the noisy-text control. Test items keep their own text.
     noisy_text: float = 0.0
     workers: int = 0
+    # What draws the validation speakers (and the speakers of k-fold corpora); None: the
+    # experiment's seed. Fixed apart from the seed, runs of several seeds validate on the same
+    # speakers: what an ensemble of those runs needs to be judged fairly on validation.
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noisy_text < 1.0:
@@ -100,6 +104,9 @@ class OptimConfig:
     # step, e.g. 0.99 averages about the last 100 steps): smoother than any one step's
     # weights, which matters when a few validation speakers pick the epoch.
     ema_decay: float | None = None
+    # The learning rate of weights initialised from a pretrained encoder (a model's fine-tuned
+    # top layers); None: ``lr``.
+    encoder_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -187,6 +194,11 @@ class ExperimentConfig:
             if spec["layers"] is not None:
                 spec["layers"] = list(spec["layers"])
         return data
+
+    @property
+    def split_seed(self) -> int:
+        """The seed that draws the folds' validation speakers: ``data.split_seed``, else ``seed``."""
+        return self.seed if self.data.split_seed is None else self.data.split_seed
 
     def store_root(self) -> Path:
         return Path(expand(os.environ.get("EMOTRACE_STORE", self.store) if self.store == DEFAULT_STORE else self.store))

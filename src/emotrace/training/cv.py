@@ -100,20 +100,20 @@ class Experiment:
 def load_experiment_corpus(config: ExperimentConfig) -> CorpusData:
     """The config's corpus, or its corpora combined (labels, folds; a per-speaker subset
     when asked), no features."""
-    parts = [_load_part(corpus, config.seed) for corpus in config.corpus_configs]
+    parts = [_load_part(corpus, config.split_seed, config.seed) for corpus in config.corpus_configs]
     if config.corpora is None:
         return parts[0]
-    return combine(parts, config.held_out, config.seed)
+    return combine(parts, config.held_out, config.split_seed)
 
 
-def _load_part(corpus: CorpusConfig, seed: int) -> CorpusData:
+def _load_part(corpus: CorpusConfig, split_seed: int, seed: int) -> CorpusData:
     data = load_corpus(
         corpus.name,
         corpus.root,
         corpus.label_set,
         speaker_dependent=corpus.speaker_dependent,
-        seed=seed,
-        read_seed=corpus.read_seed,
+        seed=split_seed,
+        read_seed=seed if corpus.read_seed is None else corpus.read_seed,
     )
     return _subset(data, corpus.subset) if corpus.subset else data
 
@@ -190,7 +190,7 @@ def build_model(experiment: Experiment, train_labels: Sequence[int]) -> EmotionM
     return model_from_config(model_config(name, **hparams))
 
 
-def _dataset(
+def fold_dataset(
     experiment: Experiment, utterances, augment: bool = False, mask_fill=None, noisy_text: bool = False
 ) -> FeatureDataset:
     """Items of ``utterances``; with ``noisy_text``, the config's share of them carry the text
@@ -222,8 +222,8 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
     if config.model.get("standardise_inputs"):
         moments = training_moments(experiment.inputs, [u.id for u in train_part])
     mask_fill = {modality: mean.numpy() for modality, (mean, _) in moments.items()} if moments else None
-    train = _dataset(experiment, train_part, augment=True, mask_fill=mask_fill, noisy_text=True)
-    val = _dataset(experiment, val_part, noisy_text=True)
+    train = fold_dataset(experiment, train_part, augment=True, mask_fill=mask_fill, noisy_text=True)
+    val = fold_dataset(experiment, val_part, noisy_text=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(experiment, train.labels)
     state_dir = fold_dir / "lightning"
@@ -300,7 +300,7 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
         "calibration": calibration,
     }
     if test_part:
-        test = _dataset(experiment, test_part)
+        test = fold_dataset(experiment, test_part)
         logits = predict_logits(model, test)
         probabilities = scaled_probabilities(logits, temperature)
         sets = class_sets(experiment.corpus) if experiment.multi_corpus else None
@@ -445,7 +445,7 @@ def train_final(
             f"corpus {config.corpus_name}",
             "has utterances without a speaker: a final model's validation speakers cannot be drawn",
         )
-    fold = final_fold(experiment.corpus, config.seed)
+    fold = final_fold(experiment.corpus, config.split_seed)
     final_dir = run_dir / "final"
     train_fold(experiment, fold, final_dir, progress)
     model_dir = run_dir / "model"

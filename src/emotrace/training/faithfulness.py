@@ -106,6 +106,8 @@ def attention_deletion(
     if draws < 1:
         raise ValueError(f"draws must be at least 1, got {draws}")
     (modality,) = model.config.modalities
+    if model.input_frames_per_output(modality) != 1:
+        raise ValueError("the deletion test deletes input frames by their attention: the model must not pool inside")
     value = None if fill is None else fill.get(modality)
     model.eval()
     generator = torch.Generator().manual_seed(seed)

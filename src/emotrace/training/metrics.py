@@ -45,6 +45,16 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     }
 
 
+def group_mean_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[int], labels: Sequence[str]
+) -> dict[str, float]:
+    """UA and WA of each group (corpus) of items, then their means: a small corpus counts as
+    much as a large one (the validation score of models trained on several corpora)."""
+    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    per_group = [classification_metrics(y_true[groups == g], y_pred[groups == g], labels) for g in np.unique(groups)]
+    return {name: float(np.mean([metrics[name] for metrics in per_group])) for name in ("ua", "wa")}
+
+
 def summarise_folds(per_fold: Mapping[str, Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
     """Mean and standard deviation over folds of each headline figure and per-class recall.
 

@@ -19,7 +19,7 @@ from emotrace.models.base import EmotionModel
 from emotrace.models.outputs import ModelOutput
 from emotrace.training.config import OptimConfig
 from emotrace.training.data import FeatureDataset, collate
-from emotrace.training.metrics import classification_metrics
+from emotrace.training.metrics import group_mean_metrics
 
 #: batch entries that are not model inputs
 BATCH_TARGETS = ("labels", "corpora")
@@ -70,19 +70,21 @@ class EmotionModule(L.LightningModule):
             return
         labels, predictions = torch.cat(self._val_labels).numpy(), torch.cat(self._val_predictions).numpy()
         groups = torch.cat(self._val_corpora).numpy() if self._val_corpora else np.zeros(len(labels), int)
-        per_corpus = [
-            classification_metrics(labels[groups == g], predictions[groups == g], self.labels)
-            for g in np.unique(groups)
-        ]
+        scores = group_mean_metrics(labels, predictions, groups, self.labels)
         self._val_predictions.clear()
         self._val_labels.clear()
         self._val_corpora.clear()
-        self.log("val_ua", float(np.mean([m["ua"] for m in per_corpus])), prog_bar=True)
-        self.log("val_wa", float(np.mean([m["wa"] for m in per_corpus])))
+        self.log("val_ua", scores["ua"], prog_bar=True)
+        self.log("val_wa", scores["wa"])
 
     def configure_optimizers(self):
         """AdamW; linear warm-up, then cosine decay to zero over the remaining steps."""
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        pretrained = {id(parameter) for parameter in self.model.pretrained_parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in pretrained]}]
+        if pretrained:
+            encoder_lr = self.optim.lr if self.optim.encoder_lr is None else self.optim.encoder_lr
+            groups.append({"params": self.model.pretrained_parameters(), "lr": encoder_lr})
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs)
         warmup = min(total - 1, round(self.optim.warmup_epochs * steps_per_epoch))
