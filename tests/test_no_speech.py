@@ -163,7 +163,7 @@ def test_real_ravdess_speech_gets_an_emotion(models, shared_data):
 def test_the_speech_check_and_segmentation_share_their_vad_durations():
     """One home for how long speech and silence must last: the check counts speech as the
     segmenter cuts it."""
-    defaults = inspect.signature(segmentation.speech_segments).parameters
+    defaults = inspect.signature(segmentation.stream_speech_segments).parameters
     assert defaults["min_speech"].default == MIN_SPEECH_SECONDS == 0.25
     assert defaults["min_silence"].default == MIN_SILENCE_SECONDS == 0.3
     assert inspect.signature(sanity.speech_presence).parameters["min_speech"].default == MIN_SPEECH_SECONDS
