@@ -28,6 +28,7 @@ import hashlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,14 @@ def limit_peak(waveform: np.ndarray) -> np.ndarray:
     return (waveform * (PEAK / peak)).astype(np.float32) if peak > PEAK else waveform.astype(np.float32)
 
 
+@lru_cache(maxsize=4)
+def room_bank(seed: int, rt60: tuple[float, float], rooms: int) -> tuple[np.ndarray, ...]:
+    """``rooms`` simulated responses, RT60 drawn uniformly in ``rt60``: a function of the
+    arguments only, kept for the process (simulating one takes up to seconds)."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    return tuple(simulate_rir(float(rng.uniform(*rt60)), rng) for _ in range(rooms))
+
+
 # ----------------------------------------------------------------------------- babble pool
 
 
@@ -276,15 +285,10 @@ class Augmenter:
         """Without ``babble_pool`` the babble step is left out (noise still applies)."""
         self.config = config or AugmentationConfig()
         self.babble_pool = babble_pool
-        self._rooms: list[np.ndarray] | None = None
 
-    def rooms(self) -> list[np.ndarray]:
-        """The bank of simulated room responses, made on first use from the chain's seed."""
-        if self._rooms is None:
-            rng = np.random.default_rng([self.config.seed, 0x5EED])
-            low, high = self.config.rt60
-            self._rooms = [simulate_rir(float(rng.uniform(low, high)), rng) for _ in range(self.config.rooms)]
-        return self._rooms
+    def rooms(self) -> tuple[np.ndarray, ...]:
+        """The bank of simulated room responses (made on first use, once per process)."""
+        return room_bank(self.config.seed, self.config.rt60, self.config.rooms)
 
     def generator(self, clip: Clip, copy: int) -> np.random.Generator:
         """The draws of copy ``copy`` of ``clip``: a function of (seed, copy, clip key) only."""

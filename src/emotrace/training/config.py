@@ -82,10 +82,16 @@ class DataConfig:
     # the noisy-text control. Test items keep their own text.
     noisy_text: float = 0.0
     workers: int = 0
+    # Waveform augmentation: each training clip is read clean or as one of this many augmented
+    # copies of its audio (emotrace.augmentation's default chain), drawn per read with the
+    # run's seed; the copies are extracted into the store first (`emotrace extract --augment-copies N`).
+    augment_copies: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noisy_text < 1.0:
             raise ValueError(f"noisy_text is a share in [0, 1), got {self.noisy_text}")
+        if isinstance(self.augment_copies, bool) or not isinstance(self.augment_copies, int) or self.augment_copies < 0:
+            raise ValueError(f"augment_copies is a number of copies (0 for none), got {self.augment_copies!r}")
 
 
 @dataclass
