@@ -16,9 +16,10 @@ from emotrace.augmentation import AugmentationConfig
 from emotrace.cli import app
 from emotrace.corpora import load_corpus
 from emotrace.errors import InputError
-from emotrace.features.augmented import chain_tag, copy_id, extract_augmented
+from emotrace.features.augmented import chain_tag, copies_store, copy_id, extract_augmented
 from emotrace.features.inputs import ExtractorConfigError
 from emotrace.features.pipeline import extract_corpus
+from emotrace.features.registry import get_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.training import cv as cv_module
 from emotrace.training.config import DataConfig, load_config
@@ -56,24 +57,21 @@ def test_copies_are_their_own_store_entries_keyed_by_chain_and_index(voices, tmp
     assert summary.stores[0].computed == 8
     chain, other = AugmentationConfig(), AugmentationConfig(reverb=0.0)  # another chain, no rooms to simulate
     assert chain_tag(chain) != chain_tag(other) != chain_tag(AugmentationConfig(seed=1))
-    with FeatureStore.open(tmp_path, "logmel", _logmel_config(), 1) as store:
+    with FeatureStore.open(tmp_path, "logmel", get_extractor(LOGMEL).config(), 1) as clean_store:
+        copies = copies_store(tmp_path, LOGMEL, chain)
+        assert copies.directory != clean_store.directory and len(clean_store) == 4 and len(copies) == 8
         for utterance in utterances:
-            ids = [utterance.id] + [copy_id(utterance.id, chain, copy) for copy in range(2)]
-            keys = [store.key(i) for i in ids]
+            ids = [copy_id(utterance.id, chain, copy) for copy in range(2)]
+            keys = [clean_store.key(utterance.id), *map(copies.key, ids)]
             assert None not in keys and len(set(keys)) == 3  # clean, copy 0, copy 1: all different
-            clean, first = store.get(ids[0]).data, store.get(ids[1]).data
+            clean, first = clean_store.get(utterance.id).data, copies.get(ids[0]).data
             assert first.shape[::2] == clean.shape[::2]  # (layers, frames, dims): frames change with speed
             assert not np.array_equal(first[:, :10], clean[:, :10])
+        copies.close()
     again = extract_augmented(utterances, [LOGMEL], tmp_path, 2, progress=False)  # a rerun computes nothing
     assert again.stores[0].computed == 0 and again.stores[0].cached == 8
     another = extract_augmented(utterances, [LOGMEL], tmp_path, 1, other, progress=False)  # another chain
-    assert another.stores[0].computed == 4
-
-
-def _logmel_config() -> dict:
-    from emotrace.features.registry import get_extractor
-
-    return get_extractor(LOGMEL).config()
+    assert another.stores[0].computed == 4 and another.stores[0].store != summary.stores[0].store
 
 
 def test_bad_copy_requests_are_named(voices, tmp_path):
@@ -104,12 +102,8 @@ def test_cli_extract_stores_the_copies(voices, tmp_path):
         ],
     )
     assert done.exit_code == 0, done.output
-    with FeatureStore.open(tmp_path, "logmel", _logmel_config(), 1) as store:
-        assert len(store) == 6 and sum(is_copy(i) for i in store.ids()) == 3
-
-
-def is_copy(utt_id: str) -> bool:
-    return f"~aug-{chain_tag(AugmentationConfig())}-" in utt_id
+    with copies_store(tmp_path, LOGMEL, AugmentationConfig()) as store:
+        assert len(store) == 3 and all(f"~aug-{chain_tag(AugmentationConfig())}-0" in i for i in store.ids())
 
 
 def write_config(path: Path, manifest: Path, store: Path, copies: int) -> Path:

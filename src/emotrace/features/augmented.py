@@ -1,9 +1,12 @@
 """Augmented copies of a corpus's audio features, cached beside the clean ones.
 
-Copy *k* of utterance *u* is stored in the same store as *u*'s clean features (same
-extractor, same config) under the id :func:`copy_id` ``(u, chain, k)`` and an input key made
-of *u*'s audio key, the chain's config and *k*: a changed file or chain is recomputed, and
-copies never collide with clean entries or with each other. Extraction goes through the
+Copy *k* of utterance *u* is stored under the id :func:`copy_id` ``(u, chain, k)`` and an
+input key made of *u*'s audio key, the chain's config and *k*: a changed file or chain is
+recomputed, and copies never collide with clean entries or with each other. They live in a
+store folder of their own next to the clean one (:func:`copies_store`: the extractor's
+config plus the chain's), because compacting a store rewrites its whole file: copies added
+to the clean store would rewrite every clean feature too (17 GB for Whisper-base on three
+corpora), and need that much free disk again. Extraction goes through the
 same pipeline as clean features (:func:`~emotrace.features.pipeline.extract_corpus`:
 decoding ahead in threads, batches written atomically, a rerun computing only what is
 missing, a progress bar); only the keys and the decoding differ (:class:`AugmentedRun`).
@@ -28,10 +31,11 @@ from rich.progress import TaskID
 from emotrace.augmentation import AugmentationConfig, Augmenter, BabblePool, BabbleSource, Clip
 from emotrace.corpora.records import Utterance
 from emotrace.errors import InputError
-from emotrace.features.base import Extractor
+from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import ExtractorConfigError
 from emotrace.features.keys import config_hash
 from emotrace.features.pipeline import ExtractionRun, ExtractionSummary, extract_corpus, resolve_extractor
+from emotrace.features.store import FeatureStore
 from emotrace.features.storing import audio_key_or_error, load_or_error
 
 #: bumped when the chain's code changes what a config produces, so old copies are recomputed
@@ -52,6 +56,29 @@ def copy_id(utt_id: str, config: AugmentationConfig, copy: int) -> str:
 def copy_key(audio_key: str, config: AugmentationConfig, copy: int) -> str:
     """The input key of a copy: the clean audio's key, the chain and the copy index."""
     return hashlib.blake2b(f"{audio_key}|{chain_tag(config)}|{copy}".encode(), digest_size=16).hexdigest()
+
+
+class CopiesOf(Extractor):
+    """``extractor`` itself, under a config that adds the augmentation chain: what names the
+    store folder of its copies (see the module's docstring)."""
+
+    modality = "audio"
+
+    def __init__(self, extractor: Extractor, chain: AugmentationConfig):
+        self.extractor, self.chain = extractor, chain
+        self.name, self.version = extractor.name, extractor.version
+
+    def config(self) -> dict[str, Any]:
+        return {**self.extractor.config(), "augmentation": {"chain": self.chain.to_dict(), "version": CHAIN_VERSION}}
+
+    def extract(self, inputs: Sequence[np.ndarray] | Sequence[str]) -> list[Features]:
+        return self.extractor.extract(inputs)
+
+
+def copies_store(store_dir: str | Path, extractor: str | Extractor, chain: AugmentationConfig) -> FeatureStore:
+    """The store holding the copies of ``extractor``'s features made with ``chain``."""
+    copies = CopiesOf(resolve_extractor(extractor), chain)
+    return FeatureStore.open(store_dir, copies.name, copies.config(), copies.version)
 
 
 def babble_pool(utterances: Sequence[Utterance]) -> BabblePool:
@@ -118,4 +145,5 @@ def extract_augmented(
             copied.append(item)
     augmenter = Augmenter(config, babble_pool(with_audio))
     run = partial(AugmentedRun, augmenter=augmenter, sources=sources)
-    return extract_corpus(copied, resolved, store_dir, asr=None, make_run=run, **options)
+    stores = [CopiesOf(extractor, config) for extractor in resolved]
+    return extract_corpus(copied, stores, store_dir, asr=None, make_run=run, **options)

@@ -66,7 +66,7 @@ from emotrace.training.data import (
     training_moments,
     with_noisy_text,
 )
-from emotrace.training.extraction import copy_ids, extract_inputs
+from emotrace.training.extraction import copy_sources, extract_inputs
 from emotrace.training.module import EmotionModule, predict_logits
 
 CONFIG_FILE = "config.yaml"
@@ -145,8 +145,9 @@ def prepare(
     }
     usable = [u for u in corpus.utterances if all(u.id in store for store in stores.values())]
     skipped = sorted({u.id for u in corpus.utterances} - {u.id for u in usable})
-    inputs = load_inputs(usable, stores, config.inputs, config.protocol, copy_ids(config, usable))
-    for store in stores.values():
+    copies = copy_sources(config, usable)
+    inputs = load_inputs(usable, stores, config.inputs, config.protocol, copies)
+    for store in [*stores.values(), *(copy_store for copy_store, _ in copies.values())]:
         store.close()
     kept = CorpusData(corpus.name, corpus.label_set, tuple(usable), corpus.folds, corpus.dropped, corpus.parts)
     return Experiment(config, kept, inputs, skipped)

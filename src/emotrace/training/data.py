@@ -29,6 +29,9 @@ from emotrace.features.transforms import InputSpec, model_frames, select_layers
 from emotrace.protocols import SPEAKER_ADAPTIVE
 from emotrace.training.config import DataConfig
 
+#: a modality's augmented copies: the store holding them and, per utterance id, their ids there
+Copies = tuple[FeatureStore, Mapping[str, Sequence[str]]]
+
 
 @dataclass
 class ModalityInputs:
@@ -54,20 +57,20 @@ def load_inputs(
     stores: Mapping[str, FeatureStore],
     specs: Mapping[str, InputSpec],
     protocol: str,
-    copies: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    copies: Mapping[str, Copies] | None = None,
 ) -> dict[str, ModalityInputs]:
     """Model inputs of ``utterances`` for each modality in ``specs``.
 
     Under the speaker-adaptive protocol each speaker's moments come from all of that
     speaker's utterances here (labels unused; test speakers included, as the protocol
     says); augmented copies are normalised with their clean clip's speaker's. ``copies``:
-    per modality, per utterance id, the store ids of its augmented copies. Utterances
+    per modality, the store of its augmented copies and, per utterance id, their ids there. Utterances
     missing from a store are an error naming them: extract first.
     """
     result = {}
     for modality, spec in specs.items():
         store = stores[modality]
-        copy_ids = (copies or {}).get(modality, {})
+        copy_store, copy_ids = (copies or {}).get(modality, (store, {}))
         missing = [u.id for u in utterances if u.id not in store]
         if missing:
             raise InputError(
@@ -75,14 +78,14 @@ def load_inputs(
                 f"has no {modality} features for {len(missing)} utterances (e.g. {missing[:3]}); "
                 "run `emotrace extract` for them",
             )
-        missing = [i for u in utterances for i in copy_ids.get(u.id, ()) if i not in store]
+        missing = [i for u in utterances for i in copy_ids.get(u.id, ()) if i not in copy_store]
         if missing:
-            copies = max(len(ids) for ids in copy_ids.values())
+            count = max(len(ids) for ids in copy_ids.values())
             raise InputError(
-                store.directory,
+                copy_store.directory,
                 f"lacks {len(missing)} augmented copies of {modality} features (e.g. {missing[:2]}); "
                 f"run `emotrace extract CORPUS ROOT -f {spec.features} --store {store.directory.parent} "
-                f"--augment-copies {copies}` for each corpus",
+                f"--augment-copies {count}` for each corpus",
             )
         key = (
             str(store.directory),
@@ -97,7 +100,7 @@ def load_inputs(
             inputs = last[1]
         else:
             last = None  # the old inputs go before new ones are read: they can take gigabytes
-            inputs = _modality_inputs(utterances, store, spec, protocol, copy_ids)
+            inputs = _modality_inputs(utterances, store, spec, protocol, (copy_store, copy_ids))
         _LAST_INPUTS[modality] = (key, inputs)
         result[modality] = inputs
     return result
@@ -114,19 +117,21 @@ def _modality_inputs(
     store: FeatureStore,
     spec: InputSpec,
     protocol: str,
-    copy_ids: Mapping[str, Sequence[str]],
+    copies: Copies,
 ) -> ModalityInputs:
     moments = _speaker_moments(utterances, store, spec) if protocol == SPEAKER_ADAPTIVE else None
-    frames, copies, rate = {}, {}, 0.0
+    (copy_store, copy_ids), frames, copy_frames, rate = copies, {}, {}, 0.0
     for utterance in utterances:
         features = store.get(utterance.id)
         speaker_moments = moments[utterance.speaker] if moments else None
         frames[utterance.id] = model_frames(features, spec, speaker_moments)
         if copy_ids.get(utterance.id):
-            copies[utterance.id] = [model_frames(store.get(i), spec, speaker_moments) for i in copy_ids[utterance.id]]
+            copy_frames[utterance.id] = [
+                model_frames(copy_store.get(i), spec, speaker_moments) for i in copy_ids[utterance.id]
+            ]
         rate = features.frame_rate / spec.frame_pooling
     first = next(iter(frames.values()))
-    return ModalityInputs(frames, rate, stacked=first.shape[0] > 1, copies=copies)
+    return ModalityInputs(frames, rate, stacked=first.shape[0] > 1, copies=copy_frames)
 
 
 def _speaker_moments(utterances: Sequence[Utterance], store: FeatureStore, spec: InputSpec) -> dict[str, Moments]:

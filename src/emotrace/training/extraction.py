@@ -3,7 +3,7 @@
 With ``data.augment_copies: N`` each audio input also needs N augmented copies of every
 clip's features (:mod:`emotrace.features.augmented`, the default chain of
 :mod:`emotrace.augmentation`); they are extracted here like missing clean features, and
-read into memory beside the clean ones (:func:`copy_ids`).
+read into memory beside the clean ones (:func:`copy_sources`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from rich.console import Console
 from emotrace.augmentation import AugmentationConfig
 from emotrace.corpora import Utterance
 from emotrace.errors import BatchReport
-from emotrace.features.augmented import copy_id, extract_augmented
+from emotrace.features.augmented import copies_store, copy_id, extract_augmented
 from emotrace.features.pipeline import extract_corpus, resolve_extractor
 from emotrace.training.config import ExperimentConfig
+from emotrace.training.data import Copies
 
 
 def audio_modalities(config: ExperimentConfig) -> list[str]:
@@ -55,12 +56,15 @@ def extract_inputs(
         )
 
 
-def copy_ids(config: ExperimentConfig, utterances: Sequence[Utterance]) -> dict[str, dict[str, list[str]]]:
-    """Per audio modality, per utterance id, the store ids of its ``data.augment_copies``
-    copies (none without augmentation)."""
+def copy_sources(config: ExperimentConfig, utterances: Sequence[Utterance]) -> dict[str, Copies]:
+    """Per audio modality, the store of its copies and, per utterance id, the ids of its
+    ``data.augment_copies`` copies there (none without augmentation); close the stores after use."""
     copies = config.data.augment_copies
     if not copies:
         return {}
     chain = AugmentationConfig()
     ids = {u.id: [copy_id(u.id, chain, copy) for copy in range(copies)] for u in utterances}
-    return {modality: ids for modality in audio_modalities(config)}
+    return {
+        modality: (copies_store(config.store_root(), config.inputs[modality].features, chain), ids)
+        for modality in audio_modalities(config)
+    }
