@@ -35,7 +35,6 @@ from typing import Any
 import av
 import numpy as np
 import soxr
-from scipy.signal import fftconvolve
 
 from emotrace.audio import SAMPLE_RATE, load_audio
 from emotrace.errors import EmotraceError
@@ -176,7 +175,9 @@ def simulate_rir(rt60: float, rng: np.random.Generator, sr: int = SAMPLE_RATE) -
 def reverberate(waveform: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """``waveform`` convolved with ``rir`` (its direct path first, so nothing is delayed), cut
     to the original length and brought back to the dry RMS."""
-    wet = fftconvolve(waveform.astype(np.float64), rir.astype(np.float64))[: len(waveform)]
+    size = 1 << int(len(waveform) + len(rir) - 1).bit_length()  # FFT size: no circular wrap-around
+    spectrum = np.fft.rfft(waveform.astype(np.float64), size) * np.fft.rfft(rir.astype(np.float64), size)
+    wet = np.fft.irfft(spectrum, size)[: len(waveform)]
     dry_rms, wet_rms = np.sqrt(np.mean(waveform.astype(np.float64) ** 2)), np.sqrt(np.mean(wet**2))
     return (wet * (dry_rms / wet_rms if wet_rms > 0 else 1.0)).astype(np.float32)
 
