@@ -91,9 +91,7 @@ def load_inputs(
             str(store.directory),
             spec,
             protocol,
-            tuple(
-                (u.id, u.speaker, store.key(u.id), *(store.key(i) for i in copy_ids.get(u.id, ()))) for u in utterances
-            ),
+            tuple((u.id, u.speaker, store.key(u.id), *map(copy_store.key, copy_ids.get(u.id, ()))) for u in utterances),
         )
         last = _LAST_INPUTS.pop(modality, None)
         if last is not None and last[0] == key:
