@@ -23,7 +23,7 @@ MAX_LINES = 500
 #: lowest first; a module's layer is that of its first name under emotrace ("" is the package itself)
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"", "errors", "labels", "protocols", "spans", "atomic", "samples"}),
-    frozenset({"audio", "corpora"}),
+    frozenset({"audio", "augmentation", "corpora"}),
     frozenset({"features"}),
     frozenset({"models"}),
     frozenset({"checkpoint"}),

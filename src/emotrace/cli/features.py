@@ -15,7 +15,8 @@ from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOptio
 from emotrace.corpora import load_corpus
 from emotrace.errors import BatchReport, EmotraceError
 from emotrace.features.asr import WhisperASR
-from emotrace.features.pipeline import extract_corpus, open_stores
+from emotrace.features.augmented import extract_augmented
+from emotrace.features.pipeline import ExtractionSummary, extract_corpus, open_stores
 
 app = typer.Typer(help="Inspect feature stores.", no_args_is_help=True)
 
@@ -56,6 +57,14 @@ def extract(
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances.")] = None,
+    augment_copies: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also store N augmented copies of each clip's audio features (speed, reverb, babble, noise, "
+            "gain, codec; what `data.augment_copies: N` trains on).",
+        ),
+    ] = 0,
     engine: EngineOption = Engine.local,
     address: AddressOption = None,
     actors: ActorsOption = None,
@@ -63,6 +72,9 @@ def extract(
     """Extract features of a corpus into --store; a rerun computes only what is missing."""
     check_engine_options(engine, address, actors)
     console = Console(stderr=True)
+    if augment_copies and engine != Engine.local:
+        console.print("error: --augment-copies runs with --engine local only", style="red", markup=False)
+        raise typer.Exit(2)
     reading = BatchReport(strict=strict)
     report = BatchReport(strict=strict)
     try:
@@ -96,6 +108,19 @@ def extract(
                 report=report,
                 console=console,
             )
+        if augment_copies:
+            copies = extract_augmented(
+                utterances,
+                split_specs(features),
+                store,
+                augment_copies,
+                batch_size=batch_size,
+                workers=workers,
+                threads=threads,
+                report=report,
+                console=console,
+            )
+            summary = ExtractionSummary([*summary.stores, *copies.stores], report, summary.seconds + copies.seconds)
     except EmotraceError as error:
         console.print(f"error: {error}", style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None

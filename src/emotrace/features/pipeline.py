@@ -263,9 +263,13 @@ class ExtractionRun:
             yield outcome
             self.bar.advance(task)
 
+    def load(self, utterance: Utterance) -> np.ndarray | InputError:
+        """An utterance's waveform, or why it cannot be decoded (called in the pool's threads)."""
+        return load_or_error(utterance)
+
     def _compute_audio(self, pending: list[_AudioItem], task: TaskID) -> None:
         """Decode (ahead, in the pool), extract and store what ``pending`` needs; count it."""
-        for batch in _batches(_decoded(pending, self.pool, depth=2 * self.batch_size), self.batch_size):
+        for batch in _batches(_decoded(pending, self.pool, 2 * self.batch_size, self.load), self.batch_size):
             loaded = []
             for item, outcome in batch:
                 if isinstance(outcome, InputError):
@@ -420,12 +424,15 @@ class ExtractionRun:
 
 
 def _decoded(
-    items: list[_AudioItem], pool: ThreadPoolExecutor, depth: int
+    items: list[_AudioItem],
+    pool: ThreadPoolExecutor,
+    depth: int,
+    load: Callable[[Utterance], np.ndarray | InputError],
 ) -> Iterator[tuple[_AudioItem, np.ndarray | InputError]]:
-    """``(item, waveform or error)`` in order, decoding up to ``depth`` items ahead."""
+    """``(item, waveform or error)`` in order, decoding (``load``) up to ``depth`` items ahead."""
     in_flight: deque[tuple[_AudioItem, Future[np.ndarray | InputError]]] = deque()
     for item in items:
-        in_flight.append((item, pool.submit(load_or_error, item.utterance)))
+        in_flight.append((item, pool.submit(load, item.utterance)))
         if len(in_flight) > depth:
             done, future = in_flight.popleft()
             yield done, future.result()

@@ -86,10 +86,16 @@ class DataConfig:
     # experiment's seed. Fixed apart from the seed, runs of several seeds validate on the same
     # speakers: what an ensemble of those runs needs to be judged fairly on validation.
     split_seed: int | None = None
+    # Waveform augmentation: each training clip is read clean or as one of this many augmented
+    # copies of its audio (emotrace.augmentation's default chain), drawn per read with the
+    # run's seed; the copies are extracted into the store first (`emotrace extract --augment-copies N`).
+    augment_copies: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noisy_text < 1.0:
             raise ValueError(f"noisy_text is a share in [0, 1), got {self.noisy_text}")
+        if isinstance(self.augment_copies, bool) or not isinstance(self.augment_copies, int) or self.augment_copies < 0:
+            raise ValueError(f"augment_copies is a number of copies (0 for none), got {self.augment_copies!r}")
 
 
 @dataclass

@@ -41,8 +41,8 @@ from emotrace.atomic import write_json_atomically, write_jsonl_atomically
 from emotrace.checkpoint import Checkpoint, load_checkpoint
 from emotrace.corpora import CorpusData, Fold, load_corpus
 from emotrace.corpora.combined import class_sets, combine, corpus_index, final_fold
-from emotrace.errors import BatchReport, InputError
-from emotrace.features.pipeline import extract_corpus, resolve_extractor
+from emotrace.errors import InputError
+from emotrace.features.pipeline import resolve_extractor
 from emotrace.features.store import FeatureStore
 from emotrace.models import model_config, model_from_config
 from emotrace.models.base import EmotionModel
@@ -66,6 +66,7 @@ from emotrace.training.data import (
     training_moments,
     with_noisy_text,
 )
+from emotrace.training.extraction import copy_sources, extract_inputs
 from emotrace.training.module import EmotionModule, predict_logits
 
 CONFIG_FILE = "config.yaml"
@@ -137,22 +138,16 @@ def prepare(
     store_root = config.store_root()
     extractors = {modality: resolve_extractor(spec.features) for modality, spec in config.inputs.items()}
     if extract:
-        extract_corpus(
-            corpus.utterances,
-            list(extractors.values()),
-            store_root,
-            report=BatchReport(),
-            progress=progress,
-            console=console,
-        )
+        extract_inputs(config, corpus.utterances, progress, console)
     stores = {
         modality: FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version)
         for modality, extractor in extractors.items()
     }
     usable = [u for u in corpus.utterances if all(u.id in store for store in stores.values())]
     skipped = sorted({u.id for u in corpus.utterances} - {u.id for u in usable})
-    inputs = load_inputs(usable, stores, config.inputs, config.protocol)
-    for store in stores.values():
+    copies = copy_sources(config, usable)
+    inputs = load_inputs(usable, stores, config.inputs, config.protocol, copies)
+    for store in [*stores.values(), *(copy_store for copy_store, _ in copies.values())]:
         store.close()
     kept = CorpusData(corpus.name, corpus.label_set, tuple(usable), corpus.folds, corpus.dropped, corpus.parts)
     return Experiment(config, kept, inputs, skipped)
@@ -414,8 +409,7 @@ def run_cv(
             results[fold.name] = train_fold(experiment, fold, run_dir / "folds" / fold.name, progress)
             _print_fold(console, results[fold.name])
     elif pending:
-        extractors = [resolve_extractor(spec.features) for spec in config.inputs.values()]
-        extract_corpus(corpus.utterances, extractors, config.store_root(), progress=progress, console=console)
+        extract_inputs(config, corpus.utterances, progress, console)
         context = get_context("spawn")  # a fresh interpreter per worker: torch and fork do not mix
         with ProcessPoolExecutor(
             min(jobs, len(pending)), mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)

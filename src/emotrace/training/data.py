@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
@@ -29,6 +29,9 @@ from emotrace.features.transforms import InputSpec, model_frames, select_layers
 from emotrace.protocols import SPEAKER_ADAPTIVE
 from emotrace.training.config import DataConfig
 
+#: a modality's augmented copies: the store holding them and, per utterance id, their ids there
+Copies = tuple[FeatureStore, Mapping[str, Sequence[str]]]
+
 
 @dataclass
 class ModalityInputs:
@@ -37,6 +40,8 @@ class ModalityInputs:
     frames: dict[str, np.ndarray]  # (L, T, D) float32
     frame_rate: float  # after pooling; 0 for text and utterance-level features
     stacked: bool  # the model reads (L, T, D) rather than (T, D)
+    # augmented copies of an utterance's inputs (data.augment_copies), read by training items only
+    copies: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @property
     def dims(self) -> int:
@@ -48,17 +53,24 @@ class ModalityInputs:
 
 
 def load_inputs(
-    utterances: Sequence[Utterance], stores: Mapping[str, FeatureStore], specs: Mapping[str, InputSpec], protocol: str
+    utterances: Sequence[Utterance],
+    stores: Mapping[str, FeatureStore],
+    specs: Mapping[str, InputSpec],
+    protocol: str,
+    copies: Mapping[str, Copies] | None = None,
 ) -> dict[str, ModalityInputs]:
     """Model inputs of ``utterances`` for each modality in ``specs``.
 
     Under the speaker-adaptive protocol each speaker's moments come from all of that
     speaker's utterances here (labels unused; test speakers included, as the protocol
-    says). Utterances missing from a store are an error naming them: extract first.
+    says); augmented copies are normalised with their clean clip's speaker's. ``copies``:
+    per modality, the store of its augmented copies and, per utterance id, their ids there. Utterances
+    missing from a store are an error naming them: extract first.
     """
     result = {}
     for modality, spec in specs.items():
         store = stores[modality]
+        copy_store, copy_ids = (copies or {}).get(modality, (store, {}))
         missing = [u.id for u in utterances if u.id not in store]
         if missing:
             raise InputError(
@@ -66,13 +78,27 @@ def load_inputs(
                 f"has no {modality} features for {len(missing)} utterances (e.g. {missing[:3]}); "
                 "run `emotrace extract` for them",
             )
-        key = (str(store.directory), spec, protocol, tuple((u.id, u.speaker, store.key(u.id)) for u in utterances))
+        missing = [i for u in utterances for i in copy_ids.get(u.id, ()) if i not in copy_store]
+        if missing:
+            count = max(len(ids) for ids in copy_ids.values())
+            raise InputError(
+                copy_store.directory,
+                f"lacks {len(missing)} augmented copies of {modality} features (e.g. {missing[:2]}); "
+                f"run `emotrace extract CORPUS ROOT -f {spec.features} --store {store.directory.parent} "
+                f"--augment-copies {count}` for each corpus",
+            )
+        key = (
+            str(store.directory),
+            spec,
+            protocol,
+            tuple((u.id, u.speaker, store.key(u.id), *map(copy_store.key, copy_ids.get(u.id, ()))) for u in utterances),
+        )
         last = _LAST_INPUTS.pop(modality, None)
         if last is not None and last[0] == key:
             inputs = last[1]
         else:
             last = None  # the old inputs go before new ones are read: they can take gigabytes
-            inputs = _modality_inputs(utterances, store, spec, protocol)
+            inputs = _modality_inputs(utterances, store, spec, protocol, (copy_store, copy_ids))
         _LAST_INPUTS[modality] = (key, inputs)
         result[modality] = inputs
     return result
@@ -85,17 +111,25 @@ _LAST_INPUTS: dict[str, tuple[tuple, ModalityInputs]] = {}
 
 
 def _modality_inputs(
-    utterances: Sequence[Utterance], store: FeatureStore, spec: InputSpec, protocol: str
+    utterances: Sequence[Utterance],
+    store: FeatureStore,
+    spec: InputSpec,
+    protocol: str,
+    copies: Copies,
 ) -> ModalityInputs:
     moments = _speaker_moments(utterances, store, spec) if protocol == SPEAKER_ADAPTIVE else None
-    frames, rate = {}, 0.0
+    (copy_store, copy_ids), frames, copy_frames, rate = copies, {}, {}, 0.0
     for utterance in utterances:
         features = store.get(utterance.id)
         speaker_moments = moments[utterance.speaker] if moments else None
         frames[utterance.id] = model_frames(features, spec, speaker_moments)
+        if copy_ids.get(utterance.id):
+            copy_frames[utterance.id] = [
+                model_frames(copy_store.get(i), spec, speaker_moments) for i in copy_ids[utterance.id]
+            ]
         rate = features.frame_rate / spec.frame_pooling
     first = next(iter(frames.values()))
-    return ModalityInputs(frames, rate, stacked=first.shape[0] > 1)
+    return ModalityInputs(frames, rate, stacked=first.shape[0] > 1, copies=copy_frames)
 
 
 def _speaker_moments(utterances: Sequence[Utterance], store: FeatureStore, spec: InputSpec) -> dict[str, Moments]:
@@ -121,7 +155,9 @@ def training_moments(inputs: Mapping[str, ModalityInputs], ids: Sequence[str]) -
 
 class FeatureDataset(Dataset):
     """Items ``{modality: (L, T, D) tensor, "label": int}`` (plus ``"corpus": int`` when
-    ``corpora`` is given), augmented when ``augment``."""
+    ``corpora`` is given), augmented when ``augment``: then each read of an item with
+    augmented copies draws (from the seeded generator) its clean inputs or one of the copies,
+    so each epoch sees a clip clean or as one of its copies."""
 
     def __init__(
         self,
@@ -156,8 +192,13 @@ class FeatureDataset(Dataset):
         item: dict[str, Tensor | int] = {"label": self.labels[index]}
         if self.corpora is not None:
             item["corpus"] = self.corpora[index]
+        utt_id = self.ids[index]
+        variants = max((len(modality.copies.get(utt_id, ())) for modality in self.inputs.values()), default=0)
+        variant = int(self.generator.integers(variants + 1)) if self.augment and variants else 0
         for name, modality in self.inputs.items():
-            frames = modality.frames[self.ids[index]]
+            frames = modality.frames[utt_id]
+            if variant and modality.copies.get(utt_id):
+                frames = modality.copies[utt_id][variant - 1]
             if self.augment and modality.frame_rate > 0:
                 frames = self._augmented(frames, modality.frame_rate, self.mask_fill.get(name))
             item[name] = torch.from_numpy(frames)
