@@ -160,3 +160,14 @@ def test_training_without_extraction_names_the_command_for_missing_copies(voices
     extract_corpus(load_corpus("manifest", voices).utterances, [LOGMEL], store, progress=False)  # clean only
     with pytest.raises(InputError, match=r"lacks 24 augmented copies .*--augment-copies 1"):
         cv_module.prepare(config, progress=False, extract=False)
+
+
+def test_copies_are_made_again_when_their_babble_pool_changes(voices, tmp_path):
+    """A copy's babble comes from the other speakers' clips extracted with it: another pool of
+    clips gives other babble, so the cached copy must not be reused."""
+    everyone = list(load_corpus("manifest", voices).utterances)
+    first = [u for u in everyone if u.speaker == "s0"][:2] + [u for u in everyone if u.speaker == "s1"][:1]
+    more = first + [u for u in everyone if u.speaker == "s2"][:1]
+    assert extract_augmented(first, [LOGMEL], tmp_path, 1, progress=False).stores[0].computed == 3
+    assert extract_augmented(first, [LOGMEL], tmp_path, 1, progress=False).stores[0].computed == 0
+    assert extract_augmented(more, [LOGMEL], tmp_path, 1, progress=False).stores[0].computed == 4

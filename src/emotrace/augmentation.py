@@ -249,12 +249,20 @@ class BabblePool:
         sources are sorted, so the draws do not depend on the order they are given in."""
         self.load = load or _load_source
         self.by_corpus: dict[str, list[BabbleSource]] = {}
+        self._fingerprints: dict[tuple[str, str], str] = {}
         for source in sorted(set(sources), key=lambda s: (s.corpus, s.speaker, s.audio, s.start or 0.0)):
             self.by_corpus.setdefault(source.corpus, []).append(source)
 
     def candidates(self, corpus: str, speaker: str) -> list[BabbleSource]:
         """The sources babble for ``speaker``'s clip of ``corpus`` may use."""
         return [source for source in self.by_corpus.get(corpus, ()) if source.speaker != speaker]
+
+    def fingerprint(self, corpus: str, speaker: str) -> str:
+        """A short hash of :meth:`candidates`: what a clip's babble may be drawn from."""
+        if (corpus, speaker) not in self._fingerprints:
+            text = "\n".join(f"{s.speaker}|{s.audio}|{s.start}|{s.end}" for s in self.candidates(corpus, speaker))
+            self._fingerprints[corpus, speaker] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return self._fingerprints[corpus, speaker]
 
     def draw(self, corpus: str, speaker: str, talkers: int, rng: np.random.Generator) -> list[BabbleSource]:
         """Up to ``talkers`` different sources; none when the corpus has no other speaker."""

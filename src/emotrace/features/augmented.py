@@ -53,9 +53,12 @@ def copy_id(utt_id: str, config: AugmentationConfig, copy: int) -> str:
     return f"{utt_id}{_SEPARATOR}{chain_tag(config)}-{copy}"
 
 
-def copy_key(audio_key: str, config: AugmentationConfig, copy: int) -> str:
-    """The input key of a copy: the clean audio's key, the chain and the copy index."""
-    return hashlib.blake2b(f"{audio_key}|{chain_tag(config)}|{copy}".encode(), digest_size=16).hexdigest()
+def copy_key(audio_key: str, config: AugmentationConfig, copy: int, babble: str = "") -> str:
+    """The input key of a copy: the clean audio's key, the chain, the copy index and what its
+    babble may be drawn from (:meth:`~emotrace.augmentation.BabblePool.fingerprint`), so that a
+    copy made from another pool of utterances is made again."""
+    text = f"{audio_key}|{chain_tag(config)}|{copy}" + (f"|{babble}" if babble else "")
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 class CopiesOf(Extractor):
@@ -105,7 +108,9 @@ class AugmentedRun(ExtractionRun):
                 clean[original.id] = audio_key_or_error(original)
             key = clean[original.id]
             self.bar.advance(task)
-            yield key if isinstance(key, InputError) else copy_key(key, self.augmenter.config, copy)
+            pool = self.augmenter.babble_pool
+            babble = pool.fingerprint(original.dataset, original.speaker) if pool is not None else ""
+            yield key if isinstance(key, InputError) else copy_key(key, self.augmenter.config, copy, babble)
 
     def load(self, utterance: Utterance) -> np.ndarray | InputError:
         original, copy = self.sources[utterance.id]
