@@ -3,12 +3,10 @@ reading them for training clips only."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 from typer.testing import CliRunner
 
@@ -25,6 +23,7 @@ from emotrace.training import cv as cv_module
 from emotrace.training.config import DataConfig, load_config
 from emotrace.training.data import FeatureDataset
 from test_pipeline import WordLengths
+from test_training import pitched_corpus
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -34,20 +33,11 @@ LOGMEL = "logmel"
 @pytest.fixture(scope="module")
 def voices(tmp_path_factory) -> Path:
     """A manifest of 4 speakers x 2 emotions x 3 clips of harmonic 'voices' (pitch: emotion)."""
-    root = tmp_path_factory.mktemp("voices")
-    rows, rate = [], 16000
-    for speaker in range(4):
-        for emotion, pitch in (("angry", 300.0), ("sad", 120.0)):
-            for take in range(3):
-                t = np.arange(int(0.5 * rate)) / rate
-                f0 = pitch + 15 * speaker + 5 * take
-                wave = sum(0.1 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 5))
-                path = root / f"s{speaker}_{emotion}_{take}.wav"
-                sf.write(path, wave.astype(np.float32), rate)
-                rows.append({"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}"})
-    manifest = root / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return manifest
+
+    def voice(pitch: float, t: np.ndarray) -> np.ndarray:
+        return sum(0.1 / k * np.sin(2 * np.pi * k * pitch * t) for k in range(1, 5))
+
+    return pitched_corpus(tmp_path_factory.mktemp("voices"), {"angry": 300.0, "sad": 120.0}, 15.0, 0.5, voice)
 
 
 def test_copies_are_their_own_store_entries_keyed_by_chain_and_index(voices, tmp_path):

@@ -54,16 +54,23 @@ def write_config(path: Path, corpus: dict, store: Path, **sections) -> Path:
 @pytest.fixture(scope="module")
 def tone_corpus(tmp_path_factory) -> Path:
     """A manifest of 4 speakers x 2 emotions x 3 clips; the emotion sets the tone's pitch."""
-    root = tmp_path_factory.mktemp("tones")
-    rows = []
-    rate = 16000
+
+    def tone(pitch: float, t: np.ndarray) -> np.ndarray:
+        return 0.3 * np.sin(2 * np.pi * pitch * t)
+
+    return pitched_corpus(tmp_path_factory.mktemp("tones"), {"angry": 600.0, "sad": 150.0}, 20.0, 0.6, tone)
+
+
+def pitched_corpus(root: Path, pitches: dict[str, float], per_speaker: float, seconds: float, sound) -> Path:
+    """A manifest of 4 speakers x the emotions of ``pitches`` x 3 takes; each clip is
+    ``sound(pitch, t)`` at the emotion's pitch, raised ``per_speaker`` Hz per speaker and 5 per take."""
+    rows, rate = [], 16000
+    t = np.arange(int(seconds * rate)) / rate
     for speaker in range(4):
-        for emotion, pitch in (("angry", 600.0), ("sad", 150.0)):
+        for emotion, pitch in pitches.items():
             for take in range(3):
-                t = np.arange(int(0.6 * rate)) / rate
-                wave = 0.3 * np.sin(2 * np.pi * (pitch + 20 * speaker + 5 * take) * t)
                 path = root / f"s{speaker}_{emotion}_{take}.wav"
-                sf.write(path, wave.astype(np.float32), rate)
+                sf.write(path, sound(pitch + per_speaker * speaker + 5 * take, t).astype(np.float32), rate)
                 rows.append({"key": path.stem, "wav": str(path), "emo": emotion, "speaker": f"s{speaker}"})
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
