@@ -36,8 +36,8 @@ from emotrace.inference.sanity import (
     MIN_SPEECH_SECONDS,
     SPEECH_THRESHOLD,
     presence_from_probabilities,
-    speech_probabilities,
 )
+from emotrace.inference.segmentation import frame_probabilities
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_results
@@ -107,7 +107,7 @@ def corpus_probabilities(name: str, root: Path, limit: int | None) -> list[tuple
         except InputError as error:
             print(f"skipped: {error}")
             continue
-        clips.append((utterance.label, speech_probabilities(waveform), len(waveform) / SAMPLE_RATE))
+        clips.append((utterance.label, frame_probabilities(waveform), len(waveform) / SAMPLE_RATE))
     return clips
 
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="clips per corpus (default: all)")
     args = parser.parse_args()
     root = Path(os.environ["EMOTRACE_DATA"])
-    synthetic = {name: (speech_probabilities(s), len(s) / SAMPLE_RATE) for name, s in synthetic_signals().items()}
+    synthetic = {name: (frame_probabilities(s), len(s) / SAMPLE_RATE) for name, s in synthetic_signals().items()}
     real = {name: corpus_probabilities(name, root, args.limit) for name in CORPORA}
     rows = []
     for threshold in THRESHOLDS:

@@ -386,7 +386,7 @@ def test_presence_stops_early_but_answers_as_the_whole_clip(sounds, fixture_clip
     late = np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32), speech])
     waves = [speech, late, *(load_audio(path) for path in sounds.values())]
     for wave in waves:
-        full = sanity.presence_from_probabilities(sanity.speech_probabilities(wave), len(wave) / SAMPLE_RATE)
+        full = sanity.presence_from_probabilities(segmentation.frame_probabilities(wave), len(wave) / SAMPLE_RATE)
         assert sanity.speech_presence(wave).present == full.present
     assert sanity.speech_presence(late).present and not full.present  # the last sound is not speech
 

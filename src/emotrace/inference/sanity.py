@@ -26,7 +26,6 @@ from emotrace.inference.segmentation import (
     MIN_SILENCE_SECONDS,
     MIN_SPEECH_SECONDS,
     VadStream,
-    frame_probabilities,
     speech_runs,
 )
 
@@ -106,11 +105,6 @@ def speech_presences(
             if not undecided:
                 break
     return [found[index] for index in range(len(audio))]
-
-
-def speech_probabilities(waveform: np.ndarray) -> np.ndarray:
-    """silero-vad's speech probability of each frame of ``waveform`` (16 kHz mono)."""
-    return frame_probabilities(waveform)
 
 
 def presence_from_probabilities(
