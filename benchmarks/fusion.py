@@ -41,11 +41,12 @@ from emotrace.training.cv import run_cv
 from emotrace.training.metrics import summarise_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import REPO, comparison, row_from_runs, seed_average, write_results
+from common import REPO, comparison, earlier_results, row_from_runs, seed_average, write_results
 
 AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
 AUDIO_ONLY = "audio only (method A)"
 AUTHORS = "method C as the authors built it"
+B_CHOSEN = "method B, BiLSTM audio encoder (chosen on validation)"
 # The authors' three-stage schedule: each stage starts from the previous stage's fold models.
 AUTHORS_STAGES = {
     f"{AUTHORS}, stage 1 (unimodal heads)": "configs/ravdess_meld/contrastive_authors_unimodal.yaml",
@@ -57,9 +58,7 @@ PAIRED_SYSTEMS = {
     "text only (BiLSTM on MiniLM)": "configs/ravdess_meld/text_only.yaml",
     "method B: audio only": "configs/ravdess_meld/query_fusion_audio.yaml",
     "method B: emotion queries": "configs/ravdess_meld/query_fusion.yaml",
-    "method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)": (
-        "configs/ravdess_meld/query_fusion_options.yaml"
-    ),
+    B_CHOSEN: "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
     "late fusion, mean of probabilities": "configs/ravdess_meld/late_fusion_mean.yaml",
     "late fusion, product of probabilities": "configs/ravdess_meld/late_fusion_product.yaml",
     "method C: contrastive regulariser": "configs/ravdess_meld/contrastive.yaml",
@@ -117,7 +116,7 @@ COMPARISONS = {
         ("method B: emotion queries", "method B: audio only"),
         ("method B: emotion queries", "text only (BiLSTM on MiniLM)"),
         ("method B: audio only", AUDIO_ONLY),
-        ("method B with audio-path options (BiLSTM audio, pre-norm, unimodal losses)", AUDIO_ONLY),
+        (B_CHOSEN, AUDIO_ONLY),
         ("late fusion, mean of probabilities", AUDIO_ONLY),
         ("late fusion, product of probabilities", AUDIO_ONLY),
         ("method C: contrastive regulariser", AUDIO_ONLY),
@@ -155,13 +154,20 @@ def main() -> None:
     paired = args.part in ("paired", "noisy")
     pairings = range(args.pairings) if paired else [None]
     protocol_text += (
-        f" Each system trained on {args.pairings} pairings x {args.seeds} seeds; fold figures averaged "
-        "over all of them."
+        " Each system trained on the pairings x training seeds its row names (pairings, seeds = "
+        "runs in all); fold figures averaged over all of them. A rerun of some systems keeps the "
+        "other rows measured on the same number of pairings, with their date."
         if paired
         else f" Each system trained with {args.seeds} seeds; fold figures averaged over them."
     )
     levels = args.noise if args.part == "noisy" else [None]
-    rows: list[dict] = []
+    labels = [
+        f"{system}, {noise:.0%} noisy text" if noise else system
+        for noise in levels
+        for system in systems
+        if not args.systems or system in args.systems
+    ]
+    rows: list[dict] = earlier_rows(name, labels, args.pairings) if paired and args.systems else []
     for noise in levels:
         for system, config_path in systems.items():
             if args.systems and system not in args.systems:
@@ -176,7 +182,8 @@ def main() -> None:
                 noise,
             )
             label = f"{system}, {noise:.0%} noisy text" if noise else system
-            rows.append(row_from_runs(label, run_dirs, config=config_path, noisy_text=noise or 0.0))
+            pairing_count = {"pairings": args.pairings} if paired else {}
+            rows.append(row_from_runs(label, run_dirs, config=config_path, noisy_text=noise or 0.0, **pairing_count))
             config = load_config(REPO / config_path)
             if config.model["name"] == "query_fusion" and len(config.inputs) > 1:
                 rows.append(without_text(label, run_dirs, rows[-1]))
@@ -233,14 +240,31 @@ def train_runs(
     return run_dirs
 
 
+def earlier_rows(name: str, remeasured: list[str], pairings: int) -> list[dict]:
+    """The rows of the last ``name`` results that this run does not measure again, dated: only
+    those trained on as many pairings (older rows rest on another design), without their
+    comparisons (recomputed over all rows, from the runs)."""
+    derived = [f"{label}, text removed at test time" for label in remeasured]
+    return [
+        {key: value for key, value in row.items() if key != "comparisons"}
+        for row in earlier_results(name)["rows"]
+        if row.get("pairings") == pairings and row["system"] not in (*remeasured, *derived)
+    ]
+
+
 def add_comparisons(part: str, rows: list[dict], levels: list) -> None:
     by_system = {row["system"]: row for row in rows}
     for system, reference in COMPARISONS[part]:
         for noise in levels:
             ours = f"{system}, {noise:.0%} noisy text" if noise else system
             theirs = f"{reference}, {noise:.0%} noisy text" if noise and reference != AUDIO_ONLY else reference
-            if ours in by_system and theirs in by_system:
+            if ours in by_system and theirs in by_system and has_runs(by_system[ours]) and has_runs(by_system[theirs]):
                 by_system[ours].setdefault("comparisons", []).append(comparison(by_system[ours], by_system[theirs]))
+
+
+def has_runs(row: dict) -> bool:
+    """Whether a row's runs are on this machine: comparisons are computed from their folds."""
+    return "runs" in row and all((REPO / run / "metrics.json").exists() for run in row["runs"])
 
 
 def without_text(system: str, run_dirs: list[Path], fused: dict) -> dict:
@@ -254,6 +278,7 @@ def without_text(system: str, run_dirs: list[Path], fused: dict) -> dict:
         "protocol": fused["protocol"],
         "folds": summary["folds"],
         "seeds": len(run_dirs),
+        **({"pairings": fused["pairings"]} if "pairings" in fused else {}),
         **{f"{n}_{s}": round(summary[f"{n}_{s}"], 2) for n in ("ua", "wa") for s in ("mean", "std")},
         "ua_drop": round(fused_ua - summary["ua_mean"], 2),
     }

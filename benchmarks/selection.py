@@ -100,7 +100,15 @@ SCREENS: dict[str, tuple[str, dict[str, tuple[str, list[str]]]]] = {
                 "configs/ravdess_meld/query_fusion.yaml",
                 [*PAIRED, "model.unimodal_loss_weight=0.5"],
             ),
-            "all options": ("configs/ravdess_meld/query_fusion_options.yaml", PAIRED),
+            "all options": (
+                "configs/ravdess_meld/query_fusion.yaml",
+                [
+                    *PAIRED,
+                    "model.encoder_types={audio: bilstm}",
+                    "model.norm_first=true",
+                    "model.unimodal_loss_weight=0.5",
+                ],
+            ),
         },
     ),
     "c-alpha": (

@@ -1,0 +1,35 @@
+"""``benchmarks/fusion.py``: a rerun of some systems keeps the rows measured on the same design."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_benchmark_video import benchmark
+
+
+def test_a_rerun_keeps_other_rows_of_the_same_pairing_design_only(tmp_path: Path, monkeypatch) -> None:
+    fusion = benchmark("fusion")
+    common = __import__("common")
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    rows = [
+        {"system": "audio only (method A)", "pairings": 3, "comparisons": [{"against": "x"}]},
+        {"system": "late fusion, product of probabilities", "pairings": 3},
+        {"system": "method B: emotion queries", "pairings": 3},
+        {"system": "method B: emotion queries, text removed at test time", "pairings": 3},
+        {"system": "text only (BiLSTM on MiniLM)"},  # an older design: one pairing, no count
+        {"system": "concatenation baseline (mean-pooled codes)", "pairings": 1},
+    ]
+    (tmp_path / "ravdess_meld_paired.json").write_text(json.dumps({"date": "2026-11-30", "rows": rows}))
+
+    kept = fusion.earlier_rows("ravdess_meld_paired", ["method B: emotion queries"], pairings=3)
+
+    assert [row["system"] for row in kept] == ["audio only (method A)", "late fusion, product of probabilities"]
+    assert all(row["date"] == "2026-11-30" and "comparisons" not in row for row in kept)
+    assert fusion.earlier_rows("ravdess_meld_paired", [], pairings=2) == []
+
+
+def test_rows_without_their_runs_on_this_machine_get_no_comparison() -> None:
+    fusion = benchmark("fusion")
+    assert not fusion.has_runs({"system": "kept", "runs": ["runs/benchmarks/paired/not-here-seed0"]})
+    assert not fusion.has_runs({"system": "text removed"})
