@@ -111,6 +111,16 @@ SCREENS: dict[str, tuple[str, dict[str, tuple[str, list[str]]]]] = {
             ),
         },
     ),
+    "b-masking": (
+        "how often method B (BiLSTM audio) hides a modality in training",
+        {
+            f"hide one modality with probability {prob}": (
+                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
+                [*PAIRED, f"model.modality_mask_prob={prob}"],
+            )
+            for prob in (0.3, 0.5, 0.7)
+        },
+    ),
     "c-alpha": (
         "alpha of method C's regulariser with the authors' objective",
         {
