@@ -121,6 +121,19 @@ SCREENS: dict[str, tuple[str, dict[str, tuple[str, list[str]]]]] = {
             for prob in (0.3, 0.5, 0.7)
         },
     ),
+    "b-text": (
+        "method B's text encoder (BiLSTM audio, hiding a modality with probability 0.7 as b-masking chose)",
+        {
+            "transformer text encoder": (
+                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
+                [*PAIRED, "model.modality_mask_prob=0.7"],
+            ),
+            "BiLSTM text encoder": (
+                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
+                [*PAIRED, "model.modality_mask_prob=0.7", "model.encoder_types={audio: bilstm, text: bilstm}"],
+            ),
+        },
+    ),
     "c-alpha": (
         "alpha of method C's regulariser with the authors' objective",
         {
