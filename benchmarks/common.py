@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,13 @@ def machine() -> str:
 
 def command() -> str:
     """How the results were made, without ``--store DIR``: where features are cached changes no
-    figure, and a machine's paths mean nothing to a reader."""
+    figure, and a machine's paths mean nothing to a reader. Quoted as a shell would need it, so
+    that system names with spaces can be pasted back."""
     arguments = sys.argv[1:]
     if "--store" in arguments:
         at = arguments.index("--store")
         arguments = arguments[:at] + arguments[at + 2 :]
-    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *arguments])
+    return "python " + shlex.join([Path(sys.argv[0]).as_posix(), *arguments])
 
 
 def write_results(

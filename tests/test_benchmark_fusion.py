@@ -1,8 +1,10 @@
-"""``benchmarks/fusion.py``: a rerun of some systems keeps the rows measured on the same design."""
+"""``benchmarks/fusion.py``: a rerun of some systems keeps the rows measured on the same design; the
+recorded command reproduces the run."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from test_benchmark_video import benchmark
@@ -33,3 +35,15 @@ def test_rows_without_their_runs_on_this_machine_get_no_comparison() -> None:
     fusion = benchmark("fusion")
     assert not fusion.has_runs({"system": "kept", "runs": ["runs/benchmarks/paired/not-here-seed0"]})
     assert not fusion.has_runs({"system": "text removed"})
+
+
+def test_the_recorded_command_can_be_pasted_back_and_names_no_store(monkeypatch) -> None:
+    benchmark("fusion")
+    common = __import__("common")
+    argv = ["benchmarks/fusion.py", "paired", "--store", "/cache/features", "--systems", "audio only (method A)"]
+    monkeypatch.setattr("sys.argv", argv)
+
+    recorded = common.command()
+
+    assert recorded == "python benchmarks/fusion.py paired --systems 'audio only (method A)'"
+    assert shlex.split(recorded)[1:] == [argv[0], "paired", "--systems", "audio only (method A)"]
