@@ -162,10 +162,7 @@ def main() -> None:
     )
     levels = args.noise if args.part == "noisy" else [None]
     labels = [
-        f"{system}, {noise:.0%} noisy text" if noise else system
-        for noise in levels
-        for system in systems
-        if not args.systems or system in args.systems
+        row_label(system, noise) for noise in levels for system in systems if not args.systems or system in args.systems
     ]
     rows: list[dict] = earlier_rows(name, labels, args.pairings) if paired and args.systems else []
     for noise in levels:
@@ -181,7 +178,7 @@ def main() -> None:
                 [f"trainer.jobs={args.jobs}", f"store={store}", *extra, *args.overrides],
                 noise,
             )
-            label = f"{system}, {noise:.0%} noisy text" if noise else system
+            label = row_label(system, noise)
             pairing_count = {"pairings": args.pairings} if paired else {}
             rows.append(row_from_runs(label, run_dirs, config=config_path, noisy_text=noise or 0.0, **pairing_count))
             config = load_config(REPO / config_path)
@@ -240,6 +237,11 @@ def train_runs(
     return run_dirs
 
 
+def row_label(system: str, noise: float | None) -> str:
+    """A system's row name, with its share of noisy text when it was trained with some."""
+    return f"{system}, {noise:.0%} noisy text" if noise else system
+
+
 def earlier_rows(name: str, remeasured: list[str], pairings: int) -> list[dict]:
     """The rows of the last ``name`` results that this run does not measure again, dated: only
     those trained on as many pairings (older rows rest on another design), without their
@@ -256,8 +258,8 @@ def add_comparisons(part: str, rows: list[dict], levels: list) -> None:
     by_system = {row["system"]: row for row in rows}
     for system, reference in COMPARISONS[part]:
         for noise in levels:
-            ours = f"{system}, {noise:.0%} noisy text" if noise else system
-            theirs = f"{reference}, {noise:.0%} noisy text" if noise and reference != AUDIO_ONLY else reference
+            ours = row_label(system, noise)
+            theirs = row_label(reference, None if reference == AUDIO_ONLY else noise)
             if ours in by_system and theirs in by_system and has_runs(by_system[ours]) and has_runs(by_system[theirs]):
                 by_system[ours].setdefault("comparisons", []).append(comparison(by_system[ours], by_system[theirs]))
 

@@ -124,7 +124,7 @@ SCREENS: dict[str, tuple[str, dict[str, tuple[str, list[str]]]]] = {
     "b-text": (
         "method B's text encoder (BiLSTM audio, hiding a modality with probability 0.7 as b-masking chose)",
         {
-            "transformer text encoder": (
+            "transformer text encoder": (  # b-masking's chosen variant, spelled alike so they share its runs
                 "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
                 [*PAIRED, "model.modality_mask_prob=0.7"],
             ),

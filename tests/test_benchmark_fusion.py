@@ -31,10 +31,21 @@ def test_a_rerun_keeps_other_rows_of_the_same_pairing_design_only(tmp_path: Path
     assert fusion.earlier_rows("ravdess_meld_paired", [], pairings=2) == []
 
 
-def test_rows_without_their_runs_on_this_machine_get_no_comparison() -> None:
+def test_rows_without_their_runs_on_this_machine_get_no_comparison(tmp_path: Path) -> None:
     fusion = benchmark("fusion")
     assert not fusion.has_runs({"system": "kept", "runs": ["runs/benchmarks/paired/not-here-seed0"]})
     assert not fusion.has_runs({"system": "text removed"})
+    (tmp_path / "metrics.json").write_text("{}")
+    assert fusion.has_runs({"system": "measured here", "runs": [str(tmp_path)]})
+
+
+def test_noisy_rows_are_named_by_their_share_and_clean_rows_by_their_system() -> None:
+    fusion = benchmark("fusion")
+    assert (
+        fusion.row_label("method C: contrastive regulariser", 0.2)
+        == "method C: contrastive regulariser, 20% noisy text"
+    )
+    assert fusion.row_label("audio only (method A)", None) == "audio only (method A)"
 
 
 def test_the_recorded_command_can_be_pasted_back_and_names_no_store(monkeypatch) -> None:
