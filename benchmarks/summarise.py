@@ -235,6 +235,26 @@ def speech_check_table(result: dict) -> list[str]:
     return lines
 
 
+def precision_table(result: dict) -> list[str]:
+    """Each precision's accuracy and speed, then what changes between them."""
+    corpora = list(result["rows"][0]["ua_per_corpus"])
+    lines = [
+        "| system | " + " | ".join(f"{name} UA" for name in corpora) + " | mean UA | x real time | seconds |",
+        "|---" * (len(corpora) + 4) + "|",
+    ]
+    for row in result["rows"]:
+        cells = " | ".join(f"{row['ua_per_corpus'][name]:.1f}" for name in corpora)
+        lines.append(f"| {row['system']} | {cells} | {row['ua_mean']:.1f} | {row['speed']} | {row['seconds']} |")
+    change = result["comparison"]
+    lines += [
+        "",
+        f"Same label on {change['same_label_percent']} % of {change['clips']} clips; the largest probability shift "
+        f"per clip: mean {change['probability_shift_mean']}, 99th percentile {change['probability_shift_p99']}, "
+        f"max {change['probability_shift_max']}.",
+    ]
+    return lines
+
+
 def _dated(row: dict, result: dict) -> str:
     """A row kept from an earlier run of its benchmark says when it was measured."""
     return f" (measured {row['date']})" if row.get("date", result["date"]) != result["date"] else ""
@@ -251,6 +271,8 @@ def tables() -> str:
             out.extend(cross_corpus_table(result))
         elif rows and "val_ua_by_epoch" in rows[0]:
             out.extend(finetune_table(result))
+        elif "comparison" in result and "same_label_percent" in result["comparison"]:
+            out.extend(precision_table(result))
         elif rows and "synthetic_through" in rows[0]:
             out.extend(speech_check_table(result))
         elif rows and "extraction_seconds" in rows[0]:

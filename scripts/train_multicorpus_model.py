@@ -8,7 +8,7 @@ under each corpus's own speaker-independent folds (a cross-validation run here, 
 its classes, languages and the data licences. The final model trains on every corpus but a
 seeded share of each one's speakers, who choose the epoch.
 
-    EMOTRACE_DATA=../shared/data python scripts/train_multicorpus_model.py [--store DIR]
+    EMOTRACE_DATA=../shared/data python scripts/train_multicorpus_model.py [--store DIR] [--jobs 2]
 
 It writes ``src/emotrace/pretrained/multicorpus-whisper-base/``, the packaged default model
 (``emotrace.api.DEFAULT_MODEL``). Runs resume (``runs/multicorpus_model/``).
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "multicorpus_model")
     parser.add_argument("--out", type=Path, default=PRETRAINED / NAME)
+    parser.add_argument("--jobs", type=int, default=1, help="cross-validation folds trained at once")
     parser.add_argument(
         "--options",
         nargs="*",
@@ -87,7 +88,7 @@ def main() -> None:
     options = args.options if args.options is not None else multi["overrides"] if multi else None
     if options is None:
         raise SystemExit(f"{RESULTS} has no leave-one-corpus-out row yet: finish benchmarks/cross_corpus.py")
-    config = load_config(CONFIG, [*options, f"store={os.path.expanduser(args.store)}"])
+    config = load_config(CONFIG, [*options, f"store={os.path.expanduser(args.store)}", f"trainer.jobs={args.jobs}"])
     run_dir = args.runs / config.name
     run_cv(config, run_dir, progress=False)
     summary = write_report(run_dir)

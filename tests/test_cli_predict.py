@@ -62,6 +62,19 @@ def test_files_folders_and_globs_give_one_prediction_per_file(models, clips):
     assert "3 done, 0 skipped" in result.stderr
 
 
+def test_precision_reaches_the_predictor_and_unknown_ones_are_refused(models, clips, monkeypatch):
+    asked = []
+    load = api.load_predictor
+    monkeypatch.setattr(
+        "emotrace.cli.predict.load_predictor",
+        lambda *args, **options: asked.append(options["precision"]) or load(*args, **options),
+    )
+    assert predictions(predict(clips, "--model", models / "tiny", "--format", "json", "--precision", "float32"))
+    assert asked == ["float32"]
+    refused = predict(clips, "--model", models / "tiny", "--precision", "half")
+    assert refused.exit_code == 2 and "half" in refused.output
+
+
 def test_csv_and_table_outputs(models, clips, tmp_path):
     output = tmp_path / "out" / "predictions.csv"
     result = predict(clips, "-m", models / "tiny", "--format", "csv", "--output", output)

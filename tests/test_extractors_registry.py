@@ -74,3 +74,26 @@ def test_specs_become_configured_extractors() -> None:
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
     with pytest.raises(ExtractorConfigError, match=message):
         get_extractor(spec)
+
+
+def test_precision_resolves_auto_by_the_cpu_and_refuses_unknown_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emotrace.features import precision
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
+    assert precision.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    assert precision.resolve_precision("auto") == "float32"
+    assert precision.resolve_precision("bfloat16") == "bfloat16"
+    with pytest.raises(ExtractorConfigError, match="precision must be one of auto, float32, bfloat16"):
+        precision.resolve_precision("float16")
+    with pytest.raises(ExtractorConfigError, match="precision must be one of"):
+        get_extractor("whisper-base:precision=int8")
+
+
+def test_a_precision_is_added_only_to_specs_that_take_one_and_name_none() -> None:
+    from emotrace.features.registry import spec_with_precision
+
+    assert spec_with_precision("whisper-base:layers=2,3", "bfloat16") == "whisper-base:layers=2,3:precision=bfloat16"
+    assert spec_with_precision("whisper-base:precision=float32", "bfloat16") == "whisper-base:precision=float32"
+    assert spec_with_precision("logmel", "bfloat16") == "logmel"
+    assert get_extractor("whisper:some-org/some-whisper:precision=bfloat16").config()["precision"] == "bfloat16"

@@ -291,3 +291,17 @@ def test_unpadded_frames_stay_close_to_the_padded_30_s_ones(emotrace_cache: Path
         )
         assert np.median(cosine) > 0.9, (layer, np.median(cosine))
         assert not np.allclose(ours[layer, :frames], reference, atol=1e-3)  # attention did see the padding
+
+
+def test_bfloat16_stays_close_to_float32_and_is_named_in_the_config(tiny_whisper: Path) -> None:
+    clips = [speech_like(1.5, seed=3), speech_like(0.6, seed=4)]
+    exact = get_extractor(f"whisper:{tiny_whisper}")
+    low = get_extractor(f"whisper:{tiny_whisper}:precision=bfloat16")
+    for reference, fast in zip(exact.extract(clips), low.extract(clips)):
+        assert fast.data.dtype == np.float32
+        assert not np.array_equal(fast.data, reference.data)  # it did run in bfloat16
+        error = np.linalg.norm(fast.data - reference.data) / np.linalg.norm(reference.data)
+        assert error < 0.05
+    # float32 features keep the store key they had before precision existed
+    assert "precision" not in exact.config()
+    assert low.config()["precision"] == "bfloat16"

@@ -192,6 +192,31 @@ def test_stacked_layers_reach_the_model_as_layers(tmp_path, monkeypatch, fixture
     np.testing.assert_allclose([prediction.probabilities[label] for label in LABELS], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "precision, native, runs",
+    [
+        ("auto", True, "bfloat16"),
+        ("auto", False, "float32"),
+        ("float32", True, "float32"),
+        ("bfloat16", False, "bfloat16"),
+    ],
+)
+def test_the_encoder_runs_at_the_precision_asked_for(tmp_path, monkeypatch, fixture_clips, precision, native, runs):
+    from emotrace.features import precision as precision_module
+
+    folder = save_roi(tmp_path / "whisper", features="whisper-base", layers=(0, 1))
+    built = []
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda: native)
+    monkeypatch.setattr(predictor_module, "get_extractor", lambda spec: built.append(spec) or TwoLayers())
+    load_model(folder, precision=precision).predict(fixture_clips[0])
+    assert built == [f"whisper-base:layers=0,1:precision={runs}"]
+
+
+def test_an_unknown_precision_is_refused_before_any_work(models):
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
+        load_model(models / "roi", precision="half")
+
+
 def test_extractors_are_built_once(models, monkeypatch, fixture_clips):
     built = []
     monkeypatch.setattr(predictor_module, "get_extractor", lambda spec: built.append(spec) or get_extractor(spec))

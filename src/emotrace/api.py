@@ -25,6 +25,7 @@ from emotrace.checkpoint import (
     load_checkpoint,
 )
 from emotrace.errors import InputError
+from emotrace.features.precision import AUTO_PRECISION
 from emotrace.inference.audiovisual import ROLES, AudioVisualPredictor
 from emotrace.inference.batch import BatchPredictions, BatchProgress, predict_batch
 from emotrace.inference.media import MediaPredictor
@@ -83,6 +84,7 @@ def load_model(
     asr: bool = False,
     min_confidence: float | None = None,
     speech_check: bool = True,
+    precision: str = AUTO_PRECISION,
 ) -> Predictor:
     """A :class:`~emotrace.inference.predictor.Predictor` for a model name or folder.
 
@@ -91,13 +93,22 @@ def load_model(
     audio for text models when no transcript is given. With ``min_confidence`` a
     prediction whose top probability is below it is labelled ``"uncertain"``. A file
     without speech gets a ``"no speech"`` result, unless ``speech_check`` is off.
+    ``precision`` is the encoder's: ``"auto"`` (bfloat16 on a CPU that computes it natively,
+    float32 elsewhere), ``"float32"`` (as training computed the features) or ``"bfloat16"``.
     """
     path = resolve_model(name_or_dir)
     twin = PRETRAINED / f"{path.name}{ADAPTIVE_SUFFIX}"
     if adaptive is None and path.parent == PRETRAINED and is_checkpoint(twin):
         adaptive = twin
     companion = None if adaptive is None else _load(resolve_model(adaptive))
-    return Predictor(_load(path), companion, asr=asr, min_confidence=min_confidence, speech_check=speech_check)
+    return Predictor(
+        _load(path),
+        companion,
+        asr=asr,
+        min_confidence=min_confidence,
+        speech_check=speech_check,
+        precision=precision,
+    )
 
 
 def load_audiovisual(
@@ -108,14 +119,15 @@ def load_audiovisual(
     asr: bool = False,
     min_confidence: float | None = None,
     speech_check: bool = True,
+    precision: str = AUTO_PRECISION,
 ) -> AudioVisualPredictor:
     """Two or three models (names or folders) that predict a video together: ``audio`` reads
     the voice (and a transcript, with ``asr`` transcribed when none is given), ``video`` the
     face, ``fusion`` both (method B); see :mod:`emotrace.inference.audiovisual`. With
     ``min_confidence`` an utterance whose fused top probability is below it is ``"uncertain"``;
-    ``speech_check`` as in :func:`load_model`."""
+    ``speech_check`` and ``precision`` as in :func:`load_model`."""
     models = {
-        role: load_model(name, asr=asr, speech_check=speech_check)
+        role: load_model(name, asr=asr, speech_check=speech_check, precision=precision)
         for role, name in (("audio", audio), ("video", video), ("fusion", fusion))
         if name is not None
     }
@@ -138,14 +150,21 @@ def load_predictor(
     asr: bool = False,
     min_confidence: float | None = None,
     speech_check: bool = True,
+    precision: str = AUTO_PRECISION,
 ) -> MediaPredictor:
     """What ``emotrace predict``, ``emotrace serve`` and :func:`predict_files` run: ``model``
     alone (the default model when none is named; one that reads face video gets it), or with
     a ``video_model`` and/or a ``fusion_model`` all of them together (:func:`load_audiovisual`,
     ``model`` then being the audio model, if any). ``model`` may also be a model set
     (:func:`model_set`). ``min_confidence`` makes less sure predictions abstain; without
-    ``speech_check`` a file without speech is predicted all the same."""
-    options: dict[str, Any] = {"asr": asr, "min_confidence": min_confidence, "speech_check": speech_check}
+    ``speech_check`` a file without speech is predicted all the same; ``precision`` as in
+    :func:`load_model`."""
+    options: dict[str, Any] = {
+        "asr": asr,
+        "min_confidence": min_confidence,
+        "speech_check": speech_check,
+        "precision": precision,
+    }
     if video_model is None and fusion_model is None:
         roles = None if model is None else model_set(model)
         if roles is not None:

@@ -17,7 +17,7 @@ from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, available_models, load_
 from emotrace.atomic import write_text_atomically
 from emotrace.cli.console import fail, say
 from emotrace.cli.engine import ActorsOption, AddressOption, Engine, EngineOption, check_engine_options
-from emotrace.cli.options import FusionModelOption, ModelOption, VideoModelOption
+from emotrace.cli.options import FusionModelOption, ModelOption, Precision, PrecisionOption, VideoModelOption
 from emotrace.errors import BatchReport, EmotraceError, InputError
 from emotrace.inference.batch import (
     BatchProgress,
@@ -86,6 +86,7 @@ def predict(
             "A longer recording in which no speech segment is found is 'no speech' either way.",
         ),
     ] = True,
+    precision: PrecisionOption = Precision.auto,
     engine: EngineOption = Engine.local,
     address: AddressOption = None,
     actors: ActorsOption = None,
@@ -131,7 +132,9 @@ def predict(
     except ValueError as error:
         fail(console, EmotraceError(str(error)))
     try:
-        predictor = load_predictor(model, video_model, fusion_model, asr=asr, speech_check=speech_check)
+        predictor = load_predictor(
+            model, video_model, fusion_model, asr=asr, speech_check=speech_check, precision=precision.value
+        )
         _check_protocol(predictor, adapt_speaker, model or video_model or fusion_model or DEFAULT_MODEL)
         if engine == Engine.ray and not isinstance(predictor, Predictor):
             raise InputError(str(model), "is a model set, which --engine ray cannot run: use --engine local")
@@ -150,6 +153,7 @@ def predict(
             text,
             texts,
             asr,
+            precision.value,
             adapt_speaker,
             speaker_of,
             output,
@@ -234,6 +238,7 @@ def _predict_on_ray(
     text: str | None,
     texts: dict[Path, str],
     asr: bool,
+    precision: str,
     adapt_speaker: bool,
     speaker_of: dict[Path, str] | None,
     output: Path,
@@ -260,6 +265,7 @@ def _predict_on_ray(
             text=text,
             texts=texts,
             asr=asr,
+            precision=precision,
             report=report,
             address=address,
             actors=actors,

@@ -37,6 +37,7 @@ from emotrace.distributed.cluster import (
 )
 from emotrace.distributed.results import Item, ResultParts, file_state, no_speech_notices, write_results
 from emotrace.errors import BatchReport, InputError
+from emotrace.features.precision import AUTO_PRECISION
 from emotrace.inference.predictor import SpeakerMoments
 
 OUTPUT_FORMATS = ("json", "parquet")
@@ -51,6 +52,7 @@ def predict_files_on_ray(
     text: str | None = None,
     texts: Mapping[Path, str] | None = None,
     asr: bool = False,
+    precision: str = AUTO_PRECISION,
     report: BatchReport | None = None,
     address: str | None = None,
     actors: int | None = None,
@@ -64,7 +66,8 @@ def predict_files_on_ray(
 
     ``groups`` maps a speaker to their files (speaker-adaptive protocol) or None to all files
     (utterance-level). ``text`` is every file's transcript, else ``texts`` gives one per
-    resolved path. ``batch_size`` files go to an actor at once. See
+    resolved path. ``precision`` is the encoder's, resolved on each actor's machine (see
+    :func:`emotrace.api.load_model`). ``batch_size`` files go to an actor at once. See
     :func:`~emotrace.distributed.extract.extract_corpus_on_ray` for ``address``, ``actors``
     and ``threads``. Results of a killed run in ``OUTPUT.parts/`` are kept and reused.
     ``no_speech``, when given, gets (source, notice) of each file without speech, for the summary.
@@ -81,13 +84,19 @@ def predict_files_on_ray(
         Item(index, str(path), text if text is not None else texts.get(path.resolve()), speaker)
         for index, (path, speaker) in enumerate(inputs)
     ]
-    parts = ResultParts.for_job(output, prediction_job(model, asr))
+    parts = ResultParts.for_job(output, prediction_job(model, asr, precision))
     pending = [item for item in items if not parts.finished(item)]
     if pending:
         with ray_cluster(address):
             quiet_data_context()
             pool = actor_pool(actors, threads)
-            worker = {"directory": working_directory(), "threads": threads, "model": model, "asr": asr}
+            worker = {
+                "directory": working_directory(),
+                "threads": threads,
+                "model": model,
+                "asr": asr,
+                "precision": precision,
+            }
             with Progress(console=console, disable=not progress) as bar:
                 outcomes = _speaker_moments(pending, items, worker, pool, bar)
                 pending = _record_failed_speakers(pending, outcomes, parts)
@@ -100,10 +109,10 @@ def predict_files_on_ray(
     return count
 
 
-def prediction_job(model: str, asr: bool) -> dict[str, Any]:
+def prediction_job(model: str, asr: bool, precision: str = AUTO_PRECISION) -> dict[str, Any]:
     """What makes two runs the same job, whose parts one may reuse from the other: the model,
     by name and by the size and modification time of its files (and of a packaged model's
-    speaker-adaptive twin), and whether ASR transcribes."""
+    speaker-adaptive twin), whether ASR transcribes, and the encoder's precision."""
     folder = resolve_model(model)
     files = [
         [str(path), path.stat().st_size, path.stat().st_mtime_ns]
@@ -112,7 +121,7 @@ def prediction_job(model: str, asr: bool) -> dict[str, Any]:
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     ]
-    return {"model": model, "model_files": files, "asr": asr}
+    return {"model": model, "model_files": files, "asr": asr, "precision": precision}
 
 
 # --------------------------------------------------------------------------- speaker moments
@@ -164,9 +173,9 @@ def _record_failed_speakers(
 class _Worker:
     """An actor holding the model: in the driver's folder, with its threads."""
 
-    def __init__(self, directory: str, threads: int, model: str, asr: bool):
+    def __init__(self, directory: str, threads: int, model: str, asr: bool, precision: str):
         enter(directory, threads)
-        self.predictor = load_model(model, asr=asr)
+        self.predictor = load_model(model, asr=asr, precision=precision)
 
 
 class _MomentsWorker(_Worker):
@@ -207,9 +216,16 @@ class _PredictWorker(_Worker):
     batch retried after an actor died midway) is not predicted again."""
 
     def __init__(
-        self, directory: str, threads: int, model: str, asr: bool, parts: str, moments: Mapping[str, SpeakerMoments]
+        self,
+        directory: str,
+        threads: int,
+        model: str,
+        asr: bool,
+        precision: str,
+        parts: str,
+        moments: Mapping[str, SpeakerMoments],
     ):
-        super().__init__(directory, threads, model, asr)
+        super().__init__(directory, threads, model, asr, precision)
         self.parts = ResultParts(Path(parts))
         self.moments = moments
 

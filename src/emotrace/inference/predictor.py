@@ -22,6 +22,13 @@ a recording) through its extractor, like any input. A file without a video strea
 clip without a face, is noted; a model that cannot do without the video then says so in
 one line (:class:`~emotrace.inference.media.MissingStreamError`).
 
+The one departure from training's features is the encoder's precision: by default
+(``precision="auto"``) Whisper's matrix products run in bfloat16 on a CPU that computes it
+natively, 1.6x faster than the float32 that training's features were computed in; on the
+default model's validation speakers 99.5 % of labels are the same and the probabilities
+move by 0.005 on average (``benchmarks/precision.py``). ``precision="float32"`` computes as
+training did.
+
 Probabilities are the checkpoint's calibrated ones (its logits over its ``temperature``).
 With ``min_confidence`` a prediction whose top probability falls below it abstains: its
 label is ``"uncertain"`` (:meth:`~emotrace.inference.predictions.Prediction.with_min_confidence`).
@@ -43,7 +50,8 @@ from emotrace.features.asr import WhisperASR
 from emotrace.features.base import Extractor, Features
 from emotrace.features.inputs import checked_waveforms
 from emotrace.features.normalization import MomentAccumulator, Moments
-from emotrace.features.registry import get_extractor, spec_for_layers
+from emotrace.features.precision import AUTO_PRECISION, resolve_precision
+from emotrace.features.registry import get_extractor, spec_for_layers, spec_with_precision
 from emotrace.features.transforms import InputSpec, frame_rate, model_frames, select_layers
 from emotrace.inference.media import (
     MAX_UTTERANCE_SECONDS,
@@ -72,7 +80,9 @@ class Predictor(MediaPredictor):
     text and none is given. ``min_confidence`` (a probability, None for never) makes
     predictions less sure than it abstain. ``speech_check`` off predicts an emotion even
     for a file without speech (see :class:`~emotrace.inference.media.MediaPredictor`).
-    Extractors are built on first use and shared by both models.
+    ``precision`` is the encoders' (``"auto"``, ``"float32"`` or ``"bfloat16"``; see
+    :mod:`emotrace.features.precision`). Extractors are built on first use and shared by
+    both models.
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class Predictor(MediaPredictor):
         max_duration: float = MAX_UTTERANCE_SECONDS,
         min_confidence: float | None = None,
         speech_check: bool = True,
+        precision: str = AUTO_PRECISION,
     ):
         check_protocol(checkpoint.protocol)
         if adaptive is not None:
@@ -100,6 +111,7 @@ class Predictor(MediaPredictor):
         self.max_duration = max_duration
         self.min_confidence = check_min_confidence(min_confidence)
         self.speech_check = speech_check
+        self.precision = resolve_precision(precision)
         self._extractors: dict[str, Extractor] = {}
         self._whisper: WhisperASR | None = None
 
@@ -327,5 +339,5 @@ class Predictor(MediaPredictor):
     def _extractor(self, extractor_spec: str) -> Extractor:
         """The extractor ``extractor_spec`` names, built on first use and shared by both models."""
         if extractor_spec not in self._extractors:
-            self._extractors[extractor_spec] = get_extractor(extractor_spec)
+            self._extractors[extractor_spec] = get_extractor(spec_with_precision(extractor_spec, self.precision))
         return self._extractors[extractor_spec]

@@ -1,0 +1,35 @@
+"""The precision an encoder computes in at prediction time.
+
+bfloat16 matrix products make the Whisper encoder, most of a prediction's cost, 1.6x faster
+on a CPU that has them in hardware (AVX512-BF16, AMX); where they are emulated they are
+slower than float32. Features keep float32 storage either way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from emotrace.features.inputs import ExtractorConfigError
+
+#: what ``precision`` may be: the encoder's weights and outputs stay float32 either way
+PRECISIONS = ("float32", "bfloat16")
+#: what a predictor asks for by default: bfloat16 where the CPU computes it natively
+AUTO_PRECISION = "auto"
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): elsewhere it is
+    emulated, and slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str) -> str:
+    """``precision`` (one of :data:`PRECISIONS`, or ``"auto"``) as the encoder will run it:
+    ``"auto"`` is bfloat16 on a CPU with native bfloat16, float32 elsewhere."""
+    if precision == AUTO_PRECISION:
+        return "bfloat16" if native_bfloat16() else "float32"
+    if precision not in PRECISIONS:
+        raise ExtractorConfigError(
+            f"precision must be one of {', '.join((AUTO_PRECISION, *PRECISIONS))}, got {precision!r}"
+        )
+    return precision
