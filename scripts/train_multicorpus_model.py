@@ -227,7 +227,10 @@ also nEMO's 9) than neutral, happy, sad, angry and fearful.
 {licences}
 
 In plain words: {DATA_LICENCE}. Encoder: Whisper base (OpenAI, MIT licence) in the
-faster-whisper CTranslate2 conversion, mapped into Hugging Face's WhisperEncoder.
+faster-whisper CTranslate2 conversion, mapped into Hugging Face's WhisperEncoder. Features were
+computed in float32 for training; `emotrace predict` runs the encoder in bfloat16 where the
+CPU computes it natively (`--precision auto`, the default; `--precision float32` computes as
+training did), which `benchmarks/precision.py` measures on this model's validation speakers.
 
 ## Intended use and limits
 For exploring emotion in speech: labels, probabilities, and where in a clip the model's
