@@ -47,6 +47,8 @@ AUDIO_RUNS = REPO / "runs" / "benchmarks" / "ravdess_audio"
 AUDIO_ONLY = "audio only (method A)"
 AUTHORS = "method C as the authors built it"
 B_CHOSEN = "method B, BiLSTM audio encoder (chosen on validation)"
+B_AUDIO_STAGE = "method B: audio only, BiLSTM encoder (unimodal stage)"
+B_PRETRAINED = "method B, audio path pretrained on audio alone"
 # The authors' three-stage schedule: each stage starts from the previous stage's fold models.
 AUTHORS_STAGES = {
     f"{AUTHORS}, stage 1 (unimodal heads)": "configs/ravdess_meld/contrastive_authors_unimodal.yaml",
@@ -65,10 +67,19 @@ PAIRED_SYSTEMS = {
     "method C with the authors' objective": "configs/ravdess_meld/contrastive_authors_objective.yaml",
     "method C without its regulariser": "configs/ravdess_meld/contrastive_no_regulariser.yaml",
     "concatenation baseline (mean-pooled codes)": "configs/ravdess_meld/concatenation.yaml",
+    B_AUDIO_STAGE: "configs/ravdess_meld/query_fusion_bilstm_audio_only.yaml",
+    B_PRETRAINED: "configs/ravdess_meld/query_fusion_pretrained_audio.yaml",
     **AUTHORS_STAGES,
 }
+# Staged systems: a config -> the config whose run (same pairing, seed and noise) starts its folds.
+STAGE_BEFORE = {
+    **dict(zip(list(AUTHORS_STAGES.values())[1:], list(AUTHORS_STAGES.values())[:-1])),
+    PAIRED_SYSTEMS[B_PRETRAINED]: PAIRED_SYSTEMS[B_AUDIO_STAGE],
+}
 # Under noisy text: the systems whose text path the noise reaches (audio alone is unaffected).
-NOISY_SYSTEMS = [system for system in PAIRED_SYSTEMS if system not in (AUDIO_ONLY, "method B: audio only")]
+NOISY_SYSTEMS = [
+    system for system in PAIRED_SYSTEMS if system not in (AUDIO_ONLY, "method B: audio only", B_AUDIO_STAGE)
+]
 PAIRED_TEXT = (
     "RAVDESS clips paired with same-emotion MELD utterances (corpus ravdess-meld): 7 classes (calm "
     "dropped), 6 folds by RAVDESS actor with MELD dialogues split into 6 disjoint groups (text of a "
@@ -117,6 +128,8 @@ COMPARISONS = {
         ("method B: emotion queries", "text only (BiLSTM on MiniLM)"),
         ("method B: audio only", AUDIO_ONLY),
         (B_CHOSEN, AUDIO_ONLY),
+        (B_PRETRAINED, AUDIO_ONLY),
+        (B_PRETRAINED, B_CHOSEN),
         ("late fusion, mean of probabilities", AUDIO_ONLY),
         ("late fusion, product of probabilities", AUDIO_ONLY),
         ("method C: contrastive regulariser", AUDIO_ONLY),
@@ -219,11 +232,12 @@ def run_name(config_name: str, pairing: int | None, seed: int, noise: float | No
 def train_runs(
     part: str, config_path: str, pairings, seeds: int, overrides: list[str], noise: float | None
 ) -> list[Path]:
-    """Train (or resume) one system on every pairing and seed; a stage of the authors' schedule
-    starts from the same pairing and seed's run of the stage before it."""
+    """Train (or resume) one system on every pairing and seed; a staged system (STAGE_BEFORE)
+    first has the stage before it trained, and starts from its run of the same pairing and seed."""
     runs = REPO / "runs" / "benchmarks" / ("paired" if part in ("paired", "noisy") else part)
-    stages = list(AUTHORS_STAGES.values())
-    previous = stages[stages.index(config_path) - 1] if config_path in stages[1:] else None
+    previous = STAGE_BEFORE.get(config_path)
+    if previous:
+        train_runs(part, previous, pairings, seeds, overrides, noise)
     run_dirs = []
     for pairing in pairings:
         for seed in range(seeds):

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from emotrace.checkpoint import load_checkpoint
 from emotrace.cli import app
 from emotrace.errors import InputError
+from emotrace.protocols import UTTERANCE_LEVEL
 from emotrace.training import cv as cv_module
 from emotrace.training.config import DataConfig, apply_overrides, config_from_dict, load_config
 from emotrace.training.data import (
@@ -334,6 +335,48 @@ def test_a_stage_starts_from_the_previous_stages_fold_models(tone_corpus, tmp_pa
     pooled = load_config(first, [f"init_from={tmp_path / 'stage1'}", "inputs.audio.frame_pooling=2"])
     with pytest.raises(InputError, match=r"was trained on labels .* and inputs"):
         cv_module.run_cv(pooled, tmp_path / "stage5", progress=False)
+
+
+def test_a_stage_of_fewer_inputs_starts_its_branches_and_leaves_the_others_fresh(tmp_path):
+    """Method B trained on audio alone, then given text: the audio encoder, the queries, the
+    decoder and the readout start trained; the text branch starts as initialised."""
+    from types import SimpleNamespace
+
+    from emotrace.checkpoint import Checkpoint
+    from emotrace.features.transforms import InputSpec
+    from emotrace.models import build_model
+
+    labels = ("angry", "sad")
+    audio, text = InputSpec("logmel:bins=16", frame_pooling=4), InputSpec("glove-50d")
+    sizes = {"projection_dim": 16, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "feedforward_dim": 32}
+
+    def query_fusion(dims: dict[str, int], seed: int, **extra):
+        torch.manual_seed(seed)
+        return build_model("query_fusion", num_classes=2, input_dims=dims, modalities=list(dims), **{**sizes, **extra})
+
+    def stage(name: str, model, inputs) -> Path:
+        Checkpoint(model, labels, inputs, UTTERANCE_LEVEL).save(tmp_path / name / "folds" / "fold1" / "model")
+        return tmp_path / name
+
+    audio_stage = stage("audio", query_fusion({"audio": 16}, seed=1), {"audio": audio})
+    both = SimpleNamespace(config=SimpleNamespace(inputs={"audio": audio, "text": text}), labels=labels)
+    model = query_fusion({"audio": 16, "text": 50}, seed=2)
+    fresh = {name: value.clone() for name, value in model.state_dict().items()}
+    cv_module._initialise(model, both, audio_stage, "fold1")
+    trained = load_checkpoint(audio_stage / "folds" / "fold1" / "model").model.state_dict()
+    started = model.state_dict()
+    assert all(torch.equal(started[name], value) for name, value in trained.items())
+    others = [name for name in started if name not in trained]
+    assert others and all(".text" in name or "text." in name for name in others)
+    assert all(torch.equal(started[name], fresh[name]) for name in others)
+
+    wider = stage("wider", query_fusion({"audio": 16}, seed=1, projection_dim=32), {"audio": audio})
+    with pytest.raises(InputError, match="has no place of that shape here"):
+        cv_module._initialise(query_fusion({"audio": 16, "text": 50}, seed=2), both, wider, "fold1")
+    text_stage = stage("text", query_fusion({"text": 50}, seed=1), {"text": text})
+    audio_only = SimpleNamespace(config=SimpleNamespace(inputs={"audio": audio}), labels=labels)
+    with pytest.raises(InputError, match="was trained on labels"):
+        cv_module._initialise(query_fusion({"audio": 16}, seed=2), audio_only, text_stage, "fold1")
 
 
 def test_weight_averaging_keeps_the_moving_average_of_the_weights(tone_corpus, tmp_path, monkeypatch):

@@ -315,7 +315,11 @@ def train_fold(experiment: Experiment, fold: Fold, fold_dir: Path, progress: boo
 
 def _initialise(model: EmotionModel, experiment: Experiment, run_dir: Path, fold_name: str) -> None:
     """Start ``model`` from the weights of ``run_dir``'s model for the same fold (a staged
-    schedule's previous stage): same architecture, labels and inputs; stage or loss may differ."""
+    schedule's previous stage): same architecture, labels and inputs; stage or loss may differ.
+
+    A previous stage that read fewer of this run's inputs (a unimodal stage: method B trained
+    on audio alone, then given text) starts the branches it has; every one of its weights must
+    fit this model, and the branches of the other inputs start fresh."""
     final = fold_name == "all"
     source = run_dir / ("model" if final else f"folds/{fold_name}/model")
     try:
@@ -326,14 +330,23 @@ def _initialise(model: EmotionModel, experiment: Experiment, run_dir: Path, fold
             source, f"init_from has no model for fold {fold_name}: run `{command}` on that stage first"
         ) from None
     inputs = dict(experiment.config.inputs)
-    if previous.labels != experiment.labels or previous.inputs != inputs:
+    shared = {modality: spec for modality, spec in inputs.items() if modality in previous.inputs}
+    if previous.labels != experiment.labels or not shared or previous.inputs != shared:
         raise InputError(
             source,
             f"was trained on labels {list(previous.labels)} and inputs {previous.inputs}; "
             f"this run has {list(experiment.labels)} and {inputs}",
         )
+    state = previous.model.state_dict()
+    if shared != inputs:  # a stage of fewer inputs: each of its weights must have its place here
+        own = model.state_dict()
+        misfit = next(
+            (name for name, value in state.items() if name not in own or own[name].shape != value.shape), None
+        )
+        if misfit is not None:
+            raise InputError(source, f"does not fit this model (its weight {misfit} has no place of that shape here)")
     try:
-        model.load_state_dict(previous.model.state_dict())
+        model.load_state_dict(state, strict=shared == inputs)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[1:2] or [str(error)]
         raise InputError(source, f"does not fit this model ({first[0].strip()})") from None
