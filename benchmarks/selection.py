@@ -34,6 +34,8 @@ RAVDESS_A = "configs/ravdess/roi_attention.yaml"
 RAVDESS_A_PAPER = "configs/ravdess/roi_attention_paper.yaml"
 PAIRED = ["corpus.read_seed=0"]  # one pairing for every variant of a paired screen
 B_CHOSEN = "configs/ravdess_meld/query_fusion_bilstm_audio.yaml"
+# what the screens of method B before b-lr ran at (the config's learning rate then)
+B_SCREENED_LR = "optim.lr=1e-3"
 # A variant: (config, overrides), or (config, overrides, stage before): a staged variant's folds
 # start from the same seed's run of the stage before it, trained first.
 Variant = tuple[str, list[str]] | tuple[str, list[str], tuple[str, list[str]]]
@@ -60,19 +62,21 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         {
             f"lr {lr}": (  # lr 1e-3 is b-text's chosen variant, spelled alike so they share its runs
                 B_CHOSEN,
-                [*PAIRED, "model.modality_mask_prob=0.7", *([] if lr == "1e-3" else [f"optim.lr={lr}"])],
+                [*PAIRED, "model.modality_mask_prob=0.7", f"optim.lr={lr}"],
             )
             for lr in ("5e-4", "1e-3", "2e-3")
         },
     ),
     "epochs": (
-        "the paired schedule (30 epochs, patience 8, adopted earlier on test UA), on method B as validation chose it",
+        "the paired schedule (30 epochs, patience 8, adopted earlier on test UA), on method B as validation chose it "
+        "(learning rate 2e-3, b-lr)",
         {
-            f"{epochs} epochs, patience {patience}": (
+            f"{epochs} epochs, patience {patience}": (  # 30 epochs: b-lr's chosen variant, sharing its runs
                 B_CHOSEN,
                 [
                     *PAIRED,
                     "model.modality_mask_prob=0.7",
+                    "optim.lr=2e-3",
                     *([] if epochs == 30 else [f"optim.max_epochs={epochs}", f"optim.patience={patience}"]),
                 ],
             )
@@ -122,8 +126,8 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         "how often method B (BiLSTM audio) hides a modality in training",
         {
             f"hide one modality with probability {prob}": (
-                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
-                [*PAIRED, f"model.modality_mask_prob={prob}"],
+                B_CHOSEN,
+                [*PAIRED, f"model.modality_mask_prob={prob}", B_SCREENED_LR],
             )
             for prob in (0.3, 0.5, 0.7)
         },
@@ -132,12 +136,17 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         "method B's text encoder (BiLSTM audio, hiding a modality with probability 0.7 as b-masking chose)",
         {
             "transformer text encoder": (  # b-masking's chosen variant, spelled alike so they share its runs
-                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
-                [*PAIRED, "model.modality_mask_prob=0.7"],
+                B_CHOSEN,
+                [*PAIRED, "model.modality_mask_prob=0.7", B_SCREENED_LR],
             ),
             "BiLSTM text encoder": (
-                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
-                [*PAIRED, "model.modality_mask_prob=0.7", "model.encoder_types={audio: bilstm, text: bilstm}"],
+                B_CHOSEN,
+                [
+                    *PAIRED,
+                    "model.modality_mask_prob=0.7",
+                    "model.encoder_types={audio: bilstm, text: bilstm}",
+                    B_SCREENED_LR,
+                ],
             ),
         },
     ),
@@ -145,8 +154,8 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         "method B's audio path: trained with text from the start, or pretrained on audio alone first",
         {
             "from scratch": (  # b-text's chosen variant, spelled alike so they share its runs
-                "configs/ravdess_meld/query_fusion_bilstm_audio.yaml",
-                [*PAIRED, "model.modality_mask_prob=0.7"],
+                B_CHOSEN,
+                [*PAIRED, "model.modality_mask_prob=0.7", B_SCREENED_LR],
             ),
             "audio path pretrained on audio alone": (
                 "configs/ravdess_meld/query_fusion_pretrained_audio.yaml",
