@@ -43,6 +43,6 @@ PrecisionOption = Annotated[
     Precision,
     typer.Option(
         help="The encoder's arithmetic: auto is bfloat16 on a CPU that computes it natively (1.6x faster; "
-        "99.5 % of the default model's labels unchanged), float32 elsewhere; float32 computes as training did.",
+        "99.4 % of the default model's labels unchanged), float32 elsewhere; float32 computes as training did.",
     ),
 ]

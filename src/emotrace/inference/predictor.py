@@ -25,8 +25,8 @@ one line (:class:`~emotrace.inference.media.MissingStreamError`).
 The one departure from training's features is the encoder's precision: by default
 (``precision="auto"``) Whisper's matrix products run in bfloat16 on a CPU that computes it
 natively, 1.6x faster than the float32 that training's features were computed in; on the
-default model's validation speakers 99.5 % of labels are the same and the probabilities
-move by 0.005 on average (``benchmarks/precision.py``). ``precision="float32"`` computes as
+default model's validation speakers 99.4 % of labels are the same and the probabilities
+move by 0.004 on average (``benchmarks/precision.py``). ``precision="float32"`` computes as
 training did.
 
 Probabilities are the checkpoint's calibrated ones (its logits over its ``temperature``).
