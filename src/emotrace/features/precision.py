@@ -1,6 +1,6 @@
 """The precision an encoder computes in at prediction time.
 
-bfloat16 matrix products make the Whisper encoder, most of a prediction's cost, 1.6x faster
+bfloat16 matrix products make the Whisper encoder, most of a prediction's cost, about 1.8x faster
 on a CPU that has them in hardware (AVX512-BF16, AMX); where they are emulated they are
 slower than float32. Features keep float32 storage either way.
 """
