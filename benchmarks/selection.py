@@ -34,8 +34,9 @@ RAVDESS_A = "configs/ravdess/roi_attention.yaml"
 RAVDESS_A_PAPER = "configs/ravdess/roi_attention_paper.yaml"
 PAIRED = ["corpus.read_seed=0"]  # one pairing for every variant of a paired screen
 B_CHOSEN = "configs/ravdess_meld/query_fusion_bilstm_audio.yaml"
-# what the screens of method B before b-lr ran at (the config's learning rate then)
-B_SCREENED_LR = "optim.lr=1e-3"
+# the settings method B's screens ran at before b-lr and epochs changed its config, spelled out
+SCHEDULE_30 = ["optim.max_epochs=30", "optim.patience=8"]
+B_EARLIER = ["optim.lr=1e-3", *SCHEDULE_30]
 # A variant: (config, overrides), or (config, overrides, stage before): a staged variant's folds
 # start from the same seed's run of the stage before it, trained first.
 Variant = tuple[str, list[str]] | tuple[str, list[str], tuple[str, list[str]]]
@@ -62,7 +63,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         {
             f"lr {lr}": (  # lr 1e-3 is b-text's chosen variant, spelled alike so they share its runs
                 B_CHOSEN,
-                [*PAIRED, "model.modality_mask_prob=0.7", f"optim.lr={lr}"],
+                [*PAIRED, "model.modality_mask_prob=0.7", f"optim.lr={lr}", *SCHEDULE_30],
             )
             for lr in ("5e-4", "1e-3", "2e-3")
         },
@@ -77,8 +78,19 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
                     *PAIRED,
                     "model.modality_mask_prob=0.7",
                     "optim.lr=2e-3",
-                    *([] if epochs == 30 else [f"optim.max_epochs={epochs}", f"optim.patience={patience}"]),
+                    f"optim.max_epochs={epochs}",
+                    f"optim.patience={patience}",
                 ],
+            )
+            for epochs, patience in ((30, 8), (60, 12))
+        },
+    ),
+    "a-epochs": (
+        "the paired schedule for audio alone (method A, the paired benchmark's reference)",
+        {
+            f"{epochs} epochs, patience {patience}": (
+                "configs/ravdess_meld/audio_only.yaml",
+                [*PAIRED, f"optim.max_epochs={epochs}", f"optim.patience={patience}"],
             )
             for epochs, patience in ((30, 8), (60, 12))
         },
@@ -127,7 +139,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         {
             f"hide one modality with probability {prob}": (
                 B_CHOSEN,
-                [*PAIRED, f"model.modality_mask_prob={prob}", B_SCREENED_LR],
+                [*PAIRED, f"model.modality_mask_prob={prob}", *B_EARLIER],
             )
             for prob in (0.3, 0.5, 0.7)
         },
@@ -137,7 +149,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         {
             "transformer text encoder": (  # b-masking's chosen variant, spelled alike so they share its runs
                 B_CHOSEN,
-                [*PAIRED, "model.modality_mask_prob=0.7", B_SCREENED_LR],
+                [*PAIRED, "model.modality_mask_prob=0.7", *B_EARLIER],
             ),
             "BiLSTM text encoder": (
                 B_CHOSEN,
@@ -145,7 +157,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
                     *PAIRED,
                     "model.modality_mask_prob=0.7",
                     "model.encoder_types={audio: bilstm, text: bilstm}",
-                    B_SCREENED_LR,
+                    *B_EARLIER,
                 ],
             ),
         },
@@ -155,7 +167,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
         {
             "from scratch": (  # b-text's chosen variant, spelled alike so they share its runs
                 B_CHOSEN,
-                [*PAIRED, "model.modality_mask_prob=0.7", B_SCREENED_LR],
+                [*PAIRED, "model.modality_mask_prob=0.7", *B_EARLIER],
             ),
             "audio path pretrained on audio alone": (
                 "configs/ravdess_meld/query_fusion_pretrained_audio.yaml",
