@@ -1,7 +1,8 @@
 """Speed and memory of ``emotrace predict`` end to end, beside a wav2vec2-base pipeline.
 
 Measured, each in a fresh process so peak memory is its own:
-* ``emotrace predict`` (the CLI code path, default model) on the 1440 RAVDESS clips, and on a
+* ``emotrace predict`` (the CLI code path, default model; its encoder at each ``--precision``
+  asked for: ``auto`` is bfloat16 on a CPU that computes it natively) on the 1440 RAVDESS clips, and on a
   one-hour recording made by concatenating RAVDESS clips with 0.5-2 s pauses (the long-recording
   path: voice activity segmentation, per-segment prediction, timeline);
 * a wav2vec2-base pipeline as SpeechBrain and Hugging Face users run it (16 kHz waveform,
@@ -10,7 +11,7 @@ Measured, each in a fresh process so peak memory is its own:
 Wall time includes process start, model loading, audio decoding, the encoder and the model.
 ``speed`` = audio seconds / wall seconds (x real time); ``rtf`` = its inverse.
 
-    EMOTRACE_DATA=../shared/data python benchmarks/predict_speed.py [--threads 2]
+    EMOTRACE_DATA=../shared/data python benchmarks/predict_speed.py [--threads 2] [--precisions auto float32]
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import earlier_results, write_results
+from emotrace.features.precision import resolve_precision
 
 HOUR = 3600.0
 
 
-def child(kind: str, target: str, threads: int) -> None:
+def child(kind: str, target: str, threads: int, precision: str) -> None:
     """One measurement, in this process; prints wall seconds, audio seconds and peak MB."""
     import torch
 
@@ -44,13 +46,15 @@ def child(kind: str, target: str, threads: int) -> None:
     if kind == "emotrace":
         from emotrace.cli import app
 
-        out = Path(tempfile.mkdtemp()) / "predictions.json"
-        try:
-            app(["predict", target, "--format", "json", "--output", str(out)], standalone_mode=False)
-        except SystemExit as exit_:
-            if exit_.code:
-                raise
-        predicted = len(json.loads(out.read_text())["predictions"])
+        with tempfile.TemporaryDirectory() as temp:
+            out = Path(temp) / "predictions.json"
+            command = ["predict", target, "--format", "json", "--output", str(out), "--precision", precision]
+            try:
+                app(command, standalone_mode=False)
+            except SystemExit as exit_:
+                if exit_.code:
+                    raise
+            predicted = len(json.loads(out.read_text())["predictions"])
     else:
         predicted = wav2vec2_pipeline(paths)
     wall = time.perf_counter() - started
@@ -102,9 +106,9 @@ def make_hour(clips: list[Path], path: Path, seed: int = 0) -> None:
             written += len(piece)
 
 
-def measure(kind: str, target: Path, threads: int) -> dict:
+def measure(kind: str, target: Path, threads: int, precision: str = "auto") -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(target), "--threads", str(threads)],
+        [sys.executable, __file__, "--child", kind, str(target), "--threads", str(threads), "--precision", precision],
         capture_output=True,
         text=True,
     )
@@ -125,6 +129,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TARGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)  # the child's
+    parser.add_argument(
+        "--precisions", nargs="+", default=["auto", "float32"], help="the encoder precisions emotrace is measured at"
+    )
     parser.add_argument(
         "--only-emotrace",
         action="store_true",
@@ -133,7 +141,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.child:
-        child(*args.child, args.threads)
+        child(*args.child, args.threads, args.precision)
         return
     ravdess = Path(os.environ.get("EMOTRACE_DATA", "../shared/data")) / "ravdess"
     clips = audio_files(ravdess)
@@ -147,15 +155,19 @@ def main() -> None:
         hour = Path(temp) / "hour.flac"
         make_hour(clips, hour)
         for name, target in (("RAVDESS, 1440 clips", ravdess), ("one-hour recording", hour)):
-            ours = measure("emotrace", target, args.threads)
+            ours = {precision: measure("emotrace", target, args.threads, precision) for precision in args.precisions}
             reference = f"wav2vec2-base pipeline (random weights, timing only), {name}"
             theirs = earlier[reference] if args.only_emotrace else measure("wav2vec2", target, args.threads)
-            rows.append({"system": f"emotrace predict (default model), {name}", **ours})
-            rows.append({**theirs, "system": reference, "emotrace_speedup": round(ours["speed"] / theirs["speed"], 2)})
+            for precision, measured in ours.items():
+                system = f"emotrace predict (default model, --precision {precision}), {name}"
+                rows.append({"system": system, "precision": resolve_precision(precision), **measured})
+            fastest = max(measured["speed"] for measured in ours.values())
+            rows.append({**theirs, "system": reference, "emotrace_speedup": round(fastest / theirs["speed"], 2)})
             write_results(
                 "predict_speed",
                 "end-to-end wall time and peak memory (RSS) of one process "
-                f"per measurement, {args.threads} torch threads",
+                f"per measurement, {args.threads} torch threads; 'precision' is the Whisper encoder's "
+                "(--precision auto resolves to bfloat16 on a CPU with native bfloat16)",
                 rows,
             )
     for row in rows:
