@@ -37,6 +37,8 @@ B_CHOSEN = "configs/ravdess_meld/query_fusion_bilstm_audio.yaml"
 # the settings method B's screens ran at before b-lr and epochs changed its config, spelled out
 SCHEDULE_30 = ["optim.max_epochs=30", "optim.patience=8"]
 B_EARLIER = ["optim.lr=1e-3", *SCHEDULE_30]
+# b-masking's chosen variant, the reference of the B screens after it (sharing its runs)
+B_MASKED = (B_CHOSEN, [*PAIRED, "model.modality_mask_prob=0.7", *B_EARLIER])
 # A variant: (config, overrides), or (config, overrides, stage before): a staged variant's folds
 # start from the same seed's run of the stage before it, trained first.
 Variant = tuple[str, list[str]] | tuple[str, list[str], tuple[str, list[str]]]
@@ -147,10 +149,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
     "b-text": (
         "method B's text encoder (BiLSTM audio, hiding a modality with probability 0.7 as b-masking chose)",
         {
-            "transformer text encoder": (  # b-masking's chosen variant, spelled alike so they share its runs
-                B_CHOSEN,
-                [*PAIRED, "model.modality_mask_prob=0.7", *B_EARLIER],
-            ),
+            "transformer text encoder": B_MASKED,
             "BiLSTM text encoder": (
                 B_CHOSEN,
                 [
@@ -165,10 +164,7 @@ SCREENS: dict[str, tuple[str, dict[str, Variant]]] = {
     "b-pretrained": (
         "method B's audio path: trained with text from the start, or pretrained on audio alone first",
         {
-            "from scratch": (  # b-text's chosen variant, spelled alike so they share its runs
-                B_CHOSEN,
-                [*PAIRED, "model.modality_mask_prob=0.7", *B_EARLIER],
-            ),
+            "from scratch": B_MASKED,
             "audio path pretrained on audio alone": (
                 "configs/ravdess_meld/query_fusion_pretrained_audio.yaml",
                 PAIRED,
