@@ -29,6 +29,7 @@ from emotrace.api import DEFAULT_MODEL, load_model
 from emotrace.corpora import load_corpus
 from emotrace.features.precision import PRECISIONS, native_bfloat16
 from emotrace.inference.predictions import Prediction
+from emotrace.inference.predictor import Predictor
 from emotrace.protocols import UTTERANCE_LEVEL
 
 
@@ -94,7 +95,7 @@ def validation_clips(info: dict[str, Any], data: Path) -> list[tuple[str, str, s
     return clips
 
 
-def predictor_batch(predictor, files: list[str]) -> dict[str, Prediction]:
+def predictor_batch(predictor: Predictor, files: list[str]) -> dict[str, Prediction]:
     """Every file's prediction, by path (files without speech are left out)."""
     from emotrace.api import predict_files
 

@@ -50,6 +50,11 @@ class SeenItems(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
+    def teardown(self, stage: str) -> None:
+        # a spawned rank that exits with its gloo group alive can abort in gloo's threads
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
 
 def dataset() -> FeatureDataset:
     """``ITEMS`` utterances of 3 to 20 frames whose every frame holds the item's index."""

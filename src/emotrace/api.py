@@ -216,7 +216,8 @@ def predict_files(
     ``"uncertain"`` and says ``"abstained": true``. A file without speech (a beep, silence)
     gets a ``"no speech"`` result (:class:`~emotrace.inference.predictions.NoSpeech`), not an
     emotion, unless ``speech_check`` is off (for a predictor passed in, load it so:
-    ``load_model(name, speech_check=False)``). Bad files are skipped and listed in the
+    ``load_model(name, speech_check=False)``). The encoder runs at ``precision="auto"``; pass
+    ``load_model(name, precision="float32")`` for another. Bad files are skipped and listed in the
     result's ``report``; ``result.to_dict()`` is ``emotrace predict``'s JSON.
     """
     if isinstance(model, MediaPredictor):

@@ -37,7 +37,7 @@ from emotrace.distributed.cluster import (
 )
 from emotrace.distributed.results import Item, ResultParts, file_state, no_speech_notices, write_results
 from emotrace.errors import BatchReport, InputError
-from emotrace.features.precision import AUTO_PRECISION
+from emotrace.features.precision import AUTO_PRECISION, resolve_precision
 from emotrace.inference.predictor import SpeakerMoments
 
 OUTPUT_FORMATS = ("json", "parquet")
@@ -77,6 +77,7 @@ def predict_files_on_ray(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     require_ray()  # before any part is written
+    precision = resolve_precision(precision)  # here: one precision for the whole output, whichever actor runs
     report = report if report is not None else BatchReport()
     texts = texts or {}
     inputs = [(path, speaker) for speaker, paths in groups.items() for path in paths]

@@ -1,8 +1,9 @@
 """The precision an encoder computes in at prediction time.
 
-bfloat16 matrix products make the Whisper encoder, most of a prediction's cost, about 1.8x faster
-on a CPU that has them in hardware (AVX512-BF16, AMX); where they are emulated they are
-slower than float32. Features keep float32 storage either way.
+bfloat16 matrix products speed up the Whisper encoder, most of a prediction's cost, on a CPU
+that has them in hardware (AVX512-BF16, AMX): ``emotrace predict`` ran 1.6x faster on the
+RAVDESS clips and 1.25x on an hour-long recording (``benchmarks/predict_speed.py``). Where
+they are emulated they are slower than float32. Features keep float32 storage either way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ AUTO_PRECISION = "auto"
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): elsewhere it is
     emulated, and slower than float32."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch: absent means no
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 def resolve_precision(precision: str) -> str:

@@ -15,7 +15,7 @@ Layer ``0`` is the input to the first transformer layer and layer ``k`` the outp
 CTranslate2's ``encode`` returns.
 
 ``precision="bfloat16"`` runs the encoder's matrix products in bfloat16 (autocast), its
-outputs returned as float32: about 1.8x faster on a CPU with native bfloat16 (AVX512-BF16, AMX),
+outputs returned as float32: faster on a CPU with native bfloat16 (AVX512-BF16, AMX),
 slower on one without (:mod:`emotrace.features.precision`). Stores keep float32 features;
 the prediction path picks the precision, and ``benchmarks/precision.py`` measures what
 bfloat16 changes in the default model's output.
