@@ -113,7 +113,8 @@ def predict_files_on_ray(
 def prediction_job(model: str, asr: bool, precision: str = AUTO_PRECISION) -> dict[str, Any]:
     """What makes two runs the same job, whose parts one may reuse from the other: the model,
     by name and by the size and modification time of its files (and of a packaged model's
-    speaker-adaptive twin), whether ASR transcribes, and the encoder's precision."""
+    speaker-adaptive twin), whether ASR transcribes, and the encoder's precision (resolved:
+    "auto" is the precision it stands for here)."""
     folder = resolve_model(model)
     files = [
         [str(path), path.stat().st_size, path.stat().st_mtime_ns]
@@ -122,7 +123,7 @@ def prediction_job(model: str, asr: bool, precision: str = AUTO_PRECISION) -> di
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     ]
-    return {"model": model, "model_files": files, "asr": asr, "precision": precision}
+    return {"model": model, "model_files": files, "asr": asr, "precision": resolve_precision(precision)}
 
 
 # --------------------------------------------------------------------------- speaker moments
