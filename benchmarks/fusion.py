@@ -238,15 +238,14 @@ def train_runs(
     first has the stage before it trained, and starts from its run of the same pairing and seed."""
     runs = REPO / "runs" / "benchmarks" / ("paired" if part in ("paired", "noisy") else part)
     previous = STAGE_BEFORE.get(config_path)
-    if previous:
-        train_runs(part, previous, pairings, seeds, overrides, noise)
+    # the stage before, in the same pairing x seed order as the runs below
+    starts = iter(train_runs(part, previous, pairings, seeds, overrides, noise)) if previous else None
     run_dirs = []
     for pairing in pairings:
         for seed in range(seeds):
             chosen = [f"seed={seed}", *overrides] + ([f"corpus.read_seed={pairing}"] if pairing is not None else [])
-            if previous:
-                before = load_config(REPO / previous, chosen)
-                chosen.append(f"init_from={runs / run_name(before.name, pairing, seed, noise)}")
+            if starts is not None:
+                chosen.append(f"init_from={next(starts)}")
             config = load_config(REPO / config_path, chosen)
             run_dirs.append(runs / run_name(config.name, pairing, seed, noise))
             run_cv(config, run_dirs[-1], progress=False)

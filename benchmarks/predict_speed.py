@@ -31,7 +31,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import earlier_results, write_results
-from emotrace.features.precision import resolve_precision
+from emotrace.features.precision import AUTO_PRECISION, TRAINING_PRECISION, resolve_precision
 
 HOUR = 3600.0
 
@@ -106,7 +106,7 @@ def make_hour(clips: list[Path], path: Path, seed: int = 0) -> None:
             written += len(piece)
 
 
-def measure(kind: str, target: Path, threads: int, precision: str = "auto") -> dict:
+def measure(kind: str, target: Path, threads: int, precision: str = AUTO_PRECISION) -> dict:
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(target), "--threads", str(threads), "--precision", precision],
         capture_output=True,
@@ -129,9 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TARGET"), help=argparse.SUPPRESS)
-    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)  # the child's
+    parser.add_argument("--precision", default=AUTO_PRECISION, help=argparse.SUPPRESS)  # the child's
     parser.add_argument(
-        "--precisions", nargs="+", default=["auto", "float32"], help="the encoder precisions emotrace is measured at"
+        "--precisions",
+        nargs="+",
+        default=[AUTO_PRECISION, TRAINING_PRECISION],
+        help="the encoder precisions emotrace is measured at",
     )
     parser.add_argument(
         "--only-emotrace",

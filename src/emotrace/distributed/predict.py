@@ -66,8 +66,9 @@ def predict_files_on_ray(
 
     ``groups`` maps a speaker to their files (speaker-adaptive protocol) or None to all files
     (utterance-level). ``text`` is every file's transcript, else ``texts`` gives one per
-    resolved path. ``precision`` is the encoder's, resolved on each actor's machine (see
-    :func:`emotrace.api.load_model`). ``batch_size`` files go to an actor at once. See
+    resolved path. ``precision`` is the encoder's (see :func:`emotrace.api.load_model`),
+    resolved here once, so that every actor computes the output at the same one.
+    ``batch_size`` files go to an actor at once. See
     :func:`~emotrace.distributed.extract.extract_corpus_on_ray` for ``address``, ``actors``
     and ``threads``. Results of a killed run in ``OUTPUT.parts/`` are kept and reused.
     ``no_speech``, when given, gets (source, notice) of each file without speech, for the summary.
@@ -77,7 +78,7 @@ def predict_files_on_ray(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     require_ray()  # before any part is written
-    precision = resolve_precision(precision)  # here: one precision for the whole output, whichever actor runs
+    precision = resolve_precision(precision)
     report = report if report is not None else BatchReport()
     texts = texts or {}
     inputs = [(path, speaker) for speaker, paths in groups.items() for path in paths]

@@ -12,8 +12,10 @@ import torch
 
 from emotrace.features.inputs import ExtractorConfigError
 
+#: what stored features hold and training reads
+TRAINING_PRECISION = "float32"
 #: what ``precision`` may be: the encoder's weights and outputs stay float32 either way
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = (TRAINING_PRECISION, "bfloat16")
 #: what a predictor asks for by default: bfloat16 where the CPU computes it natively
 AUTO_PRECISION = "auto"
 
@@ -29,7 +31,7 @@ def resolve_precision(precision: str) -> str:
     """``precision`` (one of :data:`PRECISIONS`, or ``"auto"``) as the encoder will run it:
     ``"auto"`` is bfloat16 on a CPU with native bfloat16, float32 elsewhere."""
     if precision == AUTO_PRECISION:
-        return "bfloat16" if native_bfloat16() else "float32"
+        return "bfloat16" if native_bfloat16() else TRAINING_PRECISION
     if precision not in PRECISIONS:
         raise ExtractorConfigError(
             f"precision must be one of {', '.join((AUTO_PRECISION, *PRECISIONS))}, got {precision!r}"

@@ -69,9 +69,8 @@ def _whisper(model: str | None) -> Callable[[str | None, Options], Extractor]:
     def build(target: str | None, options: Options) -> Extractor:
         from emotrace.features.whisper import WhisperEncoderExtractor
 
-        return WhisperEncoderExtractor(
-            model or str(target), layers=_layers(options), precision=options.get("precision", "float32")
-        )
+        precision = {"precision": options["precision"]} if "precision" in options else {}
+        return WhisperEncoderExtractor(model or str(target), layers=_layers(options), **precision)
 
     return build
 

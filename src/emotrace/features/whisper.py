@@ -43,7 +43,7 @@ from emotrace.audio import SAMPLE_RATE
 from emotrace.features.base import Extractor, Features
 from emotrace.features.chunks import plan_windows, stitch
 from emotrace.features.inputs import ExtractorConfigError, checked_waveforms
-from emotrace.features.precision import resolve_precision
+from emotrace.features.precision import TRAINING_PRECISION, resolve_precision
 from emotrace.features.weights import (
     cached_folder,
     installed_package_folder,
@@ -180,7 +180,7 @@ class WhisperEncoderExtractor(Extractor):
     modality = "audio"
     version = 1
 
-    def __init__(self, model: str, layers: Sequence[int] | None = None, precision: str = "float32"):
+    def __init__(self, model: str, layers: Sequence[int] | None = None, precision: str = TRAINING_PRECISION):
         """``model``: ``whisper-tiny``, ``whisper-base``, a Hugging Face id or a local folder.
 
         ``layers``: the layers to keep (0 = embeddings); None keeps them all. ``precision``:
@@ -212,7 +212,7 @@ class WhisperEncoderExtractor(Extractor):
             "window_overlap_seconds": WINDOW_OVERLAP_SECONDS,
         }
         # named only when not float32, so the float32 features stored before it keep their key
-        return config if self.precision == "float32" else {**config, "precision": self.precision}
+        return config if self.precision == TRAINING_PRECISION else {**config, "precision": self.precision}
 
     @property
     def source(self) -> str | Path:

@@ -25,10 +25,9 @@ one line (:class:`~emotrace.inference.media.MissingStreamError`).
 The one departure from training's features is the encoder's precision: by default
 (``precision="auto"``) Whisper's matrix products run in bfloat16 on a CPU that computes it
 natively, faster than the float32 that training's features were computed in (see
-:mod:`emotrace.features.precision`); on the
-default model's validation speakers 99.4 % of labels are the same and the probabilities
-move by 0.004 on average (``benchmarks/precision.py``). ``precision="float32"`` computes as
-training did.
+:mod:`emotrace.features.precision`); on the default model's validation speakers 99.4 % of
+labels are the same and the probabilities move by 0.004 on average
+(``benchmarks/precision.py``). ``precision="float32"`` computes as training did.
 
 Probabilities are the checkpoint's calibrated ones (its logits over its ``temperature``).
 With ``min_confidence`` a prediction whose top probability falls below it abstains: its
