@@ -19,7 +19,9 @@ accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
   roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there);
 * (d) (b) with the options validation chose, under the speaker-adaptive protocol: each
   speaker's features normalised by the moments of all of that speaker's unlabelled clips, test
-  speakers included (what a user with several clips of a speaker can do, ``predict --adapt-speaker``).
+  speakers included (what a user with several clips of a speaker can do, ``predict --adapt-speaker``);
+* (e) (a) under the same speaker-adaptive protocol: how much of (d)'s change the normalisation
+  alone brings to a linear model.
 
     EMOTRACE_DATA=../shared/data python benchmarks/cross_corpus.py [--store DIR] [--seeds 3] [--jobs 2]
 
@@ -61,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, earlier_results, repo_path, write_results
 
 CORPORA = ("ravdess", "ased", "nemo")
-LETTERS = "abcd"
+LETTERS = "abcde"
 LOCO = "configs/multicorpus/roi_attention_loco.yaml"
 RAVDESS_ONLY = "configs/multicorpus/roi_attention_ravdess_only.yaml"
 #: augmented copies per clip screened (their features must be in the store first: `emotrace extract
@@ -112,7 +114,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     if "a" in args.systems:
-        found["a"] = probe_row()
+        found["a"] = probe_row(UTTERANCE_LEVEL)
         save()
     if "c" in args.systems:  # before b: its inputs are b's base inputs, read once
         run_dirs = _runs(RAVDESS_ONLY, [], list(range(args.seeds)), args.runs, "base", args.jobs)
@@ -155,6 +157,9 @@ def main() -> None:
         system = f"method A, trained on the two other corpora ({chosen}), speaker-adaptive"
         found["d"] = trained_row(system, run_dirs, LOCO, adaptive, SPEAKER_ADAPTIVE)
         save()
+    if "e" in args.systems:
+        found["e"] = probe_row(SPEAKER_ADAPTIVE)
+        save()
     for row in rows:
         corpora = "  ".join(
             f"{name} {figures['wa']:.1f}/{figures['ua']:.1f}" for name, figures in row["per_corpus"].items()
@@ -166,16 +171,17 @@ def earlier_rows(earlier: dict[str, Any], letters: set[str]) -> dict[str, dict[s
     """The rows of the ``earlier`` results of the systems ``letters`` (those this run does not
     measure), dated."""
     by_letter = {
-        "a": lambda row: row["method"] == "probe",
+        "a": lambda row: row["method"] == "probe" and row["protocol"] == UTTERANCE_LEVEL,
         "b": lambda row: row.get("config") == LOCO and row["protocol"] == UTTERANCE_LEVEL,
         "c": lambda row: row.get("config") == RAVDESS_ONLY,
         "d": lambda row: row.get("config") == LOCO and row["protocol"] == SPEAKER_ADAPTIVE,
+        "e": lambda row: row["method"] == "probe" and row["protocol"] == SPEAKER_ADAPTIVE,
     }
     return {letter: row for row in earlier["rows"] for letter in letters if by_letter[letter](row)}
 
 
-def probe_row() -> dict[str, Any]:
-    """(a): the linear probe, leave-one-corpus-out over the four classes."""
+def probe_row(protocol: str) -> dict[str, Any]:
+    """(a), (e): the linear probe under ``protocol``, leave-one-corpus-out over the four classes."""
     started = time.perf_counter()
     root = Path(os.environ["EMOTRACE_DATA"])
     parts = [load_corpus(name, root / name, CROSS_CORPUS_4) for name in CORPORA]
@@ -183,7 +189,7 @@ def probe_row() -> dict[str, Any]:
     extractor = resolve_extractor("whisper-base")
     store_root = os.environ["EMOTRACE_STORE"]
     with FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version) as store:
-        result = run_classic("probe", store, corpus, UTTERANCE_LEVEL, layers=[2, 3, 4, 5])
+        result = run_classic("probe", store, corpus, protocol, layers=[2, 3, 4, 5])
     per_corpus = {}
     for name in CORPORA:
         metrics = result["per_fold"][name]
@@ -196,7 +202,7 @@ def probe_row() -> dict[str, Any]:
             "C": result["chosen"][name]["C"],
             "val_ua": round(result["chosen"][name]["val_ua"], 2),
         }
-    row = _row("linear probe, mean+std pooled Whisper-base layers 2-5 (4 classes)", "probe", per_corpus)
+    row = _row("linear probe, mean+std pooled Whisper-base layers 2-5 (4 classes)", "probe", per_corpus, protocol)
     row["seconds_per_fold"] = round((time.perf_counter() - started) / len(CORPORA), 1)
     return row
 

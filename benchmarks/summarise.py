@@ -170,8 +170,8 @@ def cross_corpus_table(result: dict) -> list[str]:
             f"Options screened on validation speakers (seed {screens['seed']}, {screens['selection']}): "
             f"{tried}; kept: {screens['chosen']}.",
         ]
-    if "ensemble" in screens:
-        lines += ["", ensemble_line(screens["ensemble"])]
+        if "ensemble" in screens:
+            lines += ["", ensemble_line(screens["ensemble"])]
     return lines
 
 

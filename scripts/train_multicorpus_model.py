@@ -8,10 +8,14 @@ under each corpus's own speaker-independent folds (a cross-validation run here, 
 its classes, languages and the data licences. The final model trains on every corpus but a
 seeded share of each one's speakers, who choose the epoch.
 
+Under each protocol of ``--protocols``: ``multicorpus-whisper-base`` (utterance-level, the
+packaged default model, ``emotrace.api.DEFAULT_MODEL``) and its speaker-adaptive twin
+``multicorpus-whisper-base-adaptive`` (what ``predict --adapt-speaker`` runs with the default),
+each packaged once the benchmark has a leave-one-corpus-out row of its protocol and options.
+
     EMOTRACE_DATA=../shared/data python scripts/train_multicorpus_model.py [--store DIR] [--jobs 2]
 
-It writes ``src/emotrace/pretrained/multicorpus-whisper-base/``, the packaged default model
-(``emotrace.api.DEFAULT_MODEL``). Runs resume (``runs/multicorpus_model/``).
+They go to ``src/emotrace/pretrained/<name>/``. Runs resume (``runs/multicorpus_model/``).
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from emotrace.api import PRETRAINED
+from emotrace.api import ADAPTIVE_SUFFIX, PRETRAINED
 from emotrace.atomic import write_text_atomically
 from emotrace.checkpoint import load_checkpoint
-from emotrace.protocols import UTTERANCE_LEVEL
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.training.config import load_config
 from emotrace.training.cv import run_cv, train_final
 from emotrace.training.report import write_report
@@ -39,6 +43,8 @@ CONFIG = REPO / "configs" / "multicorpus" / "roi_attention.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "cross_corpus.json"
 LOCO_CONFIG = "roi_attention_loco.yaml"
 NAME = "multicorpus-whisper-base"
+#: packaged name per protocol: the speaker-adaptive model is the default's twin
+NAMES = {UTTERANCE_LEVEL: NAME, SPEAKER_ADAPTIVE: NAME + ADAPTIVE_SUFFIX}
 CORPORA = {
     "ravdess": (
         "RAVDESS speech",
@@ -66,51 +72,68 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=os.environ.get("EMOTRACE_STORE", "~/.cache/emotrace/features"))
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "multicorpus_model")
-    parser.add_argument("--out", type=Path, default=PRETRAINED / NAME)
+    parser.add_argument("--out", type=Path, default=PRETRAINED, help="folder the models are packaged into")
     parser.add_argument("--jobs", type=int, default=1, help="cross-validation folds trained at once")
+    parser.add_argument("--protocols", nargs="+", default=list(NAMES), choices=list(NAMES))
     parser.add_argument(
         "--options",
         nargs="*",
         default=None,
         help="config overrides of the robustness options (default: those of cross_corpus.json's "
-        "leave-one-corpus-out row); the model is packaged only once that row exists and agrees",
+        "leave-one-corpus-out row); a model is packaged only once its protocol's row exists and agrees",
     )
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text())
+    for protocol in args.protocols:
+        train_and_package(protocol, results, args)
+
+
+def train_and_package(protocol: str, results: dict[str, Any], args: argparse.Namespace) -> None:
+    """Cross-validate and train the final model of ``protocol``; package it when the benchmark's
+    leave-one-corpus-out row of that protocol was measured with the same options."""
+    protocol_override = f"protocol={protocol}"
     multi = next(
-        (
-            row
-            for row in results["rows"]
-            if row.get("config", "").endswith(LOCO_CONFIG) and row["protocol"] == UTTERANCE_LEVEL
-        ),
+        (row for row in results["rows"] if row.get("config", "").endswith(LOCO_CONFIG) and row["protocol"] == protocol),
         None,
     )
-    options = args.options if args.options is not None else multi["overrides"] if multi else None
+    measured = None if multi is None else [o for o in multi["overrides"] if o != protocol_override]
+    options = args.options if args.options is not None else measured
     if options is None:
-        raise SystemExit(f"{RESULTS} has no leave-one-corpus-out row yet: finish benchmarks/cross_corpus.py")
-    config = load_config(CONFIG, [*options, f"store={os.path.expanduser(args.store)}", f"trainer.jobs={args.jobs}"])
-    run_dir = args.runs / config.name
+        raise SystemExit(f"{RESULTS} has no {protocol} leave-one-corpus-out row yet: finish benchmarks/cross_corpus.py")
+    config = load_config(
+        CONFIG,
+        [*options, protocol_override, f"store={os.path.expanduser(args.store)}", f"trainer.jobs={args.jobs}"],
+    )
+    run_dir = args.runs / (config.name if protocol == UTTERANCE_LEVEL else f"{config.name}-{protocol}")
     run_cv(config, run_dir, progress=False)
     summary = write_report(run_dir)
     model_dir = train_final(config, run_dir, progress=False)
-    if multi is None or sorted(multi["overrides"]) != sorted(options):
+    name = NAMES[protocol]
+    if measured is None or sorted(measured) != sorted(options):
         raise SystemExit(
-            f"trained {model_dir}; not packaged: {RESULTS} has no leave-one-corpus-out row with these options "
-            "yet. Run this again once benchmarks/cross_corpus.py has finished (nothing is trained again)."
+            f"trained {model_dir}; not packaged: {RESULTS} has no {protocol} leave-one-corpus-out row with these "
+            "options yet. Run this again once benchmarks/cross_corpus.py has finished (nothing is trained again)."
         )
-    package(model_dir, args.out, summary, results, multi)
-    print(f"{NAME}: leave-one-corpus-out accuracy {multi['wa_mean']:.1f}, UA {multi['ua_mean']:.1f} -> {args.out}")
+    package(model_dir, args.out / name, name, summary, results, multi)
+    print(
+        f"{name}: leave-one-corpus-out accuracy {multi['wa_mean']:.1f}, UA {multi['ua_mean']:.1f} -> {args.out / name}"
+    )
 
 
 def package(
-    model_dir: Path, target: Path, summary: dict[str, Any], results: dict[str, Any], multi: dict[str, Any]
+    model_dir: Path,
+    target: Path,
+    name: str,
+    summary: dict[str, Any],
+    results: dict[str, Any],
+    multi: dict[str, Any],
 ) -> None:
     """Copy the final model into the package with its figures and card."""
     checkpoint = load_checkpoint(model_dir)
     per_corpus = summary["pooled"]["per_corpus"]
     checkpoint.info = {
         **checkpoint.info,
-        "name": NAME,
+        "name": name,
         "metrics": {
             # the headline `emotrace models list` shows: accuracy on corpora never heard
             "ua_mean": multi["ua_mean"],
@@ -141,7 +164,7 @@ def package(
     }
     shutil.rmtree(target, ignore_errors=True)
     checkpoint.save(target)
-    write_text_atomically(target / "README.md", model_card(checkpoint, summary, results, multi))
+    write_text_atomically(target / "README.md", model_card(name, checkpoint, summary, results, multi))
 
 
 def fold_spread(summary: dict[str, Any], corpus: str) -> dict[str, float]:
@@ -155,7 +178,7 @@ def fold_spread(summary: dict[str, Any], corpus: str) -> dict[str, float]:
     }
 
 
-def model_card(checkpoint, summary: dict[str, Any], results: dict[str, Any], multi: dict[str, Any]) -> str:
+def model_card(name: str, checkpoint, summary: dict[str, Any], results: dict[str, Any], multi: dict[str, Any]) -> str:
     spec = checkpoint.inputs["audio"]
     corpora = checkpoint.info["corpora"]
     held_out = results["held_out_corpora"]
@@ -182,13 +205,20 @@ def model_card(checkpoint, summary: dict[str, Any], results: dict[str, Any], mul
     )
     licences = "\n".join(f"- {CORPORA[c][0]}: {CORPORA[c][3]}" for c in corpora)
     options = ", ".join(checkpoint.info["options"]) or "none beyond the recipe"
-    return f"""# {NAME}
+    protocol_line = (
+        "It reads one clip at a time: nothing about the speaker is used beyond the clip itself (utterance-level)."
+        if checkpoint.protocol == UTTERANCE_LEVEL
+        else f"Speaker-adaptive: each speaker's features are normalised by the moments of several of that "
+        f"speaker's recordings (unlabelled), so it needs `emotrace predict --adapt-speaker` and a few clips "
+        f"per speaker; loading {NAME} brings it as the twin that option runs."
+    )
+    return f"""# {name}
 
 Method A of emotrace (attention-based ROI detection: BiLSTM + additive attention over frozen
 Whisper-base encoder frames, layers {list(spec.layers)}, pooled to {50 / spec.frame_pooling:g} Hz), trained on
 three corpora at once: RAVDESS (English), ASED (Amharic) and nEMO (Polish), {len(checkpoint.labels)} output
 classes: {", ".join(checkpoint.labels)}. The attention weights still mark the regions of interest, and the
-frame posteriors give the emotion dynamics, as for every method A model.
+frame posteriors give the emotion dynamics, as for every method A model. {protocol_line}
 
 ## The number that matters: accuracy on corpora it never heard
 A model is used on voices, languages and microphones it never saw. Leave-one-corpus-out: each
@@ -208,7 +238,7 @@ speech, noisy channels and corpora unlike these three.
 ## Within each corpus
 Each corpus's own speaker-independent folds (RAVDESS: the 6 EmoBox folds; ASED and nEMO: group
 5-fold by speaker), one model per fold trained on all three corpora's training speakers, scored
-in the corpus's own classes, utterance-level ({summary["folds"]} folds, one seed): UA and WA as mean ±
+in the corpus's own classes, {checkpoint.protocol} ({summary["folds"]} folds, one seed): UA and WA as mean ±
 std over the folds that test the corpus, then UA and macro-F1 pooled over them:
 
 | corpus | classes | UA | WA | pooled UA | pooled macro-F1 |
