@@ -84,7 +84,9 @@ ENSEMBLE_SEEDS = [0, 1, 2]
 PROTOCOL_TEXT = (
     "Leave-one-corpus-out over RAVDESS (English, 24 actors), ASED (Amharic, 65 speakers) and nEMO (Polish, "
     "9 actors): each held-out corpus is tested whole (every clip of the four classes) by a model trained on the "
-    "others, utterance-level; EmoBox's cross-corpus label protocol: the four classes neutral, happy, sad, angry, "
+    "others; each row names its protocol: utterance-level (the clip alone), or speaker-adaptive (each "
+    "speaker's features normalised by the moments of all of that speaker's clips, unlabelled, held-out "
+    "speakers included); EmoBox's cross-corpus label protocol: the four classes neutral, happy, sad, angry, "
     "predictions restricted to them; WA = accuracy, UA = mean per-class recall, percent. ua_mean/wa_mean and "
     "their std are over the held-out corpora (folds = held-out corpora); per_corpus gives each one, with the "
     "'shared' protocol (every class the held-out corpus shares with the training corpora) and the largest share "
