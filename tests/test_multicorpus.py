@@ -22,6 +22,7 @@ from emotrace.features.base import Features
 from emotrace.features.transforms import InputSpec, model_frames
 from emotrace.models.base import masked_cross_entropy
 from emotrace.training import cv as cv_module
+from emotrace.training.ablation import evaluate_speaker_sample, moment_sample
 from emotrace.training.config import load_config
 from emotrace.training.crosscorpus import (
     CROSS4,
@@ -279,3 +280,56 @@ def test_corpora_trained_together_are_scored_each_in_its_own_classes(trees, tmp_
     model_dir = cv_module.train_final(load_config(config_path), run_dir, progress=False)
     info = load_checkpoint(model_dir).info
     assert {speaker.split("/")[0] for speaker in info["val_speakers"]} == {"ased", "nemo"}
+
+
+def test_speaker_adaptive_run_tested_again_with_moments_from_a_sample_of_clips(trees, tmp_path) -> None:
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-loco-adaptive",
+                "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
+                "held_out": ["ased"],
+                "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
+                "protocol": "speaker-adaptive",
+                "model": {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16},
+                "store": str(tmp_path / "store"),
+                "data": {"batch_size": 8},
+                "optim": {"max_epochs": 1, "patience": 5},
+            }
+        )
+    )
+    run_dir = tmp_path / "run"
+    ran = cv_module.run_cv(load_config(config_path), run_dir, progress=False)["ased"]["cross_corpus"]["ased"]
+
+    every_clip = evaluate_speaker_sample(run_dir)["per_fold"]["ased"]
+    assert every_clip["moment_clips"] == 50
+    assert every_clip["cross_corpus"]["ased"]["cross4"]["ua"] == pytest.approx(ran["cross4"]["ua"])
+    assert every_clip["cross_corpus"]["ased"]["cross4"]["items"] == ran["cross4"]["items"] == 40
+
+    neutral = evaluate_speaker_sample(run_dir, emotion="neutral")["per_fold"]["ased"]
+    assert neutral["moment_clips"] == 10  # 5 speakers x 2 neutral sentences; every clip still scored
+    assert neutral["cross_corpus"]["ased"]["cross4"]["items"] == 40
+    assert neutral["cross_corpus"]["ased"]["predicted_shares_all"] != ran["predicted_shares_all"]
+    assert evaluate_speaker_sample(run_dir, clips=3, seed=1)["per_fold"]["ased"]["moment_clips"] == 15
+
+    utterance_level = tmp_path / "u.yaml"
+    utterance_level.write_text(config_path.read_text().replace("speaker-adaptive", "utterance-level"))
+    (run_dir / "config.yaml").write_text(utterance_level.read_text())
+    with pytest.raises(ValueError, match="only a speaker-adaptive run"):
+        evaluate_speaker_sample(run_dir)
+
+
+def test_moment_samples_draw_per_speaker_and_name_a_speaker_without_the_emotion(trees) -> None:
+    corpus = load_corpus("ased", trees["ased"])
+    rng = np.random.default_rng(0)
+    speakers = {u.speaker for u in corpus.utterances}
+    few = moment_sample(corpus.utterances, 2, None, rng)
+    assert Counter(u.speaker for u in few) == dict.fromkeys(speakers, 2)
+    one = moment_sample(corpus.utterances, None, "one", rng)
+    by_speaker: dict[str, set[str]] = {}
+    for utterance in one:
+        by_speaker.setdefault(utterance.speaker, set()).add(utterance.label)
+    assert set(by_speaker) == speakers and all(len(labels) == 1 for labels in by_speaker.values())
+    with pytest.raises(ValueError, match="has no surprised clips"):
+        moment_sample(corpus.utterances, None, "surprised", rng)

@@ -1,5 +1,7 @@
 """Analyses of a run's finished fold models: tested again with some of their inputs absent
-(:func:`evaluate_without`); :func:`finished_fold_models` also serves the deletion test."""
+(:func:`evaluate_without`), or, speaker-adaptive, with each test speaker's moments from a
+sample of their clips (:func:`evaluate_speaker_sample`); :func:`finished_fold_models` also
+serves the deletion test."""
 
 from __future__ import annotations
 
@@ -7,14 +9,30 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from emotrace.checkpoint import load_checkpoint
-from emotrace.corpora import CorpusData, Fold
+from emotrace.corpora import CorpusData, Fold, Utterance
+from emotrace.corpora.combined import class_sets
+from emotrace.features.pipeline import resolve_extractor
+from emotrace.features.store import FeatureStore
 from emotrace.models.base import EmotionModel
+from emotrace.protocols import SPEAKER_ADAPTIVE
+from emotrace.training.calibration import scaled_probabilities
 from emotrace.training.config import ExperimentConfig, load_config
-from emotrace.training.cv import CONFIG_FILE, METRICS_FILE, load_experiment_corpus, prepare, selected_folds
-from emotrace.training.data import FeatureDataset
+from emotrace.training.crosscorpus import fold_metrics, prediction_rows
+from emotrace.training.cv import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    Experiment,
+    fold_dataset,
+    load_experiment_corpus,
+    prepare,
+    selected_folds,
+)
+from emotrace.training.data import FeatureDataset, load_inputs
 from emotrace.training.metrics import classification_metrics, summarise_folds
-from emotrace.training.module import predict_probabilities
+from emotrace.training.module import predict_logits, predict_probabilities
 
 
 def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, Any]:
@@ -41,6 +59,74 @@ def evaluate_without(run_dir: str | Path, missing: Sequence[str]) -> dict[str, A
     if not per_fold:
         raise ValueError(f"{run_dir}: no finished folds")
     return {"missing": sorted(missing), "per_fold": per_fold, **summarise_folds(per_fold, experiment.labels)}
+
+
+def evaluate_speaker_sample(
+    run_dir: str | Path, clips: int | None = None, emotion: str | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Test a speaker-adaptive run's fold models again with each test speaker's moments
+    estimated from a sample of that speaker's clips instead of all of them.
+
+    The protocol takes every clip of a test speaker, which in acted corpora spans all emotions
+    about equally; a user may have a few clips, or a speaker heard in one mood. ``clips``: that
+    many drawn at random per speaker (seeded); ``emotion``: only the speaker's clips of that
+    class, or with ``"one"`` of one class drawn per speaker; both: ``clips`` of those. Every
+    test clip is still scored. Returns per-fold metrics as the run's own ``metrics.json``
+    gives them (the cross-corpus breakdown included); the run's own files are untouched.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    if config.protocol != SPEAKER_ADAPTIVE:
+        raise ValueError(f"{run_dir} is {config.protocol}: only a speaker-adaptive run reads speaker moments")
+    corpus = load_experiment_corpus(config)
+    extractors = {modality: resolve_extractor(spec.features) for modality, spec in config.inputs.items()}
+    stores = {
+        modality: FeatureStore.open(config.store_root(), extractor.name, extractor.config(), extractor.version)
+        for modality, extractor in extractors.items()
+    }
+    rng = np.random.default_rng(seed)
+    sets = class_sets(corpus) if corpus.parts else None
+    per_fold = {}
+    try:
+        for fold, model in finished_fold_models(run_dir, config, corpus):
+            _, _, test_part = fold.split(corpus.utterances)
+            sample = moment_sample(test_part, clips, emotion, rng)
+            inputs = load_inputs(test_part, stores, config.inputs, SPEAKER_ADAPTIVE, moments_from=sample)
+            test = fold_dataset(Experiment(config, corpus, inputs, []), test_part)
+            checkpoint = load_checkpoint(run_dir / "folds" / fold.name / "model")
+            probabilities = scaled_probabilities(predict_logits(model, test), checkpoint.temperature)
+            trained_on = set(checkpoint.info.get("trained_on", ()))
+            rows = prediction_rows(test_part, fold.name, probabilities, corpus.label_set.classes, sets, trained_on)
+            per_fold[fold.name] = {
+                **fold_metrics(rows, corpus.label_set.classes, sets, trained_on),
+                "moment_clips": len(sample),
+            }
+    finally:
+        for store in stores.values():
+            store.close()
+    if not per_fold:
+        raise ValueError(f"{run_dir}: no finished folds")
+    return {"clips": clips, "emotion": emotion, "seed": seed, "per_fold": per_fold}
+
+
+def moment_sample(
+    utterances: Sequence[Utterance], clips: int | None, emotion: str | None, rng: np.random.Generator
+) -> list[Utterance]:
+    """Per speaker, the clips their moments come from (see :func:`evaluate_speaker_sample`)."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    for utterance in utterances:
+        by_speaker.setdefault(utterance.speaker, []).append(utterance)
+    sample = []
+    for speaker, mine in by_speaker.items():
+        if emotion is not None:
+            wanted = emotion if emotion != "one" else rng.choice(sorted({u.label for u in mine}))
+            mine = [u for u in mine if u.label == wanted]
+            if not mine:
+                raise ValueError(f"speaker {speaker} has no {emotion} clips to estimate moments from")
+        if clips is not None and len(mine) > clips:
+            mine = [mine[i] for i in sorted(rng.choice(len(mine), clips, replace=False))]
+        sample.extend(mine)
+    return sample
 
 
 def finished_fold_models(

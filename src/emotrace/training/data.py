@@ -58,12 +58,14 @@ def load_inputs(
     specs: Mapping[str, InputSpec],
     protocol: str,
     copies: Mapping[str, Copies] | None = None,
+    moments_from: Sequence[Utterance] | None = None,
 ) -> dict[str, ModalityInputs]:
     """Model inputs of ``utterances`` for each modality in ``specs``.
 
     Under the speaker-adaptive protocol each speaker's moments come from all of that
     speaker's utterances here (labels unused; test speakers included, as the protocol
-    says); augmented copies are normalised with their clean clip's speaker's. ``copies``:
+    says), or from those of ``moments_from`` (a sample of them: how few clips of a speaker
+    the protocol needs); augmented copies are normalised with their clean clip's speaker's. ``copies``:
     per modality, the store of its augmented copies and, per utterance id, their ids there. Utterances
     missing from a store are an error naming them: extract first.
     """
@@ -92,13 +94,14 @@ def load_inputs(
             spec,
             protocol,
             tuple((u.id, u.speaker, store.key(u.id), *map(copy_store.key, copy_ids.get(u.id, ()))) for u in utterances),
+            None if moments_from is None else tuple(u.id for u in moments_from),
         )
         last = _LAST_INPUTS.pop(modality, None)
         if last is not None and last[0] == key:
             inputs = last[1]
         else:
             last = None  # the old inputs go before new ones are read: they can take gigabytes
-            inputs = _modality_inputs(utterances, store, spec, protocol, (copy_store, copy_ids))
+            inputs = _modality_inputs(utterances, store, spec, protocol, (copy_store, copy_ids), moments_from)
         _LAST_INPUTS[modality] = (key, inputs)
         result[modality] = inputs
     return result
@@ -116,8 +119,13 @@ def _modality_inputs(
     spec: InputSpec,
     protocol: str,
     copies: Copies,
+    moments_from: Sequence[Utterance] | None = None,
 ) -> ModalityInputs:
-    moments = _speaker_moments(utterances, store, spec) if protocol == SPEAKER_ADAPTIVE else None
+    sources = utterances if moments_from is None else moments_from
+    moments = _speaker_moments(sources, store, spec) if protocol == SPEAKER_ADAPTIVE else None
+    unmeasured = sorted({u.speaker for u in utterances} - set(moments)) if moments is not None else []
+    if unmeasured:
+        raise ValueError(f"no clips to estimate the moments of speakers {unmeasured[:5]} from")
     (copy_store, copy_ids), frames, copy_frames, rate = copies, {}, {}, 0.0
     for utterance in utterances:
         features = store.get(utterance.id)
