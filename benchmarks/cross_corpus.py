@@ -198,13 +198,16 @@ def earlier_rows(earlier: dict[str, Any], letters: set[str]) -> dict[str, dict[s
 
 def moment_sample_figures(run_dirs: list[Path]) -> dict[str, dict[str, Any]]:
     """Per ``MOMENT_SAMPLES`` entry: (d)'s held-out accuracy and UA per corpus, averaged over
-    the seeds' runs (each run's sample drawn with its own seed), and their mean."""
+    the seeds' runs (each run's sample drawn with its own seed), their mean, and the speakers
+    who had no clip of the named emotion (their moments came from all their clips)."""
     figures: dict[str, dict[str, Any]] = {}
     for name, sample in MOMENT_SAMPLES.items():
         per_corpus: dict[str, dict[str, list[float]]] = {}
+        lacking: set[str] = set()
         for seed, run_dir in enumerate(run_dirs):
             result = evaluate_speaker_sample(run_dir, seed=seed, **sample)
             for fold in result["per_fold"].values():
+                lacking.update(fold["speakers_without_the_emotion"])
                 for corpus, entry in fold["cross_corpus"].items():
                     mine = per_corpus.setdefault(corpus, {"wa": [], "ua": []})
                     mine["wa"].append(entry["cross4"]["wa"])
@@ -214,6 +217,7 @@ def moment_sample_figures(run_dirs: list[Path]) -> dict[str, dict[str, Any]]:
             "per_corpus": means,
             **{f"{k}_mean": round(float(np.mean([f[k] for f in means.values()])), 2) for k in ("wa", "ua")},
             "wa_min": round(float(min(f["wa"] for f in means.values())), 2),
+            "speakers_without_the_emotion": sorted(lacking),
         }
     return figures
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from emotrace import load_model
-from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, available_models
+from emotrace.api import ADAPTIVE_SUFFIX, DEFAULT_MODEL, available_models, predict_files
 from emotrace.cli import app
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -33,6 +33,16 @@ def test_packaged_models_carry_their_figures_and_both_protocols_exist():
         assert 50 < info.ua < 100 and 50 < info.wa < 100  # figures from its card
         assert info.size < 10_000_000  # a few MB: the encoder comes from its own package
         assert (info.path / "README.md").read_text().count(f"{info.ua:.1f}") >= 1
+
+
+def test_the_default_brings_its_speaker_adaptive_twin(predictor, fixture_clips):
+    assert DEFAULT_MODEL + ADAPTIVE_SUFFIX in {info.name for info in available_models()}
+    one_speaker = dict.fromkeys(fixture_clips, "actor")
+    adapted = predict_files(fixture_clips, predictor, adapt_speaker=True, speakers=one_speaker).results
+    assert [p.protocol for p in adapted] == ["speaker-adaptive"] * len(fixture_clips)
+    assert all(p.segments and sum(p.probabilities.values()) == pytest.approx(1, abs=1e-5) for p in adapted)
+    plain = predictor.predict(fixture_clips[0])
+    assert adapted[0].probabilities != pytest.approx(plain.probabilities)
 
 
 def test_predicts_a_shipped_clip_with_regions_and_dynamics(predictor, fixture_clips):

@@ -320,16 +320,23 @@ def test_speaker_adaptive_run_tested_again_with_moments_from_a_sample_of_clips(t
         evaluate_speaker_sample(run_dir)
 
 
-def test_moment_samples_draw_per_speaker_and_name_a_speaker_without_the_emotion(trees) -> None:
+def test_moment_samples_draw_per_speaker_and_name_the_speakers_without_the_emotion(trees) -> None:
     corpus = load_corpus("ased", trees["ased"])
     rng = np.random.default_rng(0)
     speakers = {u.speaker for u in corpus.utterances}
-    few = moment_sample(corpus.utterances, 2, None, rng)
+    few, none_lacking = moment_sample(corpus.utterances, 2, None, rng)
+    assert none_lacking == []
     assert Counter(u.speaker for u in few) == dict.fromkeys(speakers, 2)
-    one = moment_sample(corpus.utterances, None, "one", rng)
+    one, _ = moment_sample(corpus.utterances, None, "one", rng)
     by_speaker: dict[str, set[str]] = {}
     for utterance in one:
         by_speaker.setdefault(utterance.speaker, set()).add(utterance.label)
     assert set(by_speaker) == speakers and all(len(labels) == 1 for labels in by_speaker.values())
-    with pytest.raises(ValueError, match="has no surprised clips"):
-        moment_sample(corpus.utterances, None, "surprised", rng)
+    neutral_speaker = next(u.speaker for u in corpus.utterances if u.label == "neutral")
+    without_neutral = [u for u in corpus.utterances if not (u.speaker == neutral_speaker and u.label == "neutral")]
+    neutral, lacking = moment_sample(without_neutral, None, "neutral", rng)
+    assert lacking == [neutral_speaker]
+    assert {u.label for u in neutral if u.speaker != neutral_speaker} == {"neutral"}
+    assert [u for u in neutral if u.speaker == neutral_speaker] == [
+        u for u in without_neutral if u.speaker == neutral_speaker
+    ]

@@ -70,8 +70,9 @@ def evaluate_speaker_sample(
     The protocol takes every clip of a test speaker, which in acted corpora spans all emotions
     about equally; a user may have a few clips, or a speaker heard in one mood. ``clips``: that
     many drawn at random per speaker (seeded); ``emotion``: only the speaker's clips of that
-    class, or with ``"one"`` of one class drawn per speaker; both: ``clips`` of those. Every
-    test clip is still scored. Returns per-fold metrics as the run's own ``metrics.json``
+    class, or with ``"one"`` of one class drawn per speaker (a speaker without clips of the
+    class keeps all of theirs, listed in ``speakers_without_the_emotion``); both: ``clips`` of
+    those. Every test clip is still scored. Returns per-fold metrics as the run's own ``metrics.json``
     gives them (the cross-corpus breakdown included); the run's own files are untouched.
     """
     run_dir = Path(run_dir)
@@ -90,7 +91,7 @@ def evaluate_speaker_sample(
     try:
         for fold, model in finished_fold_models(run_dir, config, corpus):
             _, _, test_part = fold.split(corpus.utterances)
-            sample = moment_sample(test_part, clips, emotion, rng)
+            sample, lacking = moment_sample(test_part, clips, emotion, rng)
             inputs = load_inputs(test_part, stores, config.inputs, SPEAKER_ADAPTIVE, moments_from=sample)
             test = fold_dataset(Experiment(config, corpus, inputs, []), test_part)
             checkpoint = load_checkpoint(run_dir / "folds" / fold.name / "model")
@@ -100,6 +101,7 @@ def evaluate_speaker_sample(
             per_fold[fold.name] = {
                 **fold_metrics(rows, corpus.label_set.classes, sets, trained_on),
                 "moment_clips": len(sample),
+                "speakers_without_the_emotion": lacking,
             }
     finally:
         for store in stores.values():
@@ -111,22 +113,27 @@ def evaluate_speaker_sample(
 
 def moment_sample(
     utterances: Sequence[Utterance], clips: int | None, emotion: str | None, rng: np.random.Generator
-) -> list[Utterance]:
-    """Per speaker, the clips their moments come from (see :func:`evaluate_speaker_sample`)."""
+) -> tuple[list[Utterance], list[str]]:
+    """Per speaker, the clips their moments come from (see :func:`evaluate_speaker_sample`),
+    and the speakers who have no clip of ``emotion``: those keep all their clips (corpora
+    leave a few speakers without one class, and dropping them would change the test set)."""
     by_speaker: dict[str, list[Utterance]] = {}
     for utterance in utterances:
         by_speaker.setdefault(utterance.speaker, []).append(utterance)
-    sample = []
+    sample: list[Utterance] = []
+    lacking = []
     for speaker, mine in by_speaker.items():
         if emotion is not None:
             wanted = emotion if emotion != "one" else rng.choice(sorted({u.label for u in mine}))
-            mine = [u for u in mine if u.label == wanted]
-            if not mine:
-                raise ValueError(f"speaker {speaker} has no {emotion} clips to estimate moments from")
+            of_emotion = [u for u in mine if u.label == wanted]
+            if of_emotion:
+                mine = of_emotion
+            else:
+                lacking.append(speaker)
         if clips is not None and len(mine) > clips:
             mine = [mine[i] for i in sorted(rng.choice(len(mine), clips, replace=False))]
         sample.extend(mine)
-    return sample
+    return sample, sorted(lacking)
 
 
 def finished_fold_models(
