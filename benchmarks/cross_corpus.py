@@ -212,11 +212,15 @@ def moment_sample_figures(run_dirs: list[Path]) -> dict[str, dict[str, Any]]:
                     mine = per_corpus.setdefault(corpus, {"wa": [], "ua": []})
                     mine["wa"].append(entry["cross4"]["wa"])
                     mine["ua"].append(entry["cross4"]["ua"])
-        means = {c: {k: round(float(np.mean(v)), 2) for k, v in f.items()} for c, f in per_corpus.items()}
+        unfinished = sorted(
+            corpus for corpus in CORPORA if len(per_corpus.get(corpus, {"wa": []})["wa"]) != len(run_dirs)
+        )
+        if unfinished:
+            raise ValueError(f"(d) has not tested {unfinished} in each of its {len(run_dirs)} runs: finish them first")
+        means = {c: {k: round(float(np.mean(v)), 2) for k, v in per_corpus[c].items()} for c in CORPORA}
+        summary = _row(name, "roi_attention", means, SPEAKER_ADAPTIVE)
         figures[name] = {
-            "per_corpus": means,
-            **{f"{k}_mean": round(float(np.mean([f[k] for f in means.values()])), 2) for k in ("wa", "ua")},
-            "wa_min": round(float(min(f["wa"] for f in means.values())), 2),
+            **{key: summary[key] for key in ("per_corpus", "wa_mean", "ua_mean", "wa_min", "ua_min", "targets_met")},
             "speakers_without_the_emotion": sorted(lacking),
         }
     return figures

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,11 @@ from emotrace.corpora.combined import class_sets, combine, final_fold
 from emotrace.corpora.folds import CROSS_CORPUS, SPEAKER_INDEPENDENT
 from emotrace.errors import InputError
 from emotrace.features.base import Features
+from emotrace.features.pipeline import resolve_extractor
+from emotrace.features.store import FeatureStore
 from emotrace.features.transforms import InputSpec, model_frames
 from emotrace.models.base import masked_cross_entropy
+from emotrace.protocols import SPEAKER_ADAPTIVE, UTTERANCE_LEVEL
 from emotrace.training import cv as cv_module
 from emotrace.training.ablation import evaluate_speaker_sample, moment_sample
 from emotrace.training.config import load_config
@@ -33,7 +37,7 @@ from emotrace.training.crosscorpus import (
     restricted_argmax,
     swallowing,
 )
-from emotrace.training.data import BucketBatchSampler, corpus_balanced_weights
+from emotrace.training.data import BucketBatchSampler, corpus_balanced_weights, load_inputs
 from test_corpora_ased_nemo import build_ased, build_nemo
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -310,8 +314,25 @@ def test_speaker_adaptive_run_tested_again_with_moments_from_a_sample_of_clips(t
     neutral = evaluate_speaker_sample(run_dir, emotion="neutral")["per_fold"]["ased"]
     assert neutral["moment_clips"] == 10  # 5 speakers x 2 neutral sentences; every clip still scored
     assert neutral["cross_corpus"]["ased"]["cross4"]["items"] == 40
-    assert neutral["cross_corpus"]["ased"]["predicted_shares_all"] != ran["predicted_shares_all"]
     assert evaluate_speaker_sample(run_dir, clips=3, seed=1)["per_fold"]["ased"]["moment_clips"] == 15
+    with pytest.raises(ValueError, match="'netural' is not a class"):
+        evaluate_speaker_sample(run_dir, emotion="netural")
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate_speaker_sample(run_dir, clips=0)
+
+    config = load_config(config_path)
+    ased = [u for u in cv_module.load_experiment_corpus(config).utterances if u.dataset == "ased"]
+    neutral_clips = [u for u in ased if u.label == "neutral"]
+    extractor = resolve_extractor("logmel")
+    with FeatureStore.open(config.store_root(), extractor.name, extractor.config(), extractor.version) as store:
+        read = partial(load_inputs, ased, {"audio": store}, config.inputs)
+        whole = read(SPEAKER_ADAPTIVE)["audio"].frames
+        from_neutral = read(SPEAKER_ADAPTIVE, moments_from=neutral_clips)["audio"].frames
+        from_all = read(SPEAKER_ADAPTIVE, moments_from=ased)["audio"].frames
+        with pytest.raises(ValueError, match="for the speaker-adaptive protocol"):
+            read(UTTERANCE_LEVEL, moments_from=neutral_clips)
+    assert all(np.array_equal(whole[u.id], from_all[u.id]) for u in ased)
+    assert not any(np.allclose(whole[u.id], from_neutral[u.id]) for u in ased)
 
     utterance_level = tmp_path / "u.yaml"
     utterance_level.write_text(config_path.read_text().replace("speaker-adaptive", "utterance-level"))
@@ -326,6 +347,9 @@ def test_moment_samples_draw_per_speaker_and_name_the_speakers_without_the_emoti
     speakers = {u.speaker for u in corpus.utterances}
     few, none_lacking = moment_sample(corpus.utterances, 2, None, rng)
     assert none_lacking == []
+    again, _ = moment_sample(corpus.utterances, 2, None, np.random.default_rng(0))
+    other, _ = moment_sample(corpus.utterances, 2, None, np.random.default_rng(1))
+    assert again == few and other != few
     assert Counter(u.speaker for u in few) == dict.fromkeys(speakers, 2)
     one, _ = moment_sample(corpus.utterances, None, "one", rng)
     by_speaker: dict[str, set[str]] = {}

@@ -64,16 +64,19 @@ def load_inputs(
 
     Under the speaker-adaptive protocol each speaker's moments come from all of that
     speaker's utterances here (labels unused; test speakers included, as the protocol
-    says), or from those of ``moments_from`` (a sample of them: how few clips of a speaker
-    the protocol needs); augmented copies are normalised with their clean clip's speaker's. ``copies``:
-    per modality, the store of its augmented copies and, per utterance id, their ids there. Utterances
-    missing from a store are an error naming them: extract first.
+    says), or from those of ``moments_from`` (other clips of the same speakers, e.g. a few
+    of them, to measure how few the protocol needs); augmented copies are normalised with
+    their clean clip's speaker's. ``copies``: per modality, the store of its augmented copies
+    and, per utterance id, their ids there. Utterances missing from a store are an error
+    naming them: extract first.
     """
+    if moments_from is not None and protocol != SPEAKER_ADAPTIVE:
+        raise ValueError(f"moments_from is for the {SPEAKER_ADAPTIVE} protocol, not {protocol}")
     result = {}
     for modality, spec in specs.items():
         store = stores[modality]
         copy_store, copy_ids = (copies or {}).get(modality, (store, {}))
-        missing = [u.id for u in utterances if u.id not in store]
+        missing = [u.id for u in [*utterances, *(moments_from or ())] if u.id not in store]
         if missing:
             raise InputError(
                 store.directory,
@@ -94,7 +97,7 @@ def load_inputs(
             spec,
             protocol,
             tuple((u.id, u.speaker, store.key(u.id), *map(copy_store.key, copy_ids.get(u.id, ()))) for u in utterances),
-            None if moments_from is None else tuple(u.id for u in moments_from),
+            None if moments_from is None else tuple((u.id, u.speaker, store.key(u.id)) for u in moments_from),
         )
         last = _LAST_INPUTS.pop(modality, None)
         if last is not None and last[0] == key:

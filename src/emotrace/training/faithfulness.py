@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from emotrace.models.base import EmotionModel
-from emotrace.training.ablation import finished_fold_models
+from emotrace.training.ablation import finished_fold_checkpoints
 from emotrace.training.config import load_config
 from emotrace.training.cv import CONFIG_FILE, load_experiment_corpus, prepare
 from emotrace.training.data import FeatureDataset, collate, training_moments
@@ -197,7 +197,8 @@ def run_deletion_test(
     intact: list[dict[str, str]] = []
     tests = {name: {"top": [], "control": [[] for _ in range(draws)], "deleted": []} for name in names.values()}
     decisions = []
-    for fold, model in finished_fold_models(run_dir, config, corpus):
+    for fold, checkpoint in finished_fold_checkpoints(run_dir, config, corpus):
+        model = checkpoint.model
         train_part, _, test_part = fold.split(experiment.corpus.utterances)
         values = None
         if fill == "mean":
