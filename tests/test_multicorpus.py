@@ -205,28 +205,40 @@ def test_per_utterance_normalisation_standardises_each_clip_before_pooling() -> 
 # --------------------------------------------------------------------------- end to end
 
 
+def tiny_config(trees: dict[str, Path], tmp_path: Path, name: str, **settings) -> Path:
+    """A config of a tiny model over the miniature corpora, written to ``tmp_path``: an LSTM
+    over pooled log-mel frames, one epoch, unless ``settings`` say otherwise."""
+    config = {
+        "name": name,
+        "corpora": [{"name": corpus, "root": str(root)} for corpus, root in trees.items()],
+        "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
+        "model": {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16},
+        "store": str(tmp_path / "store"),
+        "data": {"batch_size": 8},
+        "optim": {"max_epochs": 1, "patience": 5},
+        **settings,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_leave_one_corpus_out_run_end_to_end(trees, tmp_path) -> None:
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny-loco",
-                "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
-                "held_out": ["ased", "nemo"],
-                "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
-                "model": {
-                    "name": "roi_attention",
-                    "lstm_hidden": 8,
-                    "lstm_layers": 1,
-                    "projection_dim": 16,
-                    "attention_dim": 8,
-                    "label_smoothing": 0.1,
-                },
-                "store": str(tmp_path / "store"),
-                "data": {"batch_size": 8, "corpus_balanced": True},
-                "optim": {"max_epochs": 2, "patience": 5, "lr": 3e-3},
-            }
-        )
+    config_path = tiny_config(
+        trees,
+        tmp_path,
+        "tiny-loco",
+        held_out=["ased", "nemo"],
+        model={
+            "name": "roi_attention",
+            "lstm_hidden": 8,
+            "lstm_layers": 1,
+            "projection_dim": 16,
+            "attention_dim": 8,
+            "label_smoothing": 0.1,
+        },
+        data={"batch_size": 8, "corpus_balanced": True},
+        optim={"max_epochs": 2, "patience": 5, "lr": 3e-3},
     )
     config = load_config(config_path)
     run_dir = tmp_path / "run"
@@ -257,21 +269,7 @@ def test_leave_one_corpus_out_run_end_to_end(trees, tmp_path) -> None:
 
 
 def test_corpora_trained_together_are_scored_each_in_its_own_classes(trees, tmp_path) -> None:
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny-within",
-                "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
-                "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
-                "model": {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16},
-                "store": str(tmp_path / "store"),
-                "data": {"batch_size": 8},
-                "optim": {"max_epochs": 1, "patience": 5},
-                "folds": ["fold1"],
-            }
-        )
-    )
+    config_path = tiny_config(trees, tmp_path, "tiny-within", folds=["fold1"])
     run_dir = tmp_path / "run"
     fold = cv_module.run_cv(load_config(config_path), run_dir, progress=False)["fold1"]
     assert set(fold["per_corpus"]) == {"ased", "nemo"} and "cross_corpus" not in fold
@@ -287,22 +285,7 @@ def test_corpora_trained_together_are_scored_each_in_its_own_classes(trees, tmp_
 
 
 def test_speaker_adaptive_run_tested_again_with_moments_from_a_sample_of_clips(trees, tmp_path) -> None:
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny-loco-adaptive",
-                "corpora": [{"name": name, "root": str(root)} for name, root in trees.items()],
-                "held_out": ["ased"],
-                "inputs": {"audio": {"features": "logmel", "frame_pooling": 4}},
-                "protocol": "speaker-adaptive",
-                "model": {"name": "lstm", "lstm_hidden": 8, "lstm_layers": 1, "projection_dim": 16},
-                "store": str(tmp_path / "store"),
-                "data": {"batch_size": 8},
-                "optim": {"max_epochs": 1, "patience": 5},
-            }
-        )
-    )
+    config_path = tiny_config(trees, tmp_path, "tiny-loco-adaptive", held_out=["ased"], protocol="speaker-adaptive")
     run_dir = tmp_path / "run"
     ran = cv_module.run_cv(load_config(config_path), run_dir, progress=False)["ased"]["cross_corpus"]["ased"]
 
