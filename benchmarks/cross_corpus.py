@@ -212,9 +212,7 @@ def moment_sample_figures(run_dirs: list[Path]) -> dict[str, dict[str, Any]]:
                     mine = per_corpus.setdefault(corpus, {"wa": [], "ua": []})
                     mine["wa"].append(entry["cross4"]["wa"])
                     mine["ua"].append(entry["cross4"]["ua"])
-        unfinished = sorted(
-            corpus for corpus in CORPORA if len(per_corpus.get(corpus, {"wa": []})["wa"]) != len(run_dirs)
-        )
+        unfinished = [c for c in CORPORA if c not in per_corpus or len(per_corpus[c]["wa"]) != len(run_dirs)]
         if unfinished:
             raise ValueError(f"(d) has not tested {unfinished} in each of its {len(run_dirs)} runs: finish them first")
         means = {c: {k: round(float(np.mean(v)), 2) for k, v in per_corpus[c].items()} for c in CORPORA}

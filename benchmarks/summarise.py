@@ -141,6 +141,12 @@ def scaling_table(result: dict) -> list[str]:
     return [*lines, "", f"scaling efficiency from 1 to 2 actors: {efficiency}"]
 
 
+def _moment_sample_text(name: str, figures: dict) -> str:
+    lacking = figures.get("speakers_without_the_emotion")
+    note = f"; {len(lacking)} speakers without that emotion used all their clips" if lacking else ""
+    return f"{name}: {figures['wa_mean']:.1f} / {figures['ua_mean']:.1f} (min acc {figures['wa_min']:.1f}{note})"
+
+
 def cross_corpus_table(result: dict) -> list[str]:
     """One row per system: accuracy / UA on each held-out corpus, their mean and minimum."""
     corpora = result["held_out_corpora"]
@@ -164,16 +170,7 @@ def cross_corpus_table(result: dict) -> list[str]:
         )
     for row in result["rows"]:
         if "moment_samples" in row:
-            tried = "; ".join(
-                f"{name}: {figures['wa_mean']:.1f} / {figures['ua_mean']:.1f} (min acc {figures['wa_min']:.1f}"
-                + (
-                    f"; {len(figures['speakers_without_the_emotion'])} speakers without that emotion used all "
-                    "their clips)"
-                    if figures.get("speakers_without_the_emotion")
-                    else ")"
-                )
-                for name, figures in row["moment_samples"].items()
-            )
+            tried = "; ".join(_moment_sample_text(name, figures) for name, figures in row["moment_samples"].items())
             lines += [
                 "",
                 f"{row['system']}, each held-out speaker's moments from a sample of their clips instead of all "

@@ -50,6 +50,7 @@ from emotrace.training.cv import (
     start_run,
     train_fold,
 )
+from emotrace.training.data import utterances_with_features
 from emotrace.training.report import write_report
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -102,7 +103,7 @@ def common_corpus(systems: dict[str, ExperimentConfig], progress: bool) -> Corpu
         extractors = [resolve_extractor(spec.features) for spec in config.inputs.values()]
         extract_corpus(clips, extractors, config.store_root(), report=BatchReport(), progress=progress)
         stores += [FeatureStore.open(config.store_root(), e.name, e.config(), e.version) for e in extractors]
-    usable = tuple(u for u in clips if all(u.id in store for store in stores))
+    usable = tuple(utterances_with_features(clips, stores))
     for store in stores:
         store.close()
     print(f"{len(usable)} clips with audio and face video ({len(corpus.utterances) - len(usable)} left out)")

@@ -30,7 +30,7 @@ from emotrace.training.cv import (
     prepare,
     selected_folds,
 )
-from emotrace.training.data import FeatureDataset, load_inputs
+from emotrace.training.data import FeatureDataset, load_inputs, utterances_with_features
 from emotrace.training.ensemble import calibrated_probabilities
 from emotrace.training.metrics import classification_metrics, summarise_folds
 from emotrace.training.module import predict_probabilities
@@ -98,8 +98,7 @@ def evaluate_speaker_sample(
             )
             for modality, extractor in extractors.items()
         }
-        # the clips the run kept (prepare skips those whose features could not be made)
-        usable = [u for u in corpus.utterances if all(u.id in store for store in stores.values())]
+        usable = utterances_with_features(corpus.utterances, list(stores.values()))  # as prepare keeps them
         for fold, checkpoint in finished_fold_checkpoints(run_dir, config, corpus):
             train_part, _, test_part = fold.split(usable)
             speakers = {u.speaker for u in test_part}

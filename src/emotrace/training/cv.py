@@ -64,6 +64,7 @@ from emotrace.training.data import (
     inverse_frequency_weights,
     load_inputs,
     training_moments,
+    utterances_with_features,
     with_noisy_text,
 )
 from emotrace.training.extraction import copy_sources, extract_inputs
@@ -143,7 +144,7 @@ def prepare(
         modality: FeatureStore.open(store_root, extractor.name, extractor.config(), extractor.version)
         for modality, extractor in extractors.items()
     }
-    usable = [u for u in corpus.utterances if all(u.id in store for store in stores.values())]
+    usable = utterances_with_features(corpus.utterances, list(stores.values()))
     skipped = sorted({u.id for u in corpus.utterances} - {u.id for u in usable})
     copies = copy_sources(config, usable)
     inputs = load_inputs(usable, stores, config.inputs, config.protocol, copies)

@@ -52,6 +52,12 @@ class ModalityInputs:
         return next(iter(self.frames.values())).shape[0]
 
 
+def utterances_with_features(utterances: Sequence[Utterance], stores: Sequence[FeatureStore]) -> list[Utterance]:
+    """The utterances that every store holds features of: what a run can use (extraction
+    reports and skips the inputs it could not read)."""
+    return [u for u in utterances if all(u.id in store for store in stores)]
+
+
 def load_inputs(
     utterances: Sequence[Utterance],
     stores: Mapping[str, FeatureStore],
