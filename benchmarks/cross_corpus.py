@@ -162,9 +162,7 @@ def main() -> None:
         save()
     if "d" in args.systems:
         chosen = extra["screens"]["chosen"]  # KeyError: run b first
-        options = {**VARIANTS, **SCHEDULES}
-        overrides = [override for name in chosen.split(" + ") for override in options[name]]
-        adaptive = [*overrides, ADAPTIVE_OVERRIDE]
+        adaptive = [*found["b"]["overrides"], ADAPTIVE_OVERRIDE]  # (b) was trained with the chosen options
         run_dirs = _runs(LOCO, adaptive, list(range(args.seeds)), args.runs, f"{chosen} adaptive", args.jobs)
         system = f"method A, trained on the two other corpora ({chosen}), speaker-adaptive"
         found["d"] = trained_row(system, run_dirs, LOCO, adaptive, SPEAKER_ADAPTIVE)
