@@ -4,7 +4,8 @@ Method A (ROI attention) on Whisper-base frames by ``configs/multicorpus/roi_att
 with the robustness options that benchmarks/cross_corpus.py kept on validation speakers. The
 card gives its figures on corpora it never heard (leave-one-corpus-out, from
 ``benchmarks/results/cross_corpus.json``: run that benchmark first), its per-corpus figures
-under each corpus's own speaker-independent folds (a cross-validation run here, one seed),
+under each corpus's own speaker-independent folds (cross-validation runs here, ``--seeds`` of them:
+one seed's figure moves by about 1 UA between runs),
 its classes, languages and the data licences. The final model trains on every corpus but a
 seeded share of each one's speakers, who choose the epoch.
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PRETRAINED, help="folder the models are packaged into")
     parser.add_argument("--jobs", type=int, default=1, help="cross-validation folds trained at once")
     parser.add_argument("--protocols", nargs="+", default=list(NAMES), choices=list(NAMES))
+    parser.add_argument("--seeds", type=int, default=3, help="cross-validation runs (seeds 0..N-1) behind the card")
     parser.add_argument(
         "--options",
         nargs="*",
@@ -100,13 +102,14 @@ def train_and_package(protocol: str, results: dict[str, Any], args: argparse.Nam
     options = args.options if args.options is not None else measured
     if options is None:
         raise SystemExit(f"{RESULTS} has no {protocol} leave-one-corpus-out row yet: finish benchmarks/cross_corpus.py")
-    config = load_config(
-        CONFIG,
-        [*options, protocol_override, f"store={os.path.expanduser(args.store)}", f"trainer.jobs={args.jobs}"],
-    )
-    run_dir = args.runs / (config.name if protocol == UTTERANCE_LEVEL else f"{config.name}-{protocol}")
-    run_cv(config, run_dir, progress=False)
-    summary = write_report(run_dir)
+    settings = [*options, protocol_override, f"store={os.path.expanduser(args.store)}", f"trainer.jobs={args.jobs}"]
+    summaries = []
+    for seed in reversed(range(args.seeds)):  # seed 0 last: its config and run give the final model
+        config = load_config(CONFIG, [*settings, f"seed={seed}"])
+        run_dir = args.runs / (config.name if protocol == UTTERANCE_LEVEL else f"{config.name}-{protocol}")
+        run_dir = run_dir.with_name(f"{run_dir.name}-seed{seed}") if seed else run_dir  # seed 0: the older runs' name
+        run_cv(config, run_dir, progress=False)
+        summaries.insert(0, write_report(run_dir))
     model_dir = train_final(config, run_dir, progress=False)
     name = NAMES[protocol]
     if measured is None or sorted(measured) != sorted(options):
@@ -114,7 +117,7 @@ def train_and_package(protocol: str, results: dict[str, Any], args: argparse.Nam
             f"trained {model_dir}; not packaged: {RESULTS} has no {protocol} leave-one-corpus-out row with these "
             "options yet. Run this again once benchmarks/cross_corpus.py has finished (nothing is trained again)."
         )
-    package(model_dir, args.out / name, name, summary, results, multi)
+    package(model_dir, args.out / name, name, within_corpus_figures(summaries), results, multi)
     print(
         f"{name}: leave-one-corpus-out accuracy {multi['wa_mean']:.1f}, UA {multi['ua_mean']:.1f} -> {args.out / name}"
     )
@@ -124,13 +127,12 @@ def package(
     model_dir: Path,
     target: Path,
     name: str,
-    summary: dict[str, Any],
+    within: dict[str, dict[str, Any]],
     results: dict[str, Any],
     multi: dict[str, Any],
 ) -> None:
     """Copy the final model into the package with its figures and card."""
     checkpoint = load_checkpoint(model_dir)
-    per_corpus = summary["pooled"]["per_corpus"]
     checkpoint.info = {
         **checkpoint.info,
         "name": name,
@@ -145,15 +147,7 @@ def package(
                 "ua_mean": multi["ua_mean"],
                 "per_corpus": {c: {"wa": f["wa"], "ua": f["ua"]} for c, f in multi["per_corpus"].items()},
             },
-            "within_corpus": {
-                corpus: {
-                    "ua": round(m["ua"], 2),
-                    "wa": round(m["wa"], 2),
-                    **fold_spread(summary, corpus),
-                    "classes": m["classes"],
-                }
-                for corpus, m in per_corpus.items()
-            },
+            "within_corpus": within,
         },
         "training_data": "; ".join(f"{title} ({language}, {size})" for title, language, size, _ in CORPORA.values()),
         "data_licence": DATA_LICENCE,
@@ -164,7 +158,7 @@ def package(
     }
     shutil.rmtree(target, ignore_errors=True)
     checkpoint.save(target)
-    write_text_atomically(target / "README.md", model_card(name, checkpoint, summary, results, multi))
+    write_text_atomically(target / "README.md", model_card(name, checkpoint, within, results, multi))
 
 
 def moment_samples_section(multi: dict[str, Any], held_out: list[str]) -> str:
@@ -198,18 +192,40 @@ accuracy in percent, seeds averaged.{note}
 """
 
 
-def fold_spread(summary: dict[str, Any], corpus: str) -> dict[str, float]:
-    """UA and WA of ``corpus`` as mean and std over the folds that test it (the in-corpus
-    figures of single-corpus runs are given this way)."""
-    folds = [m["per_corpus"][corpus] for m in summary["per_fold"].values() if corpus in m.get("per_corpus", {})]
-    return {
-        f"{name}_{stat}": round(float(function([fold[name] for fold in folds])), 2)
-        for name in ("ua", "wa")
-        for stat, function in (("mean", np.mean), ("std", np.std))
-    }
+def within_corpus_figures(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each corpus's figures over the seeds' cross-validation runs (``write_report`` summaries):
+    UA and WA per fold averaged over seeds, then mean and std over the folds that test the
+    corpus; pooled UA, WA and macro-F1 averaged over seeds; each seed's UA, so the card shows
+    how far one run moves."""
+    first = summaries[0]
+    figures = {}
+    for corpus, pooled in first["pooled"]["per_corpus"].items():
+        folds = [fold for fold, metrics in first["per_fold"].items() if corpus in metrics.get("per_corpus", {})]
+        by_fold = {
+            name: [np.mean([s["per_fold"][fold]["per_corpus"][corpus][name] for s in summaries]) for fold in folds]
+            for name in ("ua", "wa")
+        }
+        figures[corpus] = {
+            **{
+                f"{name}_{stat}": round(float(function(values)), 2)
+                for name, values in by_fold.items()
+                for stat, function in (("mean", np.mean), ("std", np.std))
+            },
+            **{
+                name: round(float(np.mean([s["pooled"]["per_corpus"][corpus][name] for s in summaries])), 2)
+                for name in ("ua", "wa", "macro_f1")
+            },
+            "ua_by_seed": [round(float(s["pooled"]["per_corpus"][corpus]["ua"]), 2) for s in summaries],
+            "folds": len(folds),
+            "seeds": len(summaries),
+            "classes": pooled["classes"],
+        }
+    return figures
 
 
-def model_card(name: str, checkpoint, summary: dict[str, Any], results: dict[str, Any], multi: dict[str, Any]) -> str:
+def model_card(
+    name: str, checkpoint, within: dict[str, dict[str, Any]], results: dict[str, Any], multi: dict[str, Any]
+) -> str:
     spec = checkpoint.inputs["audio"]
     corpora = checkpoint.info["corpora"]
     held_out = results["held_out_corpora"]
@@ -224,11 +240,10 @@ def model_card(name: str, checkpoint, summary: dict[str, Any], results: dict[str
         loco_rows.append(
             f"| {row['system']}{shipped} | {row['protocol']} | {' | '.join(cells)} | {mean} | {row.get('seeds', '–')} |"
         )
-    within = summary["pooled"]["per_corpus"]
-    spreads = {c: fold_spread(summary, c) for c in within}
     within_rows = [
-        f"| {CORPORA[c][0]} | {len(m['classes'])} | {spreads[c]['ua_mean']:.1f} ± {spreads[c]['ua_std']:.1f} | "
-        f"{spreads[c]['wa_mean']:.1f} ± {spreads[c]['wa_std']:.1f} | {m['ua']:.1f} | {m['macro_f1']:.1f} |"
+        f"| {CORPORA[c][0]} | {len(m['classes'])} | {m['folds']} | {m['ua_mean']:.1f} ± {m['ua_std']:.1f} | "
+        f"{m['wa_mean']:.1f} ± {m['wa_std']:.1f} | {m['ua']:.1f} | {m['macro_f1']:.1f} | "
+        f"{', '.join(f'{ua:.1f}' for ua in m['ua_by_seed'])} |"
         for c, m in within.items()
     ]
     sets = "\n".join(
@@ -236,6 +251,8 @@ def model_card(name: str, checkpoint, summary: dict[str, Any], results: dict[str
     )
     licences = "\n".join(f"- {CORPORA[c][0]}: {CORPORA[c][3]}" for c in corpora)
     options = ", ".join(checkpoint.info["options"]) or "none beyond the recipe"
+    seed_count = next(iter(within.values()))["seeds"]
+    seeds = f"{seed_count} training seed{'s' if seed_count > 1 else ''}"
     protocol_line = (
         "It reads one clip at a time: nothing about the speaker is used beyond the clip itself (utterance-level)."
         if checkpoint.protocol == UTTERANCE_LEVEL
@@ -269,11 +286,13 @@ speech, noisy channels and corpora unlike these three.
 ## Within each corpus
 Each corpus's own speaker-independent folds (RAVDESS: the 6 EmoBox folds; ASED and nEMO: group
 5-fold by speaker), one model per fold trained on all three corpora's training speakers, scored
-in the corpus's own classes, {checkpoint.protocol} ({summary["folds"]} folds, one seed): UA and WA as mean ±
-std over the folds that test the corpus, then UA and macro-F1 pooled over them:
+in the corpus's own classes, {checkpoint.protocol}, {seeds}. UA and WA of each fold
+averaged over the seeds, as mean ± std over the folds that test the corpus; then UA and
+macro-F1 pooled over those folds (mean over seeds), and each seed's pooled UA, which shows how
+far one run moves:
 
-| corpus | classes | UA | WA | pooled UA | pooled macro-F1 |
-|---|---|---|---|---|---|
+| corpus | classes | folds | UA | WA | pooled UA | pooled macro-F1 | pooled UA by seed |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(within_rows)}
 
 ## Classes
