@@ -216,7 +216,7 @@ def main() -> None:
         ]
         if all((reference / "metrics.json").exists() for reference in references):
             rows.append(row_from_runs(AUDIO_ONLY, references))
-    add_comparisons(args.part, rows, levels)
+    add_comparisons(args.part, rows)
     write_results(name, protocol_text, rows)
     for row in rows:
         extra = f"  weighted-F1 {row['weighted_f1_mean']:.1f}" if "weighted_f1_mean" in row else ""
@@ -269,8 +269,10 @@ def earlier_rows(name: str, remeasured: list[str], pairings: int) -> list[dict]:
     ]
 
 
-def add_comparisons(part: str, rows: list[dict], levels: list) -> None:
+def add_comparisons(part: str, rows: list[dict]) -> None:
+    """Each target's gap, at every share of noisy text among the rows (kept earlier rows included)."""
     by_system = {row["system"]: row for row in rows}
+    levels = sorted({row["noisy_text"] for row in rows if row.get("noisy_text")}) or [None]
     for system, reference in COMPARISONS[part]:
         for noise in levels:
             ours = row_label(system, noise)

@@ -39,6 +39,27 @@ def test_rows_without_their_runs_on_this_machine_get_no_comparison(tmp_path: Pat
     assert fusion.has_runs({"system": "measured here", "runs": [str(tmp_path)]})
 
 
+def test_a_rerun_at_one_noise_share_compares_the_kept_rows_of_the_other_share_too(monkeypatch) -> None:
+    fusion = benchmark("fusion")
+    monkeypatch.setattr(fusion, "has_runs", lambda row: True)
+    monkeypatch.setattr(fusion, "comparison", lambda row, reference: {"against": reference["system"]})
+    regulariser, without = "method C: contrastive regulariser", "method C without its regulariser"
+    rows = [  # 20 % kept from an earlier run, 40 % measured now
+        {"system": fusion.row_label(system, noise), "noisy_text": noise}
+        for noise in (0.2, 0.4)
+        for system in (regulariser, without)
+    ]
+
+    fusion.add_comparisons("noisy", rows)
+
+    assert [row.get("comparisons") for row in rows] == [
+        [{"against": f"{without}, 20% noisy text"}],
+        None,
+        [{"against": f"{without}, 40% noisy text"}],
+        None,
+    ]
+
+
 def test_noisy_rows_are_named_by_their_share_and_clean_rows_by_their_system() -> None:
     fusion = benchmark("fusion")
     assert (
