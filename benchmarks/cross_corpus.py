@@ -10,11 +10,12 @@ accuracy (WA) and UA per held-out corpus, then their mean and minimum. Systems:
   together, each with its own label set; its robustness options (per-utterance
   normalisation, corpus-balanced sampling, waveform augmentation: training clips read clean or
   as augmented copies, see emotrace.augmentation) are screened with one seed and kept only when the
-  validation speakers' UA (mean over the three folds) says so, then a longer epoch cap on top of
-  the options kept (``SCHEDULES``), kept the same way; the test corpora are never used to choose;
-  a seed ensemble of the chosen options (three trainings on the same validation speakers,
-  calibrated probabilities averaged) is screened the same way against its best member and
-  its predict-time cost (heads against the Whisper encoder, ms per clip) recorded;
+  validation speakers' UA (mean over the three folds) says so, then on top of the options kept
+  a longer epoch cap, no moving average of the weights and other Whisper layers (``REFINEMENTS``),
+  kept the same way; the test corpora are never used to choose; a seed ensemble of the chosen
+  options (three trainings on the same validation speakers, calibrated probabilities averaged)
+  is screened the same way against its best member and its predict-time cost (heads against
+  the Whisper encoder, ms per clip) recorded;
 * (c) method A trained on RAVDESS alone with the RAVDESS recipe's schedule (configs/multicorpus/
   roi_attention_ravdess_only.yaml), tested on ASED and nEMO (RAVDESS is not held out there);
 * (d) (b) with the options validation chose, under the speaker-adaptive protocol: each
@@ -82,10 +83,22 @@ VARIANTS: dict[str, list[str]] = {
     "corpus-balanced sampling": ["data.corpus_balanced=true"],
     "waveform augmentation": [f"data.augment_copies={AUGMENT_COPIES}"],
 }
-#: the epoch cap screened on top of the options validation kept: with one augmented copy per clip,
-#: every fold of the 8-epoch recipe stopped at its cap (an in-corpus screen of 2026-12-02, one seed,
-#: preferred 16 on validation: 80.9 against 80.1)
-SCHEDULES: dict[str, list[str]] = {"at most 16 epochs": ["optim.max_epochs=16"]}
+#: screened on top of the options validation kept, one group after the other: each alternative of a
+#: group on top of what is kept so far, the best of them kept when it beats that on validation
+REFINEMENTS: dict[str, dict[str, list[str]]] = {
+    # with one augmented copy per clip, every fold of the 8-epoch recipe stopped at its cap (an
+    # in-corpus screen of 2026-12-02, one seed, preferred 16 on validation: 80.9 against 80.1)
+    "schedule": {"at most 16 epochs": ["optim.max_epochs=16"]},
+    # the moving average of the weights (ema_decay 0.99) was once adopted on RAVDESS test folds, and
+    # validation there rejects it (benchmarks/selection.py ema): here it is chosen on validation too
+    "weights": {"no moving average of the weights": ["optim.ema_decay=null"]},
+    # the recipe's layers 2-5 were chosen on RAVDESS alone; lower layers hold more of the sound and
+    # less of the words, and layers 1-4 spare the encoder its fifth layer at predict time
+    "layers": {
+        "Whisper layers 1-4": ["inputs.audio.layers=[1,2,3,4]"],
+        "Whisper layers 1-5": ["inputs.audio.layers=[1,2,3,4,5]"],
+    },
+}
 ADAPTIVE_OVERRIDE = f"protocol={SPEAKER_ADAPTIVE}"
 #: (d)'s tests again with each held-out speaker's moments from a sample of their clips:
 #: arguments of emotrace.training.ablation.evaluate_speaker_sample
@@ -329,8 +342,8 @@ def _val_ua(run_dirs: list[Path]) -> float:
 def screen_options(
     val_ua: Callable[[str, list[str]], float],
 ) -> tuple[dict[str, list[str]], dict[str, float], str]:
-    """Screen ``VARIANTS`` (each alone, then those that beat the base together), then each of
-    ``SCHEDULES`` on top of the options kept; ``val_ua(name, overrides)`` trains and gives the
+    """Screen ``VARIANTS`` (each alone, then those that beat the base together), then the groups of
+    ``REFINEMENTS`` on top of the options kept; ``val_ua(name, overrides)`` trains and gives the
     validation UA. Returns every screened variant's overrides, their UA, and the chosen name."""
     variants = dict(VARIANTS)
     screens = {name: val_ua(name, overrides) for name, overrides in variants.items()}
@@ -340,11 +353,13 @@ def screen_options(
         variants[both] = [override for name in helping for override in VARIANTS[name]]
         screens[both] = val_ua(both, variants[both])
     chosen = _choose(screens)
-    for name, overrides in SCHEDULES.items():
-        longer = f"{chosen} + {name}"
-        variants[longer] = [*variants[chosen], *overrides]
-        screens[longer] = val_ua(longer, variants[longer])
-        chosen = longer if screens[longer] > screens[chosen] else chosen
+    for alternatives in REFINEMENTS.values():
+        kept = chosen
+        for name, overrides in alternatives.items():
+            refined = f"{kept} + {name}"
+            variants[refined] = [*variants[kept], *overrides]
+            screens[refined] = val_ua(refined, variants[refined])
+            chosen = refined if screens[refined] > screens[chosen] else chosen
     return variants, screens, chosen
 
 
