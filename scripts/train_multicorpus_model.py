@@ -85,6 +85,8 @@ def main() -> None:
         "leave-one-corpus-out row); a model is packaged only once its protocol's row exists and agrees",
     )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds: at least one cross-validation run is needed")
     results = json.loads(RESULTS.read_text())
     for protocol in args.protocols:
         train_and_package(protocol, results, args)
