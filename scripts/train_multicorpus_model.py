@@ -105,14 +105,15 @@ def train_and_package(protocol: str, results: dict[str, Any], args: argparse.Nam
     if options is None:
         raise SystemExit(f"{RESULTS} has no {protocol} leave-one-corpus-out row yet: finish benchmarks/cross_corpus.py")
     settings = [*options, protocol_override, f"store={os.path.expanduser(args.store)}", f"trainer.jobs={args.jobs}"]
-    summaries = []
-    for seed in reversed(range(args.seeds)):  # seed 0 last: its config and run give the final model
+    run_dirs = []
+    for seed in range(args.seeds):
         config = load_config(CONFIG, [*settings, f"seed={seed}"])
         run_dir = args.runs / (config.name if protocol == UTTERANCE_LEVEL else f"{config.name}-{protocol}")
-        run_dir = run_dir.with_name(f"{run_dir.name}-seed{seed}") if seed else run_dir  # seed 0: the older runs' name
-        run_cv(config, run_dir, progress=False)
-        summaries.insert(0, write_report(run_dir))
-    model_dir = train_final(config, run_dir, progress=False)
+        run_dirs.append(run_dir.with_name(f"{run_dir.name}-seed{seed}") if seed else run_dir)  # seed 0: older runs
+        run_cv(config, run_dirs[-1], progress=False)
+    summaries = [write_report(run_dir) for run_dir in run_dirs]
+    # the final model is seed 0's: its run's validation speakers and seed
+    model_dir = train_final(load_config(CONFIG, [*settings, "seed=0"]), run_dirs[0], progress=False)
     name = NAMES[protocol]
     if measured is None or sorted(measured) != sorted(options):
         raise SystemExit(
